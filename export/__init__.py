@@ -1,0 +1,1 @@
+"""vae-serve training side: data sources, the PyTorch VAE, training, ONNX export, bundle writing."""

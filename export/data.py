@@ -1,0 +1,224 @@
+"""Data sources behind one interface, and the deterministic train / validation / test split.
+
+Every source yields float32 rows [examples, features] (row-major flattening of each example) with
+optional integer labels. Sources: ``digits`` (embedded), ``fashion-mnist``, ``idx:DIR``, ``npy:PATH``.
+"""
+
+import gzip
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_HINT = (
+    "install the Debian package with `apt-get install -y dataset-fashion-mnist` "
+    f"(it puts the IDX files under {FASHION_MNIST_DIR}), or pass --data-dir DIR"
+)
+# IDX type codes (http://yann.lecun.com/exdb/mnist/): third byte of the magic number.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+class DataError(Exception):
+    """The data could not be loaded or does not fit the request; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows and (optional) labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+
+    def select(self, index: np.ndarray) -> "Part":
+        return Part(self.x[index], None if self.y is None else self.y[index])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a source provides: training rows, an official test split if it has one, and metadata."""
+
+    train: Part
+    test: Part | None
+    example_shape: tuple[int, ...]
+    value_range: tuple[float | None, float | None]
+    description: dict
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Part
+    validation: Part
+    test: Part
+    example_shape: tuple[int, ...]
+    value_range: tuple[float | None, float | None]
+    description: dict
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) into a numpy array of its own shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(4)
+            if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in IDX_DTYPES:
+                raise DataError(f"{path}: not an IDX file (bad magic number {header.hex()})")
+            rank = header[3]
+            shape = struct.unpack(f">{rank}I", stream.read(4 * rank))
+            data = np.frombuffer(stream.read(), dtype=IDX_DTYPES[header[2]])
+    except (OSError, EOFError, struct.error) as error:
+        raise DataError(f"{path}: cannot be read as IDX ({error})") from None
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path}: header says shape {shape} but holds {data.size} values")
+    return data.reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str, hint: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{directory}: no {stem}[.gz] found; {hint}")
+
+
+def _scale_to_unit(images: np.ndarray) -> tuple[np.ndarray, str, tuple[float | None, float | None]]:
+    """uint8 pixels -> [0, 1]; any other type is kept as real values."""
+    flat = images.reshape(len(images), -1)
+    if images.dtype == np.uint8:
+        return flat.astype(np.float32) / 255.0, "pixel / 255", (0.0, 1.0)
+    return flat.astype(np.float32), "none (values as stored)", (None, None)
+
+
+def load_idx_dir(directory: Path, hint: str, name: str) -> SourceData:
+    """An MNIST-format directory: train/t10k images and labels, gzip-compressed or not."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such directory; {hint}")
+    arrays = {key: read_idx(_find_idx(directory, stem, hint)) for key, stem in IDX_FILES.items()}
+    train_x, preprocessing, value_range = _scale_to_unit(arrays["train_x"])
+    test_x, _, _ = _scale_to_unit(arrays["test_x"])
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise DataError(f"{directory}: {split} images and labels differ in count")
+    return SourceData(
+        train=Part(train_x, arrays["train_y"].astype(np.int64)),
+        test=Part(test_x, arrays["test_y"].astype(np.int64)),
+        example_shape=tuple(arrays["train_x"].shape[1:]),
+        value_range=value_range,
+        description={"source": name, "location": str(directory), "preprocessing": preprocessing},
+    )
+
+
+def load_digits_source() -> SourceData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, grey levels 0..16), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits  # imported here: only this source needs scikit-learn
+
+    digits = load_digits()
+    return SourceData(
+        train=Part((digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)),
+        test=None,
+        example_shape=(8, 8),
+        value_range=(0.0, 1.0),
+        description={"source": "digits", "location": "sklearn.datasets.load_digits",
+                     "preprocessing": "grey level / 16"},
+    )
+
+
+def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
+    """A user's own [examples, ...] array in a .npy file, with optional labels in another."""
+    try:
+        values = np.load(path, allow_pickle=False)
+        labels = None if labels_path is None else np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot load {path if labels_path is None else (path, labels_path)}: {error}") from None
+    if values.ndim < 2 or len(values) < 10 or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"{path}: need a numeric array [examples >= 10, features...], got {values.dtype} {values.shape}")
+    flat = values.reshape(len(values), -1).astype(np.float32)
+    if not np.all(np.isfinite(flat)):
+        raise DataError(f"{path}: contains NaN or infinite values")
+    if labels is not None and (labels.shape != (len(values),) or not np.issubdtype(labels.dtype, np.integer)):
+        raise DataError(f"{labels_path}: need integer labels of shape ({len(values)},), got {labels.dtype} {labels.shape}")
+    return SourceData(
+        train=Part(flat, None if labels is None else labels.astype(np.int64)),
+        test=None,
+        example_shape=tuple(values.shape[1:]),
+        value_range=(float(flat.min()), float(flat.max())),
+        description={"source": "npy", "location": str(path), "preprocessing": "none (values as stored)"},
+    )
+
+
+def load_source(spec: str, data_dir: Path | None = None, labels_path: Path | None = None) -> SourceData:
+    """Resolve a ``--dataset`` value to its data. Raises ``DataError`` with a fix on failure."""
+    if labels_path is not None and not spec.startswith("npy:"):
+        raise DataError("--labels applies only to npy:PATH datasets")
+    if spec == "digits":
+        return load_digits_source()
+    if spec == "fashion-mnist":
+        return load_idx_dir(data_dir or FASHION_MNIST_DIR, FASHION_MNIST_HINT, "fashion-mnist")
+    if spec.startswith("idx:"):
+        return load_idx_dir(Path(spec[4:]), "point idx:DIR at a directory of MNIST-format IDX files", "idx")
+    if spec.startswith("npy:"):
+        return load_npy_source(Path(spec[4:]), labels_path)
+    raise DataError(f"unknown dataset {spec!r}; use digits, fashion-mnist, idx:DIR or npy:PATH")
+
+
+def parse_classes(text: str | None) -> tuple[int, ...] | None:
+    """``"3"`` or ``"0,3"`` -> (3,) or (0, 3)."""
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return tuple(sorted({int(item) for item in text.split(",")}))
+    except ValueError:
+        raise DataError(f"--classes takes comma-separated integer labels, got {text!r}") from None
+
+
+def _keep_classes(part: Part, classes: tuple[int, ...], what: str) -> Part:
+    if part.y is None:
+        raise DataError(f"--classes needs labels, and the {what} data has none (npy: pass --labels)")
+    return part.select(np.isin(part.y, classes))
+
+
+def make_splits(
+    source: SourceData,
+    classes: tuple[int, ...] | None = None,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> Splits:
+    """Deterministic split: a fixed permutation (``split_seed``) of the training rows gives the
+    validation rows (and test rows, for sources without an official test split).
+
+    With ``classes``, every split keeps only those labels: the model, its early stopping, its
+    calibration and its test metrics all describe the "normal" data.
+    """
+    order = np.random.default_rng(split_seed).permutation(len(source.train))
+    test = source.test
+    if test is None:
+        test_count = int(round(test_fraction * len(order)))
+        test, order = source.train.select(order[:test_count]), order[test_count:]
+    validation_count = int(round(validation_fraction * len(order)))
+    validation = source.train.select(order[:validation_count])
+    train = source.train.select(np.sort(order[validation_count:]))
+    if classes is not None:
+        train = _keep_classes(train, classes, "training")
+        validation = _keep_classes(validation, classes, "validation")
+        test = _keep_classes(test, classes, "test")
+    for name, part in (("training", train), ("validation", validation), ("test", test)):
+        if len(part) == 0:
+            raise DataError(f"the {name} split is empty (classes={classes}); check --classes and the data")
+    description = {**source.description, "classes": None if classes is None else list(classes),
+                   "split_seed": split_seed, "validation_fraction": validation_fraction,
+                   "examples": {"train": len(train), "validation": len(validation), "test": len(test)}}
+    return Splits(train, validation, test, source.example_shape, source.value_range, description)
+
+
+def with_description(splits: Splits, **extra) -> Splits:
+    return replace(splits, description={**splits.description, **extra})

@@ -1,0 +1,149 @@
+"""The VAE in PyTorch: an encoder and a decoder kept apart, because they become two ONNX graphs.
+
+Importing this module has no side effects. Graph input/output names match ``service.runtime``.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_2PI = math.log(2.0 * math.pi)
+# Gaussian decoders: the learned per-feature scale, in standardized units, never drops below this.
+# Without a floor a constant feature (digits' border pixels) drives the variance to zero and the
+# likelihood to infinity.
+MIN_STANDARDIZED_SCALE = 0.01
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear + ReLU for each consecutive pair of sizes."""
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x [batch, features] -> (z_mean, z_logvar), each [batch, latent].
+
+    ``loc``/``scale`` standardize the input inside the graph, so clients send raw features.
+    """
+
+    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int,
+                 loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
+        self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
+        self.body = mlp([num_features, *hidden])
+        self.mean = nn.Linear(hidden[-1], latent_dim)
+        self.logvar = nn.Linear(hidden[-1], latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.body((x - self.loc) / self.scale)
+        return self.mean(hidden), self.logvar(hidden)
+
+
+class BernoulliDecoder(nn.Module):
+    """z -> logits l; log p(x|z) = sum_d x_d l_d - softplus(l_d)."""
+
+    output_names = ("logits",)
+
+    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.body = mlp([latent_dim, *hidden])
+        self.logits = nn.Linear(hidden[-1], num_features)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.logits(self.body(z)),)
+
+    @staticmethod
+    def log_prob(x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (logits,) = outputs
+        target = x.expand_as(logits)
+        return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+
+
+class GaussianDecoder(nn.Module):
+    """z -> (mean, log_scale) in raw feature units, with a learned per-feature scale.
+
+    In standardized units the scale is MIN_STANDARDIZED_SCALE + softplus(rho_d); the graph maps
+    both parameters back through loc/scale, so log p(x|z) is a density over the raw features.
+    """
+
+    output_names = ("mean", "log_scale")
+
+    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int,
+                 loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
+        self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
+        self.body = mlp([latent_dim, *hidden])
+        self.mean = nn.Linear(hidden[-1], num_features)
+        # softplus(0.5413) = 1: start at unit standardized scale.
+        self.rho = nn.Parameter(torch.full((num_features,), 0.5413))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        standardized_mean = self.mean(self.body(z))
+        log_scale = torch.log(MIN_STANDARDIZED_SCALE + F.softplus(self.rho)) + torch.log(self.scale)
+        return standardized_mean * self.scale + self.loc, log_scale.expand_as(standardized_mean)
+
+    @staticmethod
+    def log_prob(x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        mean, log_scale = outputs
+        standardized = (x - mean) * torch.exp(-log_scale)
+        return (-0.5 * LOG_2PI - log_scale - 0.5 * standardized**2).sum(-1)
+
+
+def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)), Kingma & Welling 2014, Appendix B."""
+    return 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1)
+
+
+def diag_normal_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return (-0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar))).sum(-1)
+
+
+class Vae(nn.Module):
+    """Encoder + decoder + the training objective and the bounds used for evaluation."""
+
+    def __init__(self, encoder: Encoder, decoder: BernoulliDecoder | GaussianDecoder,
+                 likelihood: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+
+    def loss(self, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss = mean of -(recon - kl_weight * KL), mean ELBO) with one reparameterised draw."""
+        mean, logvar = self.encoder(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        reconstruction = self.decoder.log_prob(x, self.decoder(z))
+        kl = kl_to_standard_normal(mean, logvar)
+        return -(reconstruction - kl_weight * kl).mean(), (reconstruction - kl).mean()
+
+    @torch.no_grad()
+    def log_weights(self, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log w [samples, batch], closed-form ELBO [batch]) with w = p(x|z) p(z) / q(z|x)."""
+        mean, logvar = self.encoder(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(num_samples, *mean.shape)
+        outputs = self.decoder(z.reshape(-1, z.shape[-1]))
+        outputs = tuple(value.reshape(num_samples, len(x), -1) for value in outputs)
+        log_px_z = self.decoder.log_prob(x, outputs)
+        log_pz = (-0.5 * (LOG_2PI + z**2)).sum(-1)
+        log_weights = log_px_z + log_pz - diag_normal_log_prob(z, mean, logvar)
+        return log_weights, log_px_z.mean(0) - kl_to_standard_normal(mean, logvar)
+
+
+def build_vae(num_features: int, hidden: Sequence[int], latent_dim: int, likelihood: str,
+              loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> Vae:
+    """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs."""
+    encoder = Encoder(num_features, hidden, latent_dim, loc, scale)
+    if likelihood == "bernoulli":
+        decoder = BernoulliDecoder(num_features, list(reversed(hidden)), latent_dim)
+    elif likelihood == "gaussian":
+        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, loc, scale)
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}")
+    return Vae(encoder, decoder, likelihood)

@@ -1,0 +1,123 @@
+"""The training loop: Adam on the negative ELBO, optional KL warm-up and dynamic binarization,
+early stopping on the validation ELBO, the best epoch's weights restored at the end.
+"""
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from export.evaluate import binarize, evaluate_bounds
+from export.model import Vae, build_vae
+
+# Validation ELBO per epoch averages this many posterior draws per example: enough that early
+# stopping reacts to the model, not to Monte-Carlo noise.
+VALIDATION_SAMPLES = 10
+# Fixed seed of the one Bernoulli draw used for every evaluation of binarized models.
+EVAL_BINARIZATION_SEED = 20260
+# Gaussian likelihood: features are standardized by the training mean and this-floored std.
+MIN_FEATURE_STD = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded in the manifest."""
+
+    likelihood: str
+    binarize: str
+    hidden: tuple[int, ...]
+    latent_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    kl_warmup_epochs: float
+    patience: int
+    seed: int
+
+
+@dataclass
+class TrainResult:
+    vae: Vae
+    epochs_run: int
+    best_epoch: int
+    best_validation_elbo: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def evaluation_view(x: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The data metrics are computed on: one fixed binarization if training binarized, else x."""
+    return binarize(x, EVAL_BINARIZATION_SEED) if config.binarize == "dynamic" else x
+
+
+def standardization(train_x: np.ndarray, likelihood: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if likelihood != "gaussian":
+        return None, None
+    loc = train_x.mean(axis=0)
+    scale = np.maximum(train_x.std(axis=0), MIN_FEATURE_STD)
+    return torch.from_numpy(loc), torch.from_numpy(scale)
+
+
+def kl_weight(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
+    """Linear KL warm-up from 0 to 1 over ``warmup_epochs`` (Sønderby et al. 2016); 1 without warm-up."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch))
+
+
+def train_vae(config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray,
+              show_progress: bool | None = None) -> TrainResult:
+    """Train from scratch. The same config and data give the same weights (fixed seed, CPU)."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    loc, scale = standardization(train_x, config.likelihood)
+    vae = build_vae(train_x.shape[1], config.hidden, config.latent_dim, config.likelihood, loc, scale)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    data = torch.from_numpy(train_x)
+    validation_view = evaluation_view(validation_x, config)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    best = (-math.inf, 0, copy.deepcopy(vae.state_dict()))
+    history = []
+    epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", file=sys.stderr,
+                  disable=None if show_progress is None else not show_progress)
+    for epoch in epochs:
+        vae.train()
+        elbo_sum = 0.0
+        for step_in_epoch, rows in enumerate(torch.randperm(len(data)).split(config.batch_size)):
+            batch = data[rows]
+            if config.binarize == "dynamic":
+                batch = torch.bernoulli(batch)
+            step = (epoch - 1) * steps_per_epoch + step_in_epoch
+            loss, elbo = vae.loss(batch, kl_weight(step, steps_per_epoch, config.kl_warmup_epochs))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            elbo_sum += float(elbo.detach()) * len(rows)
+        train_elbo = elbo_sum / len(data)
+        validation_elbo = float(evaluate_bounds(vae, validation_view, VALIDATION_SAMPLES, config.seed).elbo.mean())
+        history.append({"epoch": epoch, "train_elbo_nats": train_elbo, "validation_elbo_nats": validation_elbo})
+        epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_elbo=f"{validation_elbo:.2f}")
+        tqdm.write(f"epoch {epoch}: train ELBO {train_elbo:.3f} nats, validation ELBO "
+                   f"{validation_elbo:.3f} nats", file=sys.stderr)
+        if not math.isfinite(train_elbo):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (ELBO {train_elbo}); lower --lr")
+        if validation_elbo > best[0]:
+            best = (validation_elbo, epoch, copy.deepcopy(vae.state_dict()))
+        elif epoch - best[1] >= config.patience:
+            tqdm.write(f"early stop: no validation improvement for {config.patience} epochs", file=sys.stderr)
+            break
+    epochs.close()
+    vae.load_state_dict(best[2])
+    vae.eval()
+    return TrainResult(vae, epoch, best[1], best[0], time.perf_counter() - started, history)
+
+
+def config_record(config: TrainConfig) -> dict:
+    record = asdict(config)
+    record["hidden"] = list(config.hidden)
+    return record

@@ -1,0 +1,1 @@
+"""vae-serve runtime side: bundle loading, ONNX Runtime execution and VAE math. Never imports torch."""

@@ -1,0 +1,148 @@
+"""Read and verify a model bundle: manifest schema and self-checksum, file checksums, graph
+signatures and golden outputs. A bundle that fails any check is refused with a ``BundleError``
+that says which file and what differs. Imports no torch.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from service.errors import BundleError
+from service.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_digest
+from service.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, ready to serve."""
+
+    path: Path
+    manifest: Manifest
+    vae: OnnxVae
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse ``manifest.json`` and check its schema and self-checksum."""
+    path = Path(bundle_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; a bundle directory must contain {MANIFEST_FILE}")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise BundleError(f"{path}: top level must be a JSON object")
+    if document.get("format_version") != 1:
+        raise BundleError(
+            f"{path}: format_version {document.get('format_version')!r} is not supported "
+            "(this reader understands 1)"
+        )
+    try:
+        manifest = Manifest.model_validate(document)
+    except ValidationError as error:
+        raise BundleError(f"{path}: does not match the manifest schema: {error}") from None
+    expected = manifest_digest(document)
+    if manifest.manifest_sha256 != expected:
+        raise BundleError(
+            f"{path}: content does not match its manifest_sha256 "
+            f"(recorded {manifest.manifest_sha256[:12]}..., computed {expected[:12]}...)"
+        )
+    return manifest
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every graph is listed in ``files``, and every listed file exists with its size and sha256."""
+    for role, graph in manifest.graphs.items():
+        if graph.file not in manifest.files:
+            raise BundleError(f"{MANIFEST_FILE}: the {role} graph {graph.file} has no checksum entry")
+    for name, entry in manifest.files.items():
+        path = Path(bundle_dir) / name
+        if Path(name).name != name or name.startswith("."):
+            raise BundleError(f"{MANIFEST_FILE}: file name {name!r} is not a plain file name")
+        if not path.is_file():
+            raise BundleError(f"{path}: missing (listed in {MANIFEST_FILE})")
+        size = path.stat().st_size
+        if size != entry.size_bytes:
+            raise BundleError(f"{path}: {size} bytes, manifest says {entry.size_bytes}")
+        digest = file_sha256(path)
+        if digest != entry.sha256:
+            raise BundleError(
+                f"{path}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}..."
+            )
+
+
+def _check_signature(session: ort.InferenceSession, file: str, manifest_graph) -> None:
+    """The graph's input and output names are those the manifest declares."""
+    actual_inputs = [node.name for node in session.get_inputs()]
+    actual_outputs = [node.name for node in session.get_outputs()]
+    declared_inputs = [spec.name for spec in manifest_graph.inputs]
+    declared_outputs = [spec.name for spec in manifest_graph.outputs]
+    if actual_inputs != declared_inputs or sorted(actual_outputs) != sorted(declared_outputs):
+        raise BundleError(
+            f"{file}: graph takes {actual_inputs} and returns {actual_outputs}, manifest declares "
+            f"{declared_inputs} -> {declared_outputs}"
+        )
+
+
+def _compare(file: str, name: str, actual: np.ndarray, expected: np.ndarray, golden) -> None:
+    if actual.shape != expected.shape:
+        raise BundleError(
+            f"{file}: golden output {name!r} has shape {actual.shape}, expected {expected.shape}"
+        )
+    excess = np.abs(actual - expected) - (golden.atol + golden.rtol * np.abs(expected))
+    if not np.all(np.isfinite(actual)) or np.max(excess) > 0:
+        worst = np.unravel_index(int(np.nanargmax(np.abs(actual - expected))), actual.shape)
+        raise BundleError(
+            f"{file}: golden output {name!r} differs from the manifest: at {tuple(map(int, worst))} "
+            f"got {float(actual[worst]):.6g}, expected {float(expected[worst]):.6g} "
+            f"(tolerance atol={golden.atol:g} + rtol={golden.rtol:g}*|expected|)"
+        )
+
+
+def verify_golden(vae: OnnxVae, manifest: Manifest) -> None:
+    """Run each graph on its golden inputs and compare with the recorded outputs."""
+    golden = manifest.golden
+    cases = (
+        ("encoder", golden.encoder, lambda inputs: dict(zip(("z_mean", "z_logvar"), vae.encode(inputs["x"]), strict=True))),
+        ("decoder", golden.decoder, lambda inputs: vae.decode(inputs["z"])),
+    )
+    for role, case, run in cases:
+        file = manifest.graphs[role].file
+        try:
+            inputs = {name: np.asarray(value, dtype=np.float32) for name, value in case.inputs.items()}
+            outputs = run(inputs)
+        except (KeyError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as error:
+            raise BundleError(f"{file}: golden inputs could not be run ({error})") from None
+        for name, expected in case.outputs.items():
+            if name not in outputs:
+                raise BundleError(f"{file}: golden output {name!r} is not produced by the graph")
+            _compare(file, name, outputs[name], np.asarray(expected, dtype=np.float32), golden)
+
+
+def load_bundle(
+    bundle_dir: str | Path,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    intra_op_threads: int = 0,
+) -> Bundle:
+    """Read, verify and open a bundle. Raises ``BundleError`` on the first problem found."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: not a directory")
+    manifest = read_manifest(bundle_dir)
+    verify_files(bundle_dir, manifest)
+    sessions = {}
+    for role, graph in manifest.graphs.items():
+        path = bundle_dir / graph.file
+        try:
+            sessions[role] = make_session(path, providers, intra_op_threads)
+        except Exception as error:  # ORT raises several private exception types for bad models
+            raise BundleError(f"{path}: ONNX Runtime cannot load it ({error})") from None
+        _check_signature(sessions[role], graph.file, graph)
+    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name)
+    verify_golden(vae, manifest)
+    return Bundle(bundle_dir, manifest, vae)

@@ -1,0 +1,27 @@
+"""Exceptions of the serving side, each naming the gRPC status it maps to.
+
+The status is kept as a name (not a ``grpc.StatusCode``) so that this module, and everything that
+raises these errors, stays importable without grpcio: the exporter uses the bundle loader too.
+"""
+
+
+class ServiceError(Exception):
+    """Base class: a failure with a message that is safe to show to a client."""
+
+    status_name = "INTERNAL"
+
+
+class InvalidInput(ServiceError):
+    """The request itself is wrong (shape, dtype, value range, parameter out of bounds)."""
+
+    status_name = "INVALID_ARGUMENT"
+
+
+class BundleError(ServiceError):
+    """A model bundle is missing, malformed or damaged; the server must refuse to serve it.
+
+    The message names the file and what differs, for the operator's log. It may contain paths,
+    so a server reports it to clients only as a generic "model unavailable".
+    """
+
+    status_name = "FAILED_PRECONDITION"

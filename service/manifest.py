@@ -1,0 +1,134 @@
+"""The bundle manifest: its typed schema and its self-checksum. Format documented in docs/bundle.md."""
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+# A file name inside a bundle: no directories, no dot-files, so a manifest can never point outside.
+SAFE_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are kept rather than refused so that a newer writer's optional additions do not
+    # break an older reader; the format version gates incompatible changes.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    shape: list[int | str] = Field(description="dimensions; a string names a dynamic axis")
+    dtype: Literal["float32"]
+
+
+class GraphSpec(_Strict):
+    file: str = Field(pattern=SAFE_FILE_NAME)
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class InputSpec(_Strict):
+    shape: list[int] = Field(description="one example's natural shape; graphs take it flattened")
+    num_features: int = Field(gt=0)
+    dtype: Literal["float32"]
+    value_range: tuple[float | None, float | None]
+    preprocessing: str
+
+
+class LikelihoodSpec(_Strict):
+    name: Literal["bernoulli", "gaussian"]
+    parameters: dict[str, Any]
+
+
+class SplitMetrics(_Strict):
+    num_examples: int
+    elbo_nats: float
+    iwae_nll_nats: float
+    iwae_k: int
+    bits_per_dim: float = Field(description="iwae_nll_nats / (num_features * ln 2)")
+
+
+class Metrics(_Strict):
+    validation: SplitMetrics
+    test: SplitMetrics
+    binarization: str
+
+
+class ScoreCalibration(_Strict):
+    params: dict[str, Any]
+    num_examples: int
+    mean: float
+    std: float
+    quantiles: list[float]
+
+
+class Calibration(_Strict):
+    data: str
+    seed: int
+    quantile_levels: list[float]
+    scores: dict[str, ScoreCalibration]
+
+
+class GoldenCase(_Strict):
+    inputs: dict[str, list[list[float]]]
+    outputs: dict[str, list[list[float]]]
+
+
+class Golden(_Strict):
+    atol: float = Field(gt=0)
+    rtol: float = Field(ge=0)
+    encoder: GoldenCase
+    decoder: GoldenCase
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=SHA256_HEX)
+    size_bytes: int = Field(ge=0)
+
+
+class Manifest(_Strict):
+    format_version: Literal[1]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    created_at: str
+    producer: dict[str, str]
+    input: InputSpec
+    latent_dim: int = Field(gt=0)
+    likelihood: LikelihoodSpec
+    graphs: dict[Literal["encoder", "decoder"], GraphSpec]
+    training: dict[str, Any]
+    metrics: Metrics
+    export: dict[str, Any]
+    calibration: Calibration
+    golden: Golden
+    files: dict[str, FileEntry]
+    manifest_sha256: str = Field(pattern=SHA256_HEX)
+
+
+def manifest_digest(document: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, ``manifest_sha256`` itself left out.
+
+    Canonical: keys sorted, no whitespace, floats in Python's shortest round-trip form.
+    """
+    body = {key: value for key, value in document.items() if key != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal(document: dict[str, Any]) -> dict[str, Any]:
+    """Return ``document`` with ``manifest_sha256`` set to its digest."""
+    return {**document, "manifest_sha256": manifest_digest(document)}
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,83 @@
+"""ONNX Runtime sessions for one VAE: numpy in, numpy out. No grpc, no asyncio, no torch."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service import vae_math
+
+ENCODER_INPUT = "x"
+ENCODER_OUTPUTS = ("z_mean", "z_logvar")
+DECODER_INPUT = "z"
+DECODER_OUTPUTS = {"bernoulli": ("logits",), "gaussian": ("mean", "log_scale")}
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def make_session(
+    path: Path, providers: Sequence[str] = DEFAULT_PROVIDERS, intra_op_threads: int = 0
+) -> ort.InferenceSession:
+    """One inference session; ``intra_op_threads=0`` lets ONNX Runtime choose."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+class OnnxVae:
+    """An encoder and a decoder graph plus the likelihood that interprets the decoder's outputs.
+
+    ``InferenceSession.run`` is thread-safe and releases the GIL, so one instance serves many
+    threads.
+    """
+
+    def __init__(
+        self,
+        encoder: ort.InferenceSession,
+        decoder: ort.InferenceSession,
+        likelihood: str,
+    ) -> None:
+        if likelihood not in DECODER_OUTPUTS:
+            raise ValueError(f"unknown likelihood {likelihood!r}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.decoder_outputs = DECODER_OUTPUTS[likelihood]
+
+    @classmethod
+    def from_files(
+        cls,
+        encoder_path: Path,
+        decoder_path: Path,
+        likelihood: str,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        intra_op_threads: int = 0,
+    ) -> "OnnxVae":
+        return cls(
+            make_session(encoder_path, providers, intra_op_threads),
+            make_session(decoder_path, providers, intra_op_threads),
+            likelihood,
+        )
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x [batch, features] float32 -> (posterior mean, posterior log-variance), each [batch, latent]."""
+        z_mean, z_logvar = self.encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: x})
+        return z_mean, z_logvar
+
+    def decode(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """z [batch, latent] float32 -> the likelihood's parameters by output name, each [batch, features]."""
+        values = self.decoder.run(list(self.decoder_outputs), {DECODER_INPUT: z})
+        return dict(zip(self.decoder_outputs, values, strict=True))
+
+    def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
+        """log p(x|z) summed over features; broadcasts x against leading sample axes."""
+        if self.likelihood == "bernoulli":
+            return vae_math.bernoulli_log_prob(x, decoded["logits"])
+        return vae_math.gaussian_log_prob(x, decoded["mean"], decoded["log_scale"])
+
+    def expected_x(self, decoded: dict[str, np.ndarray]) -> np.ndarray:
+        """E[x|z]: Bernoulli probabilities, or the Gaussian mean."""
+        if self.likelihood == "bernoulli":
+            return 1.0 / (1.0 + np.exp(-decoded["logits"]))
+        return decoded["mean"]
