@@ -49,16 +49,24 @@ def golden_examples(vae: Vae, x: np.ndarray) -> dict:
     return {
         "atol": GOLDEN_ATOL,
         "rtol": GOLDEN_RTOL,
-        "encoder": {"inputs": {"x": x.tolist()},
-                    "outputs": {name: value.numpy().tolist() for name, value in zip(ENCODER_OUTPUTS, encoded, strict=True)}},
-        "decoder": {"inputs": {"z": encoded[0].numpy().tolist()},
-                    "outputs": {name: value.numpy().tolist() for name, value in zip(vae.decoder.output_names, decoded, strict=True)}},
+        "encoder": {
+            "inputs": {"x": x.tolist()},
+            "outputs": {name: value.numpy().tolist() for name, value in zip(ENCODER_OUTPUTS, encoded, strict=True)},
+        },
+        "decoder": {
+            "inputs": {"z": encoded[0].numpy().tolist()},
+            "outputs": {
+                name: value.numpy().tolist() for name, value in zip(vae.decoder.output_names, decoded, strict=True)
+            },
+        },
     }
 
 
 def file_entries(directory: Path, names: list[str]) -> dict:
-    return {name: {"sha256": file_sha256(directory / name), "size_bytes": (directory / name).stat().st_size}
-            for name in names}
+    return {
+        name: {"sha256": file_sha256(directory / name), "size_bytes": (directory / name).stat().st_size}
+        for name in names
+    }
 
 
 def write_manifest(staging: Path, document: dict) -> dict:

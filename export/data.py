@@ -127,8 +127,11 @@ def load_digits_source() -> SourceData:
         test=None,
         example_shape=(8, 8),
         value_range=(0.0, 1.0),
-        description={"source": "digits", "location": "sklearn.datasets.load_digits",
-                     "preprocessing": "grey level / 16"},
+        description={
+            "source": "digits",
+            "location": "sklearn.datasets.load_digits",
+            "preprocessing": "grey level / 16",
+        },
     )
 
 
@@ -140,12 +143,16 @@ def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
     except (OSError, ValueError) as error:
         raise DataError(f"cannot load {path if labels_path is None else (path, labels_path)}: {error}") from None
     if values.ndim < 2 or len(values) < 10 or not np.issubdtype(values.dtype, np.number):
-        raise DataError(f"{path}: need a numeric array [examples >= 10, features...], got {values.dtype} {values.shape}")
+        raise DataError(
+            f"{path}: need a numeric array [examples >= 10, features...], got {values.dtype} {values.shape}"
+        )
     flat = values.reshape(len(values), -1).astype(np.float32)
     if not np.all(np.isfinite(flat)):
         raise DataError(f"{path}: contains NaN or infinite values")
     if labels is not None and (labels.shape != (len(values),) or not np.issubdtype(labels.dtype, np.integer)):
-        raise DataError(f"{labels_path}: need integer labels of shape ({len(values)},), got {labels.dtype} {labels.shape}")
+        raise DataError(
+            f"{labels_path}: need integer labels of shape ({len(values)},), got {labels.dtype} {labels.shape}"
+        )
     return SourceData(
         train=Part(flat, None if labels is None else labels.astype(np.int64)),
         test=None,
@@ -202,9 +209,9 @@ def make_splits(
     order = np.random.default_rng(split_seed).permutation(len(source.train))
     test = source.test
     if test is None:
-        test_count = int(round(test_fraction * len(order)))
+        test_count = round(test_fraction * len(order))
         test, order = source.train.select(order[:test_count]), order[test_count:]
-    validation_count = int(round(validation_fraction * len(order)))
+    validation_count = round(validation_fraction * len(order))
     validation = source.train.select(order[:validation_count])
     train = source.train.select(np.sort(order[validation_count:]))
     if classes is not None:
@@ -214,9 +221,13 @@ def make_splits(
     for name, part in (("training", train), ("validation", validation), ("test", test)):
         if len(part) == 0:
             raise DataError(f"the {name} split is empty (classes={classes}); check --classes and the data")
-    description = {**source.description, "classes": None if classes is None else list(classes),
-                   "split_seed": split_seed, "validation_fraction": validation_fraction,
-                   "examples": {"train": len(train), "validation": len(validation), "test": len(test)}}
+    description = {
+        **source.description,
+        "classes": None if classes is None else list(classes),
+        "split_seed": split_seed,
+        "validation_fraction": validation_fraction,
+        "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
+    }
     return Splits(train, validation, test, source.example_shape, source.value_range, description)
 
 

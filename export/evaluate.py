@@ -49,7 +49,7 @@ def evaluate_bounds(vae: Vae, x: np.ndarray, num_samples: int, seed: int) -> Bou
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, len(x), chunk):
-            batch = torch.from_numpy(x[start:start + chunk])
+            batch = torch.from_numpy(x[start : start + chunk])
             log_weights, batch_elbo = vae.log_weights(batch, num_samples)
             iwae.append((torch.logsumexp(log_weights, 0) - math.log(num_samples)).double().numpy())
             elbo.append(batch_elbo.double().numpy())

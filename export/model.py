@@ -3,6 +3,7 @@
 Importing this module has no side effects. Graph input/output names match ``service.runtime``.
 """
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ MIN_STANDARDIZED_SCALE = 0.01
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear + ReLU for each consecutive pair of sizes."""
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
@@ -31,8 +32,14 @@ class Encoder(nn.Module):
     ``loc``/``scale`` standardize the input inside the graph, so clients send raw features.
     """
 
-    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int,
-                 loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
         self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
@@ -74,8 +81,14 @@ class GaussianDecoder(nn.Module):
 
     output_names = ("mean", "log_scale")
 
-    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int,
-                 loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
         self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
@@ -108,8 +121,7 @@ def diag_normal_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
 class Vae(nn.Module):
     """Encoder + decoder + the training objective and the bounds used for evaluation."""
 
-    def __init__(self, encoder: Encoder, decoder: BernoulliDecoder | GaussianDecoder,
-                 likelihood: str) -> None:
+    def __init__(self, encoder: Encoder, decoder: BernoulliDecoder | GaussianDecoder, likelihood: str) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -136,8 +148,14 @@ class Vae(nn.Module):
         return log_weights, log_px_z.mean(0) - kl_to_standard_normal(mean, logvar)
 
 
-def build_vae(num_features: int, hidden: Sequence[int], latent_dim: int, likelihood: str,
-              loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> Vae:
+def build_vae(
+    num_features: int,
+    hidden: Sequence[int],
+    latent_dim: int,
+    likelihood: str,
+    loc: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> Vae:
     """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs."""
     encoder = Encoder(num_features, hidden, latent_dim, loc, scale)
     if likelihood == "bernoulli":

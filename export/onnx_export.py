@@ -29,8 +29,9 @@ def _quiet_exporter_logs() -> None:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
-def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path,
-                 input_name: str, output_names: tuple[str, ...]) -> int:
+def export_graph(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: tuple[str, ...]
+) -> int:
     """Export ``module`` with a dynamic batch axis; returns the graph's ONNX opset."""
     _quiet_exporter_logs()
     module.eval()
@@ -39,8 +40,15 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path,
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecation notice
         torch.onnx.export(
-            module, (example,), str(path), dynamo=True, external_data=False, optimize=True,
-            verbose=False, input_names=[input_name], output_names=list(output_names),
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+            input_names=[input_name],
+            output_names=list(output_names),
             dynamic_shapes=({0: batch},),
         )
     model = onnx.load(str(path))
@@ -49,8 +57,9 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path,
 
 
 @torch.no_grad()
-def parity(module: torch.nn.Module, path: Path, input_name: str,
-           output_names: tuple[str, ...], inputs: np.ndarray) -> dict[str, float]:
+def parity(
+    module: torch.nn.Module, path: Path, input_name: str, output_names: tuple[str, ...], inputs: np.ndarray
+) -> dict[str, float]:
     """Max |torch - ONNX Runtime| per output on ``inputs``; raises ExportError above tolerance."""
     expected = module(torch.from_numpy(inputs))
     actual = make_session(path).run(list(output_names), {input_name: inputs})
@@ -60,8 +69,9 @@ def parity(module: torch.nn.Module, path: Path, input_name: str,
     }
     worst = max(differences, key=differences.get)
     if not differences[worst] <= PARITY_TOLERANCE:
-        raise ExportError(f"{path.name}: output {worst!r} differs from torch by "
-                          f"{differences[worst]:.3g} > {PARITY_TOLERANCE:g}")
+        raise ExportError(
+            f"{path.name}: output {worst!r} differs from torch by {differences[worst]:.3g} > {PARITY_TOLERANCE:g}"
+        )
     return differences
 
 

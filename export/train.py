@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
-
 from export.data import DataError, Splits, load_source, make_splits, parse_classes
 
 # Defaults by kind of data; any flag given overrides its entry. "images" is fashion-mnist and
@@ -46,17 +44,27 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vae-train", description="Train a VAE and write an ONNX model bundle.",
-                                     epilog="vae-train verify --bundle DIR checks an existing bundle.")
+    parser = argparse.ArgumentParser(
+        prog="vae-train",
+        description="Train a VAE and write an ONNX model bundle.",
+        epilog="vae-train verify --bundle DIR checks an existing bundle.",
+    )
     parser.add_argument("--dataset", default="digits", help="digits (default), fashion-mnist, idx:DIR or npy:PATH")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     parser.add_argument("--data-dir", type=Path, help="directory of the fashion-mnist IDX files")
     parser.add_argument("--labels", type=Path, help="integer labels for npy:PATH, needed by --classes")
     parser.add_argument("--classes", help="train on these labels only, e.g. 3 or 0,3 (one-class models)")
-    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
-                        help="bernoulli for data in [0,1], gaussian for real-valued features")
-    parser.add_argument("--binarize", choices=("dynamic", "none"),
-                        help="dynamic: resample x~Bernoulli(x) every batch (default for bernoulli)")
+    parser.add_argument(
+        "--likelihood",
+        choices=("bernoulli", "gaussian"),
+        default="bernoulli",
+        help="bernoulli for data in [0,1], gaussian for real-valued features",
+    )
+    parser.add_argument(
+        "--binarize",
+        choices=("dynamic", "none"),
+        help="dynamic: resample x~Bernoulli(x) every batch (default for bernoulli)",
+    )
     parser.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 400 or 512,256")
     parser.add_argument("--latent-dim", type=int)
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
@@ -70,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="model name (default: from the dataset)")
     parser.add_argument("--version", default="1", help="model version (default 1)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     return parser
 
 
@@ -89,7 +101,8 @@ def resolve_config(args: argparse.Namespace):
     if binarize == "dynamic" and args.likelihood != "bernoulli":
         raise DataError("--binarize dynamic needs --likelihood bernoulli")
     config = TrainConfig(
-        likelihood=args.likelihood, binarize=binarize,
+        likelihood=args.likelihood,
+        binarize=binarize,
         hidden=args.hidden or recipe["hidden"],
         latent_dim=args.latent_dim or recipe["latent_dim"],
         epochs=args.epochs or recipe["epochs"],
@@ -107,8 +120,9 @@ def resolve_config(args: argparse.Namespace):
 def check_data_fits(splits: Splits, likelihood: str) -> None:
     low, high = float(splits.train.x.min()), float(splits.train.x.max())
     if likelihood == "bernoulli" and (low < 0.0 or high > 1.0):
-        raise DataError(f"bernoulli likelihood needs values in [0, 1], data spans [{low:g}, {high:g}]; "
-                        "use --likelihood gaussian")
+        raise DataError(
+            f"bernoulli likelihood needs values in [0, 1], data spans [{low:g}, {high:g}]; use --likelihood gaussian"
+        )
 
 
 def producer_versions() -> dict[str, str]:
@@ -123,18 +137,25 @@ def producer_versions() -> dict[str, str]:
 
 def likelihood_record(vae) -> dict:
     if vae.likelihood == "bernoulli":
-        return {"name": "bernoulli", "parameters": {
-            "decoder_outputs": ["logits"], "log_prob": "sum_d x_d * l_d - softplus(l_d)"}}
+        return {
+            "name": "bernoulli",
+            "parameters": {"decoder_outputs": ["logits"], "log_prob": "sum_d x_d * l_d - softplus(l_d)"},
+        }
     from export.model import MIN_STANDARDIZED_SCALE
 
     decoder = vae.decoder
-    return {"name": "gaussian", "parameters": {
-        "decoder_outputs": ["mean", "log_scale"],
-        "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
-        "scale": "learned per feature, floored at min_standardized_scale * feature_scale",
-        "min_standardized_scale": MIN_STANDARDIZED_SCALE,
-        "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
-        "feature_loc": decoder.loc.tolist(), "feature_scale": decoder.scale.tolist()}}
+    return {
+        "name": "gaussian",
+        "parameters": {
+            "decoder_outputs": ["mean", "log_scale"],
+            "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
+            "scale": "learned per feature, floored at min_standardized_scale * feature_scale",
+            "min_standardized_scale": MIN_STANDARDIZED_SCALE,
+            "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
+            "feature_loc": decoder.loc.tolist(),
+            "feature_scale": decoder.scale.tolist(),
+        },
+    }
 
 
 def run_training(args: argparse.Namespace) -> dict:
@@ -149,53 +170,89 @@ def run_training(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     classes = parse_classes(args.classes)
     config = resolve_config(args)
-    splits = make_splits(load_source(args.dataset, args.data_dir, args.labels), classes,
-                         validation_fraction=args.validation_fraction)
+    splits = make_splits(
+        load_source(args.dataset, args.data_dir, args.labels), classes, validation_fraction=args.validation_fraction
+    )
     check_data_fits(splits, config.likelihood)
     if args.out.exists() and not args.force:
         raise DataError(f"{args.out} already exists; pass --force to replace it")
     result = train_vae(config, splits.train.x, splits.validation.x, args.progress)
     num_features = splits.train.x.shape[1]
-    test = evaluate_bounds(result.vae, evaluation_view(splits.test.x, config), args.iwae_k, args.seed).summary(num_features)
-    validation = evaluate_bounds(result.vae, evaluation_view(splits.validation.x, config),
-                                 VALIDATION_IWAE_K, args.seed).summary(num_features)
+    test = evaluate_bounds(result.vae, evaluation_view(splits.test.x, config), args.iwae_k, args.seed).summary(
+        num_features
+    )
+    validation = evaluate_bounds(
+        result.vae, evaluation_view(splits.validation.x, config), VALIDATION_IWAE_K, args.seed
+    ).summary(num_features)
     staging = staging_dir_for(args.out)
     graphs = export_vae(result.vae, staging, splits.validation.x[:256])
     vae_onnx = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", config.likelihood)
-    calibration = calibrate(vae_onnx, splits.validation.x, args.seed,
-                            f"validation split ({len(splits.validation)} examples, values as clients send them, not binarized)")
+    calibration = calibrate(
+        vae_onnx,
+        splits.validation.x,
+        args.seed,
+        f"validation split ({len(splits.validation)} examples, values as clients send them, not binarized)",
+    )
     document = {
         "format_version": 1,
         "name": args.name or default_name(args.dataset, classes),
         "version": args.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "producer": producer_versions(),
-        "input": {"shape": list(splits.example_shape), "num_features": num_features, "dtype": "float32",
-                  "value_range": list(splits.value_range), "preprocessing": splits.description["preprocessing"]},
+        "input": {
+            "shape": list(splits.example_shape),
+            "num_features": num_features,
+            "dtype": "float32",
+            "value_range": list(splits.value_range),
+            "preprocessing": splits.description["preprocessing"],
+        },
         "latent_dim": config.latent_dim,
         "likelihood": likelihood_record(result.vae),
-        "graphs": {role: {key: value for key, value in graph.items() if key != "parity_max_abs_diff"}
-                   for role, graph in graphs.items()},
-        "training": {**config_record(config), "data": splits.description, "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "seconds": round(result.seconds, 3),
-                     "history": result.history},
-        "metrics": {"validation": validation, "test": test, "binarization": (
-            f"trained on dynamic binarization; metrics on one Bernoulli draw of each split, seed {EVAL_BINARIZATION_SEED}"
-            if config.binarize == "dynamic" else "none: metrics on the data as given")},
-        "export": {"exporter": "torch.onnx.export(dynamo=True)", "parity_tolerance": PARITY_TOLERANCE,
-                   "parity_examples": min(256, len(splits.validation)),
-                   "parity_max_abs_diff": {role: graph["parity_max_abs_diff"] for role, graph in graphs.items()}},
+        "graphs": {
+            role: {key: value for key, value in graph.items() if key != "parity_max_abs_diff"}
+            for role, graph in graphs.items()
+        },
+        "training": {
+            **config_record(config),
+            "data": splits.description,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 3),
+            "history": result.history,
+        },
+        "metrics": {
+            "validation": validation,
+            "test": test,
+            "binarization": (
+                "trained on dynamic binarization; metrics on one Bernoulli draw of each split, "
+                f"seed {EVAL_BINARIZATION_SEED}"
+                if config.binarize == "dynamic"
+                else "none: metrics on the data as given"
+            ),
+        },
+        "export": {
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "parity_tolerance": PARITY_TOLERANCE,
+            "parity_examples": min(256, len(splits.validation)),
+            "parity_max_abs_diff": {role: graph["parity_max_abs_diff"] for role, graph in graphs.items()},
+        },
         "calibration": calibration,
         "golden": golden_examples(result.vae, splits.validation.x),
     }
     sealed = write_manifest(staging, document)
     publish(staging, args.out, args.force)
     return {
-        "bundle": str(args.out), "name": sealed["name"], "version": sealed["version"],
-        "test_elbo_nats": test["elbo_nats"], "test_iwae_nll_nats": test["iwae_nll_nats"],
-        "iwae_k": test["iwae_k"], "bits_per_dim": test["bits_per_dim"],
-        "validation_elbo_nats": validation["elbo_nats"], "epochs": result.epochs_run,
-        "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - started, 3),
+        "bundle": str(args.out),
+        "name": sealed["name"],
+        "version": sealed["version"],
+        "test_elbo_nats": test["elbo_nats"],
+        "test_iwae_nll_nats": test["iwae_nll_nats"],
+        "iwae_k": test["iwae_k"],
+        "bits_per_dim": test["bits_per_dim"],
+        "validation_elbo_nats": validation["elbo_nats"],
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds": round(time.perf_counter() - started, 3),
     }
 
 
@@ -211,10 +268,20 @@ def verify_main(argv: list[str]) -> int:
     except BundleError as error:
         print(f"vae-train verify: bundle refused: {error}", file=sys.stderr)
         return 1
-    print(json.dumps({"bundle": str(args.bundle), "verified": True, "name": manifest.name,
-                      "version": manifest.version, "likelihood": manifest.likelihood.name,
-                      "input_shape": manifest.input.shape, "latent_dim": manifest.latent_dim,
-                      "test": manifest.metrics.test.model_dump()}))
+    print(
+        json.dumps(
+            {
+                "bundle": str(args.bundle),
+                "verified": True,
+                "name": manifest.name,
+                "version": manifest.version,
+                "likelihood": manifest.likelihood.name,
+                "input_shape": manifest.input.shape,
+                "latent_dim": manifest.latent_dim,
+                "test": manifest.metrics.test.model_dump(),
+            }
+        )
+    )
     return 0
 
 

@@ -70,8 +70,9 @@ def kl_weight(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
     return min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch))
 
 
-def train_vae(config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray,
-              show_progress: bool | None = None) -> TrainResult:
+def train_vae(
+    config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray, show_progress: bool | None = None
+) -> TrainResult:
     """Train from scratch. The same config and data give the same weights (fixed seed, CPU)."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -83,8 +84,13 @@ def train_vae(config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     best = (-math.inf, 0, copy.deepcopy(vae.state_dict()))
     history = []
-    epochs = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", file=sys.stderr,
-                  disable=None if show_progress is None else not show_progress)
+    epochs = tqdm(
+        range(1, config.epochs + 1),
+        desc="training",
+        unit="epoch",
+        file=sys.stderr,
+        disable=None if show_progress is None else not show_progress,
+    )
     for epoch in epochs:
         vae.train()
         elbo_sum = 0.0
@@ -102,8 +108,10 @@ def train_vae(config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray
         validation_elbo = float(evaluate_bounds(vae, validation_view, VALIDATION_SAMPLES, config.seed).elbo.mean())
         history.append({"epoch": epoch, "train_elbo_nats": train_elbo, "validation_elbo_nats": validation_elbo})
         epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_elbo=f"{validation_elbo:.2f}")
-        tqdm.write(f"epoch {epoch}: train ELBO {train_elbo:.3f} nats, validation ELBO "
-                   f"{validation_elbo:.3f} nats", file=sys.stderr)
+        tqdm.write(
+            f"epoch {epoch}: train ELBO {train_elbo:.3f} nats, validation ELBO {validation_elbo:.3f} nats",
+            file=sys.stderr,
+        )
         if not math.isfinite(train_elbo):
             raise FloatingPointError(f"training diverged at epoch {epoch} (ELBO {train_elbo}); lower --lr")
         if validation_elbo > best[0]:

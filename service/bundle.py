@@ -39,8 +39,7 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{path}: top level must be a JSON object")
     if document.get("format_version") != 1:
         raise BundleError(
-            f"{path}: format_version {document.get('format_version')!r} is not supported "
-            "(this reader understands 1)"
+            f"{path}: format_version {document.get('format_version')!r} is not supported (this reader understands 1)"
         )
     try:
         manifest = Manifest.model_validate(document)
@@ -71,9 +70,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
             raise BundleError(f"{path}: {size} bytes, manifest says {entry.size_bytes}")
         digest = file_sha256(path)
         if digest != entry.sha256:
-            raise BundleError(
-                f"{path}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}..."
-            )
+            raise BundleError(f"{path}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}...")
 
 
 def _check_signature(session: ort.InferenceSession, file: str, manifest_graph) -> None:
@@ -91,9 +88,7 @@ def _check_signature(session: ort.InferenceSession, file: str, manifest_graph) -
 
 def _compare(file: str, name: str, actual: np.ndarray, expected: np.ndarray, golden) -> None:
     if actual.shape != expected.shape:
-        raise BundleError(
-            f"{file}: golden output {name!r} has shape {actual.shape}, expected {expected.shape}"
-        )
+        raise BundleError(f"{file}: golden output {name!r} has shape {actual.shape}, expected {expected.shape}")
     excess = np.abs(actual - expected) - (golden.atol + golden.rtol * np.abs(expected))
     if not np.all(np.isfinite(actual)) or np.max(excess) > 0:
         worst = np.unravel_index(int(np.nanargmax(np.abs(actual - expected))), actual.shape)
@@ -108,7 +103,11 @@ def verify_golden(vae: OnnxVae, manifest: Manifest) -> None:
     """Run each graph on its golden inputs and compare with the recorded outputs."""
     golden = manifest.golden
     cases = (
-        ("encoder", golden.encoder, lambda inputs: dict(zip(("z_mean", "z_logvar"), vae.encode(inputs["x"]), strict=True))),
+        (
+            "encoder",
+            golden.encoder,
+            lambda inputs: dict(zip(("z_mean", "z_logvar"), vae.encode(inputs["x"]), strict=True)),
+        ),
         ("decoder", golden.decoder, lambda inputs: vae.decode(inputs["z"])),
     )
     for role, case, run in cases:

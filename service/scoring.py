@@ -35,9 +35,7 @@ class BoundEstimates:
     iwae_standard_error: np.ndarray
 
 
-def estimate_bounds(
-    vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.random.Generator
-) -> BoundEstimates:
+def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.random.Generator) -> BoundEstimates:
     """ELBO (its two terms) and the IWAE bound of each row of ``x``.
 
     ELBO = mean_k log p(x|z_k) - KL(q||p) with the KL in closed form (lower variance than the
@@ -85,9 +83,7 @@ def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> 
         if name == "reconstruction_error":
             scores[name] = reconstruction_errors(vae, x).sum(axis=1, dtype=np.float64)
             continue
-        bounds = estimate_bounds(
-            vae, x, SCORE_PARAMS[name]["num_samples"], np.random.default_rng(seed)
-        )
+        bounds = estimate_bounds(vae, x, SCORE_PARAMS[name]["num_samples"], np.random.default_rng(seed))
         scores[name] = -(bounds.elbo if name == "negative_elbo" else bounds.iwae)
     return scores
 

@@ -48,9 +48,7 @@ def kl_to_standard_normal(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     return 0.5 * np.sum(np.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
 
 
-def sample_posterior(
-    mean: np.ndarray, logvar: np.ndarray, num_samples: int, rng: np.random.Generator
-) -> np.ndarray:
+def sample_posterior(mean: np.ndarray, logvar: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Reparameterised draws z = mean + exp(logvar / 2) * eps, shape [num_samples, *mean.shape]."""
     noise = rng.standard_normal((num_samples, *mean.shape), dtype=np.float32)
     return mean + np.exp(0.5 * logvar) * noise

@@ -1,0 +1,142 @@
+"""vae-train end to end: the console script, its JSON line, determinism, and its refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import train
+from service.bundle import load_bundle
+from tests.conftest import run_vae_train
+
+RESULT_KEYS = {
+    "bundle",
+    "name",
+    "version",
+    "test_elbo_nats",
+    "test_iwae_nll_nats",
+    "iwae_k",
+    "bits_per_dim",
+    "validation_elbo_nats",
+    "epochs",
+    "best_epoch",
+    "seconds",
+}
+
+
+def console_script(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def test_console_script_trains_exports_and_verifies(tmp_path):
+    out = tmp_path / "models" / "digits"
+    result = subprocess.run(
+        [console_script("vae-train"), "--dataset", "digits", "--out", str(out), "--epochs", "3", "--iwae-k", "50"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == RESULT_KEYS
+    assert summary["epochs"] == 3 and summary["iwae_k"] == 50
+    assert summary["test_iwae_nll_nats"] <= -summary["test_elbo_nats"]
+    assert "epoch 3: train ELBO" in result.stderr and "validation ELBO" in result.stderr
+    assert load_bundle(out).manifest.metrics.test.iwae_nll_nats == summary["test_iwae_nll_nats"]
+    assert not list(out.parent.glob(".*staging*")), "staging directory left behind"
+
+    verify = subprocess.run(
+        [console_script("vae-train"), "verify", "--bundle", str(out)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0 and json.loads(verify.stdout)["verified"] is True
+
+
+def test_verify_refuses_a_damaged_bundle(bundle_copy):
+    (bundle_copy / "decoder.onnx").write_bytes(b"garbage")
+    result = subprocess.run(
+        [console_script("vae-train"), "verify", "--bundle", str(bundle_copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "decoder.onnx" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_same_seed_same_model(tmp_path, capsys):
+    runs = [
+        run_vae_train(capsys, "--dataset", "digits", "--out", str(tmp_path / name), "--seed", "3")
+        for name in ("a", "b")
+    ]
+    for summary in runs:
+        summary.pop("seconds"), summary.pop("bundle")
+    assert runs[0] == runs[1]
+    golden = [load_bundle(tmp_path / name).manifest.golden for name in ("a", "b")]
+    assert golden[0] == golden[1]
+    different = run_vae_train(capsys, "--dataset", "digits", "--out", str(tmp_path / "c"), "--seed", "4")
+    assert different["test_elbo_nats"] != runs[0]["test_elbo_nats"]
+
+
+def test_existing_output_needs_force(tmp_path, digits_bundle, capsys):
+    exit_code = train.main(["--dataset", "digits", "--out", str(digits_bundle), "--epochs", "1"])
+    assert exit_code == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_bernoulli_refuses_real_valued_data(sensor_npy, tmp_path, capsys):
+    records, _ = sensor_npy
+    exit_code = train.main(["--dataset", f"npy:{records}", "--out", str(tmp_path / "x"), "--epochs", "1"])
+    assert exit_code == 2
+    assert "--likelihood gaussian" in capsys.readouterr().err
+
+
+def test_gaussian_bundle_on_real_valued_records(gaussian_bundle, sensor_npy):
+    bundle = load_bundle(gaussian_bundle)
+    manifest = bundle.manifest
+    assert manifest.likelihood.name == "gaussian" and manifest.training["binarize"] == "none"
+    assert manifest.metrics.binarization.startswith("none")
+    records = np.load(sensor_npy[0])[:50]
+    decoded = bundle.vae.decode(bundle.vae.encode(records)[0])
+    assert set(decoded) == {"mean", "log_scale"}
+    # Standardization lives inside the graphs: reconstructions come back in raw units (~100).
+    assert abs(float(decoded["mean"].mean()) - float(records.mean())) < 0.1 * abs(float(records.mean()))
+    assert np.all(np.isfinite(bundle.vae.log_likelihood(records, decoded)))
+    # Learned scales: noisier features (the later columns) get larger scales.
+    scales = np.exp(decoded["log_scale"][0])
+    assert scales[-1] > scales[0]
+
+
+def test_one_class_model_records_its_classes(tmp_path, capsys):
+    summary = run_vae_train(capsys, "--dataset", "digits", "--classes", "3", "--out", str(tmp_path / "three"))
+    manifest = load_bundle(tmp_path / "three").manifest
+    assert summary["name"] == "digits-class-3"
+    assert manifest.training["data"]["classes"] == [3]
+    # About a tenth of the digits are 3s: every split shrank accordingly.
+    assert manifest.metrics.test.num_examples < 60
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+    reason="dataset-fashion-mnist is not installed (optional: apt-get install -y dataset-fashion-mnist)",
+)
+def test_fashion_mnist_one_class_smoke(tmp_path, capsys):
+    summary = run_vae_train(
+        capsys,
+        "--dataset",
+        "fashion-mnist",
+        "--classes",
+        "7",
+        "--out",
+        str(tmp_path / "fm"),
+        "--epochs",
+        "1",
+        "--iwae-k",
+        "10",
+    )
+    assert load_bundle(tmp_path / "fm").manifest.input.shape == [28, 28]
+    assert summary["bits_per_dim"] > 0
