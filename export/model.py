@@ -26,29 +26,36 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Encoder(nn.Module):
-    """x [batch, features] -> (z_mean, z_logvar), each [batch, latent].
+class FeatureScaling(nn.Module):
+    """Per-feature standardization (x - loc) / scale, stored as buffers so it is part of the graphs."""
 
-    ``loc``/``scale`` standardize the input inside the graph, so clients send raw features.
-    """
-
-    def __init__(
-        self,
-        num_features: int,
-        hidden: Sequence[int],
-        latent_dim: int,
-        loc: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, num_features: int, loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
         self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.loc) / self.scale
+
+    def unstandardize(self, standardized: torch.Tensor) -> torch.Tensor:
+        return standardized * self.scale + self.loc
+
+
+class Encoder(nn.Module):
+    """x [batch, features] -> (z_mean, z_logvar), each [batch, latent].
+
+    ``scaling`` standardizes the input inside the graph, so clients send raw features.
+    """
+
+    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int, scaling: FeatureScaling) -> None:
+        super().__init__()
+        self.scaling = scaling
         self.body = mlp([num_features, *hidden])
         self.mean = nn.Linear(hidden[-1], latent_dim)
         self.logvar = nn.Linear(hidden[-1], latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.body((x - self.loc) / self.scale)
+        hidden = self.body(self.scaling.standardize(x))
         return self.mean(hidden), self.logvar(hidden)
 
 
@@ -76,22 +83,14 @@ class GaussianDecoder(nn.Module):
     """z -> (mean, log_scale) in raw feature units, with a learned per-feature scale.
 
     In standardized units the scale is MIN_STANDARDIZED_SCALE + softplus(rho_d); the graph maps
-    both parameters back through loc/scale, so log p(x|z) is a density over the raw features.
+    both parameters back through the feature scaling, so log p(x|z) is a density over the raw features.
     """
 
     output_names = ("mean", "log_scale")
 
-    def __init__(
-        self,
-        num_features: int,
-        hidden: Sequence[int],
-        latent_dim: int,
-        loc: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int, scaling: FeatureScaling) -> None:
         super().__init__()
-        self.register_buffer("loc", torch.zeros(num_features) if loc is None else loc.float())
-        self.register_buffer("scale", torch.ones(num_features) if scale is None else scale.float())
+        self.scaling = scaling
         self.body = mlp([latent_dim, *hidden])
         self.mean = nn.Linear(hidden[-1], num_features)
         # softplus(0.5413) = 1: start at unit standardized scale.
@@ -99,8 +98,8 @@ class GaussianDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         standardized_mean = self.mean(self.body(z))
-        log_scale = torch.log(MIN_STANDARDIZED_SCALE + F.softplus(self.rho)) + torch.log(self.scale)
-        return standardized_mean * self.scale + self.loc, log_scale.expand_as(standardized_mean)
+        log_scale = torch.log(MIN_STANDARDIZED_SCALE + F.softplus(self.rho)) + torch.log(self.scaling.scale)
+        return self.scaling.unstandardize(standardized_mean), log_scale.expand_as(standardized_mean)
 
     @staticmethod
     def log_prob(x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -157,11 +156,12 @@ def build_vae(
     scale: torch.Tensor | None = None,
 ) -> Vae:
     """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs."""
-    encoder = Encoder(num_features, hidden, latent_dim, loc, scale)
+    scaling = FeatureScaling(num_features, loc, scale)
+    encoder = Encoder(num_features, hidden, latent_dim, scaling)
     if likelihood == "bernoulli":
         decoder = BernoulliDecoder(num_features, list(reversed(hidden)), latent_dim)
     elif likelihood == "gaussian":
-        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, loc, scale)
+        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, scaling)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}")
     return Vae(encoder, decoder, likelihood)

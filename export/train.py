@@ -152,8 +152,8 @@ def likelihood_record(vae) -> dict:
             "scale": "learned per feature, floored at min_standardized_scale * feature_scale",
             "min_standardized_scale": MIN_STANDARDIZED_SCALE,
             "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
-            "feature_loc": decoder.loc.tolist(),
-            "feature_scale": decoder.scale.tolist(),
+            "feature_loc": decoder.scaling.loc.tolist(),
+            "feature_scale": decoder.scaling.scale.tolist(),
         },
     }
 
