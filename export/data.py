@@ -6,7 +6,7 @@ optional integer labels. Sources: ``digits`` (embedded), ``fashion-mnist``, ``id
 
 import gzip
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +229,3 @@ def make_splits(
         "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
     }
     return Splits(train, validation, test, source.example_shape, source.value_range, description)
-
-
-def with_description(splits: Splits, **extra) -> Splits:
-    return replace(splits, description={**splits.description, **extra})

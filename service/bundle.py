@@ -102,20 +102,13 @@ def _compare(file: str, name: str, actual: np.ndarray, expected: np.ndarray, gol
 def verify_golden(vae: OnnxVae, manifest: Manifest) -> None:
     """Run each graph on its golden inputs and compare with the recorded outputs."""
     golden = manifest.golden
-    cases = (
-        (
-            "encoder",
-            golden.encoder,
-            lambda inputs: dict(zip(("z_mean", "z_logvar"), vae.encode(inputs["x"]), strict=True)),
-        ),
-        ("decoder", golden.decoder, lambda inputs: vae.decode(inputs["z"])),
-    )
-    for role, case, run in cases:
+    for role, session, case in (("encoder", vae.encoder, golden.encoder), ("decoder", vae.decoder, golden.decoder)):
         file = manifest.graphs[role].file
+        output_names = [node.name for node in session.get_outputs()]
         try:
             inputs = {name: np.asarray(value, dtype=np.float32) for name, value in case.inputs.items()}
-            outputs = run(inputs)
-        except (KeyError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as error:
+            outputs = dict(zip(output_names, session.run(output_names, inputs), strict=True))
+        except Exception as error:  # ORT's pybind errors share no base class below Exception
             raise BundleError(f"{file}: golden inputs could not be run ({error})") from None
         for name, expected in case.outputs.items():
             if name not in outputs:

@@ -167,3 +167,14 @@ def test_loader_never_imports_torch(digits_bundle):
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_golden_inputs_of_the_wrong_width_are_refused(bundle_copy):
+    def widen(document):
+        document["golden"]["encoder"]["inputs"]["x"] = [
+            [*row, 0.0] for row in document["golden"]["encoder"]["inputs"]["x"]
+        ]
+
+    rewrite_manifest(bundle_copy, widen)
+    with pytest.raises(BundleError, match=r"encoder\.onnx: golden inputs could not be run"):
+        load_bundle(bundle_copy)

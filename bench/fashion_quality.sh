@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Fashion-MNIST likelihood benchmark (run by hand; needs `apt-get install -y dataset-fashion-mnist`).
+# Trains each recipe below with vae-train, then prints one markdown row per recipe for
+# docs/benchmarks.md: command, epochs run, wall time, test ELBO and test NLL by IWAE k=1000.
+# Usage: bash bench/fashion_quality.sh [OUT_DIR] [RECIPE_NAME ...]   (default: all recipes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-runs/fashion}"; shift || true
+VAE_TRAIN="${VAE_TRAIN:-.venv/bin/vae-train}"
+declare -A RECIPES=(
+    [default]=""
+    [longer]="--epochs 100 --patience 10"
+    [deeper]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10"
+)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(default longer deeper)
+mkdir -p "$OUT"
+echo "| recipe | command | epochs (best) | wall s | test ELBO nats | test NLL nats (IWAE k=1000) | bits/dim |"
+echo "|---|---|---|---|---|---|---|"
+for name in "${NAMES[@]}"; do
+    args="--dataset fashion-mnist --out $OUT/$name --force --seed 0 ${RECIPES[$name]}"
+    started=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    "$VAE_TRAIN" $args > "$OUT/$name.json" 2> "$OUT/$name.log"
+    python3 - "$OUT/$name.json" "$name" "vae-train $args" "$started" <<'PY'
+import json, sys, time
+wall = time.time() - float(sys.argv[4])
+result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"| {sys.argv[2]} | `{sys.argv[3]}` | {result['epochs']} ({result['best_epoch']}) | {wall:.0f} | "
+      f"{result['test_elbo_nats']:.2f} | {result['test_iwae_nll_nats']:.2f} | {result['bits_per_dim']:.4f} |")
+PY
+done
