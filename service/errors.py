@@ -25,3 +25,21 @@ class BundleError(ServiceError):
     """
 
     status_name = "FAILED_PRECONDITION"
+
+
+class NotFound(ServiceError):
+    """The request names a model or version the server does not hold."""
+
+    status_name = "NOT_FOUND"
+
+
+class NotReady(ServiceError):
+    """The server is starting or draining."""
+
+    status_name = "UNAVAILABLE"
+
+
+class OutputInvalid(ServiceError):
+    """The model produced non-finite values for this input; never returned as a success."""
+
+    status_name = "INTERNAL"

@@ -81,3 +81,35 @@ class OnnxVae:
         if self.likelihood == "bernoulli":
             return 1.0 / (1.0 + np.exp(-decoded["logits"]))
         return decoded["mean"]
+
+
+class DeviceUnavailable(RuntimeError):
+    """``--device cuda`` was asked for and ONNX Runtime cannot provide it."""
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``cpu``, ``cuda`` or ``auto`` (CUDA when available, else CPU)."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise DeviceUnavailable(
+            f"--device cuda: this onnxruntime build has no CUDAExecutionProvider (it has {available}); "
+            "install onnxruntime-gpu with a matching CUDA runtime, or use --device cpu or auto"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def check_device(sessions: Sequence[ort.InferenceSession], device: str) -> list[str]:
+    """The providers really in use; for ``cuda``, fail if a session silently fell back to the CPU
+    (ONNX Runtime does that when the CUDA libraries fail to load)."""
+    in_use = sessions[0].get_providers()
+    for session in sessions:
+        if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise DeviceUnavailable(
+                "--device cuda: ONNX Runtime could not initialise CUDA for this model (see its log above); "
+                "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu or auto"
+            )
+    return in_use

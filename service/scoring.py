@@ -43,13 +43,16 @@ def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.rando
     """
     z_mean, z_logvar = vae.encode(x)
     kl = vae_math.kl_to_standard_normal(z_mean, z_logvar)
+    # All noise is drawn up front, eps[k, i] for sample k of example i, so the values do not depend
+    # on how the rows are chunked: eps = default_rng(seed).standard_normal((K, n, L), float32).
+    noise = rng.standard_normal((num_samples, *z_mean.shape), dtype=np.float32)
     chunk = max(1, MAX_DECODED_VALUES // (num_samples * x.shape[1]))
     reconstruction = np.empty(len(x), dtype=np.float64)
     iwae = np.empty(len(x), dtype=np.float64)
     standard_error = np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), chunk):
         rows = slice(start, start + chunk)
-        z = vae_math.sample_posterior(z_mean[rows], z_logvar[rows], num_samples, rng)
+        z = z_mean[rows] + np.exp(0.5 * z_logvar[rows]) * noise[:, rows]
         decoded = vae.decode(z.reshape(-1, z.shape[-1]))
         decoded = {name: value.reshape(*z.shape[:2], -1) for name, value in decoded.items()}
         log_px_z = vae.log_likelihood(x[rows], decoded)  # [samples, examples]
@@ -106,3 +109,34 @@ def calibrate(vae: OnnxVae, x: np.ndarray, seed: int, description: str) -> dict:
             for name, values in scores.items()
         },
     }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Scores placed against a calibration distribution, and the anomaly decision."""
+
+    percentile: np.ndarray
+    p_value: np.ndarray
+    is_anomaly: np.ndarray
+    threshold: float
+    false_positive_rate: float
+
+
+def decide(scores: np.ndarray, calibration, false_positive_rate: float | None, threshold: float | None) -> Decision:
+    """Percentiles, conservative p-values and the decision ``score > threshold``.
+
+    ``calibration`` is a manifest ScoreCalibration with quantiles at QUANTILE_LEVELS. With a
+    false-positive rate a the threshold is the calibration quantile at level 1 - a; with an explicit
+    threshold, the reported rate is the share of calibration data above it. The p-value
+    (1 + n (1 - F(s))) / (1 + n) is the usual conformal form: it never reaches 0 on finite data.
+    """
+    quantiles = np.asarray(calibration.quantiles)
+    levels = QUANTILE_LEVELS
+    percentile = np.interp(scores, quantiles, levels, left=0.0, right=1.0)
+    count = calibration.num_examples
+    p_value = (1.0 + count * (1.0 - percentile)) / (1.0 + count)
+    if threshold is None:
+        threshold = float(np.interp(1.0 - false_positive_rate, levels, quantiles))
+    else:
+        false_positive_rate = float(1.0 - np.interp(threshold, quantiles, levels, left=0.0, right=1.0))
+    return Decision(percentile, p_value, scores > threshold, threshold, false_positive_rate)

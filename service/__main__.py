@@ -1,0 +1,86 @@
+"""``vae-serve``: parse settings, run the server, exit with its code. Nothing else lives here."""
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.errors import BundleError
+from service.runtime import DeviceUnavailable
+from service.settings import Settings
+
+# Flag -> Settings field. Every flag defaults to None ("not given"), so VAE_* variables and the
+# class defaults apply unless the flag is on the command line.
+FLAGS = {
+    "--bundle": ("bundle", Path, "one bundle directory to serve"),
+    "--model-repository": ("model_repository", Path, "directory of <name>/<version>/ bundles"),
+    "--host": ("host", str, "address to bind (default 127.0.0.1)"),
+    "--port": ("port", int, "gRPC port; 0 picks a free one and prints it (default 50051)"),
+    "--metrics-port": ("metrics_port", int, "Prometheus port; 0 picks a free one (default 9090)"),
+    "--metrics-host": ("metrics_host", str, "address of the metrics endpoint (default: --host)"),
+    "--device": ("device", str, "cpu, cuda or auto (default cpu)"),
+    "--intra-op-threads": ("intra_op_threads", int, "ONNX Runtime threads per run (default 1)"),
+    "--worker-threads": ("worker_threads", int, "inference threads (default 4)"),
+    "--grace": ("grace_s", float, "seconds in-flight calls get on SIGTERM (default 10)"),
+    "--max-rows": ("max_rows", int, "rows per request (default 1024)"),
+    "--max-k": ("max_k", int, "samples per row (default 1000)"),
+    "--max-row-samples": ("max_row_samples", int, "rows x samples per request (default 262144)"),
+    "--max-sample-n": ("max_sample_n", int, "n of a unary Sample (default 4096)"),
+    "--max-stream-sample-n": ("max_stream_sample_n", int, "n of a SampleStream (default 1000000)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vae-serve",
+        description="Serve VAE model bundles over gRPC. Every setting can also come from VAE_<NAME>, e.g. VAE_PORT.",
+    )
+    for flag, (_, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    parser.add_argument(
+        "--reflection", action=argparse.BooleanOptionalAction, default=None, help="gRPC reflection (default on)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {field: getattr(args, field_dest(flag)) for flag, (field, _, _) in FLAGS.items()}
+    overrides = {field: value for field, value in overrides.items() if value is not None}
+    if args.reflection is not None:
+        overrides["reflection"] = args.reflection
+    if args.no_metrics:
+        overrides["metrics_port"] = None
+    return Settings(**overrides)
+
+
+def field_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from(args)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        print(f"vae-serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    from service.server import serve  # imported after settings are valid: grpc start-up is not free
+
+    try:
+        return asyncio.run(serve(settings))
+    except (BundleError, DeviceUnavailable) as error:
+        print(f"vae-serve: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""vae.v1.Tensor <-> numpy, with the checks every request input gets (raises InvalidInput)."""
+
+import numpy as np
+
+from service.errors import InvalidInput
+from vae.v1 import vae_pb2
+
+FLOAT32_LE = np.dtype("<f4")
+
+
+def to_tensor(array: np.ndarray) -> vae_pb2.Tensor:
+    """A float32 array as shape + raw little-endian bytes."""
+    array = np.ascontiguousarray(array, dtype=FLOAT32_LE)
+    return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
+
+
+def rows_from_tensor(
+    tensor: vae_pb2.Tensor, field: str, row_shapes: list[tuple[int, ...]], max_rows: int
+) -> np.ndarray:
+    """Decode ``tensor`` into a float32 [n, width] matrix without copying.
+
+    Args:
+        tensor: the request field.
+        field: its name, for error messages.
+        row_shapes: accepted shapes of one row, e.g. [(64,), (8, 8)]; the first one's size is the width.
+        max_rows: the server's per-request row limit.
+    Raises:
+        InvalidInput: empty, wrong shape, byte length not matching the shape, too many rows, or
+            non-finite values.
+    """
+    shape = tuple(tensor.shape)
+    expected = " or ".join(str(["n", *row]) for row in row_shapes)
+    if not shape:
+        raise InvalidInput(f"{field}: missing tensor; expected shape {expected}")
+    if shape[0] == 0:
+        raise InvalidInput(f"{field}: empty batch (shape {list(shape)}); send at least one row")
+    if any(dim < 1 for dim in shape) or shape[1:] not in row_shapes:
+        raise InvalidInput(f"{field}: shape {list(shape)} does not fit this model; expected {expected}")
+    rows = shape[0]
+    if rows > max_rows:
+        raise InvalidInput(f"{field}: {rows} rows exceeds the limit of {max_rows} per request")
+    width = int(np.prod(row_shapes[0]))
+    expected_bytes = rows * width * FLOAT32_LE.itemsize
+    if len(tensor.data) != expected_bytes:
+        raise InvalidInput(
+            f"{field}: {len(tensor.data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
+            "(float32, little-endian)"
+        )
+    values = np.frombuffer(tensor.data, dtype=FLOAT32_LE).reshape(rows, width)
+    if not np.isfinite(values).all():
+        bad_row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+        raise InvalidInput(f"{field}: non-finite value (NaN or infinity) in row {bad_row}")
+    return values

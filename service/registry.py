@@ -1,0 +1,86 @@
+"""The models a server holds: one bundle, or every ``<name>/<version>/`` bundle of a repository.
+
+Requests resolve names through this registry's own dictionary, never through the filesystem, so a
+request cannot reach a path.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.bundle import Bundle, load_bundle
+from service.errors import BundleError, NotFound
+from service.manifest import MANIFEST_FILE
+from service.runtime import check_device, providers_for
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def version_order(version: str) -> tuple:
+    """Numeric versions sort numerically ("10" after "9"), others lexically, numbers first."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    models: dict[str, dict[str, Bundle]]  # name -> version -> bundle
+    default_name: str
+    providers: list[str]
+
+    def resolve(self, name: str, version: str) -> Bundle:
+        """The bundle for a request's model reference; empty fields mean default model / latest version."""
+        name = name or self.default_name
+        if name not in self.models:
+            raise NotFound(f"unknown model {name!r}; this server serves {sorted(self.models)}")
+        versions = self.models[name]
+        if not version:
+            return versions[self.versions(name)[-1]]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version!r}; available: {self.versions(name)}")
+        return versions[version]
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self.models[name], key=version_order)
+
+    def bundles(self) -> list[Bundle]:
+        return [bundle for versions in self.models.values() for bundle in versions.values()]
+
+
+def repository_entries(root: Path) -> list[tuple[str, str, Path]]:
+    """(name, version, directory) of every bundle under ``root``/<name>/<version>/."""
+    if not root.is_dir():
+        raise BundleError(f"{root}: model repository is not a directory")
+    entries = [
+        (model_dir.name, version_dir.name, version_dir)
+        for model_dir in sorted(root.iterdir())
+        if model_dir.is_dir() and not model_dir.name.startswith(".")
+        for version_dir in sorted(model_dir.iterdir())
+        if version_dir.is_dir() and (version_dir / MANIFEST_FILE).is_file()
+    ]
+    if not entries:
+        raise BundleError(f"{root}: no <name>/<version>/{MANIFEST_FILE} bundles found")
+    return entries
+
+
+def load_registry(settings: Settings) -> ModelRegistry:
+    """Load and verify every bundle the settings name. Any bad bundle stops the server from starting."""
+    providers = providers_for(settings.device)
+    models: dict[str, dict[str, Bundle]] = {}
+    if settings.bundle is not None:
+        bundle = load_bundle(settings.bundle, providers, settings.intra_op_threads)
+        models[bundle.manifest.name] = {bundle.manifest.version: bundle}
+    else:
+        for name, version, directory in repository_entries(settings.model_repository):
+            bundle = load_bundle(directory, providers, settings.intra_op_threads)
+            if (bundle.manifest.name, bundle.manifest.version) != (name, version):
+                raise BundleError(
+                    f"{directory}: manifest says {bundle.manifest.name}/{bundle.manifest.version}, "
+                    f"the repository layout says {name}/{version}"
+                )
+            models.setdefault(name, {})[version] = bundle
+    in_use = []
+    for bundle in (bundle for versions in models.values() for bundle in versions.values()):
+        in_use = check_device([bundle.vae.encoder, bundle.vae.decoder], settings.device)
+        log.info("loaded %s/%s from %s on %s", bundle.manifest.name, bundle.manifest.version, bundle.path, in_use)
+    return ModelRegistry(models, sorted(models)[0], in_use)

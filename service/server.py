@@ -1,0 +1,133 @@
+"""Build the grpc.aio server (VaeService, health, reflection, metrics), run it, drain it on SIGTERM.
+
+Start-up order: bind the port (health NOT_SERVING), load and verify every bundle off the event
+loop, then report SERVING. A bundle that fails verification stops the server before it ever
+reports SERVING.
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from service.interceptors import ServiceInterceptor
+from service.metrics import ServerMetrics
+from service.registry import load_registry
+from service.servicer import VaeServicer
+from service.settings import Settings
+from vae.v1 import vae_pb2, vae_pb2_grpc
+
+log = logging.getLogger(__name__)
+VAE_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    health: HealthServicer
+    servicer: VaeServicer
+    metrics: ServerMetrics
+    executor: ThreadPoolExecutor
+    metrics_httpd: object | None = None
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        # A second server on the same port must fail to bind, not silently share it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
+    """Bind and start serving health (NOT_SERVING) and, if enabled, metrics. Models load in ``load_models``."""
+    metrics = ServerMetrics(registry or CollectorRegistry())
+    executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
+    servicer = VaeServicer(settings, metrics, executor)
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(metrics, (f"/{VAE_SERVICE}/",))], options=server_options(settings)
+    )
+    vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for service in ("", VAE_SERVICE):
+        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if settings.reflection:
+        reflection.enable_server_reflection((VAE_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    running = RunningServer(server, port, None, health, servicer, metrics, executor)
+    if settings.metrics_port is not None:
+        httpd, _ = start_http_server(settings.metrics_port, settings.metrics_host or settings.host, metrics.registry)
+        running.metrics_httpd, running.metrics_port = httpd, httpd.server_port
+    return running
+
+
+async def load_models(running: RunningServer, settings: Settings) -> None:
+    """Load and verify every bundle, then report SERVING."""
+    registry = await asyncio.get_running_loop().run_in_executor(running.executor, load_registry, settings)
+    running.servicer.registry = registry
+    for bundle in registry.bundles():
+        running.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
+            {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(registry.providers)}
+        )
+    for service in ("", VAE_SERVICE):
+        await running.health.set(service, SERVING)
+    running.metrics.serving.set(1)
+    log.info("SERVING %s with providers %s", sorted(registry.models), registry.providers)
+
+
+async def drain(running: RunningServer, grace_s: float) -> None:
+    """NOT_SERVING at once, refuse new calls, let in-flight calls finish within ``grace_s``."""
+    await running.health.enter_graceful_shutdown()
+    running.metrics.serving.set(0)
+    log.info("draining: in-flight calls have %.1f s to finish", grace_s)
+    await running.server.stop(grace_s)
+    running.executor.shutdown(wait=False, cancel_futures=True)
+    if running.metrics_httpd is not None:
+        running.metrics_httpd.shutdown()
+
+
+def announce(settings: Settings, running: RunningServer) -> None:
+    """The bound addresses, each on a line of its own on stdout (what --port 0 callers read)."""
+    print(f"vae-serve listening on {settings.host}:{running.port}", flush=True)
+    if running.metrics_port is not None:
+        print(
+            f"vae-serve metrics on http://{settings.metrics_host or settings.host}:{running.metrics_port}/metrics",
+            flush=True,
+        )
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT; returns the process exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = await start(settings)
+    announce(settings, running)
+    loading = asyncio.ensure_future(load_models(running, settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done() and loading.exception() is not None:
+        log.error("refusing to serve: %s", loading.exception())
+        print(f"vae-serve: error: {loading.exception()}", file=sys.stderr, flush=True)
+        await drain(running, 0)
+        return 1
+    await stopping
+    loading.cancel()
+    await drain(running, settings.grace_s)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,292 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORE_TYPE_UNSPECIFIED: _ClassVar[ScoreType]
+    SCORE_TYPE_NEGATIVE_ELBO: _ClassVar[ScoreType]
+    SCORE_TYPE_NEGATIVE_IWAE: _ClassVar[ScoreType]
+    SCORE_TYPE_RECONSTRUCTION_ERROR: _ClassVar[ScoreType]
+SCORE_TYPE_UNSPECIFIED: ScoreType
+SCORE_TYPE_NEGATIVE_ELBO: ScoreType
+SCORE_TYPE_NEGATIVE_IWAE: ScoreType
+SCORE_TYPE_RECONSTRUCTION_ERROR: ScoreType
+
+class Tensor(_message.Message):
+    __slots__ = ("shape", "data")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class EncodeRequest(_message.Message):
+    __slots__ = ("model", "x", "num_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    x: Tensor
+    num_samples: int
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EncodeResponse(_message.Message):
+    __slots__ = ("model", "z_mean", "z_logvar", "z_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    Z_MEAN_FIELD_NUMBER: _ClassVar[int]
+    Z_LOGVAR_FIELD_NUMBER: _ClassVar[int]
+    Z_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    z_mean: Tensor
+    z_logvar: Tensor
+    z_samples: Tensor
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., z_mean: _Optional[_Union[Tensor, _Mapping]] = ..., z_logvar: _Optional[_Union[Tensor, _Mapping]] = ..., z_samples: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class BernoulliParams(_message.Message):
+    __slots__ = ("probs",)
+    PROBS_FIELD_NUMBER: _ClassVar[int]
+    probs: Tensor
+    def __init__(self, probs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class GaussianParams(_message.Message):
+    __slots__ = ("mean", "scale")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    mean: Tensor
+    scale: Tensor
+    def __init__(self, mean: _Optional[_Union[Tensor, _Mapping]] = ..., scale: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class DecodeRequest(_message.Message):
+    __slots__ = ("model", "z", "num_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    Z_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    z: Tensor
+    num_samples: int
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., z: _Optional[_Union[Tensor, _Mapping]] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DecodeResponse(_message.Message):
+    __slots__ = ("model", "bernoulli", "gaussian", "x_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BERNOULLI_FIELD_NUMBER: _ClassVar[int]
+    GAUSSIAN_FIELD_NUMBER: _ClassVar[int]
+    X_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    bernoulli: BernoulliParams
+    gaussian: GaussianParams
+    x_samples: Tensor
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., bernoulli: _Optional[_Union[BernoulliParams, _Mapping]] = ..., gaussian: _Optional[_Union[GaussianParams, _Mapping]] = ..., x_samples: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class SampleRequest(_message.Message):
+    __slots__ = ("model", "n", "seed", "temperature", "chunk_size")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    n: int
+    seed: int
+    temperature: float
+    chunk_size: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class SampleResponse(_message.Message):
+    __slots__ = ("model", "z", "x_mean", "x", "seed", "offset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    Z_FIELD_NUMBER: _ClassVar[int]
+    X_MEAN_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    z: Tensor
+    x_mean: Tensor
+    x: Tensor
+    seed: int
+    offset: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., z: _Optional[_Union[Tensor, _Mapping]] = ..., x_mean: _Optional[_Union[Tensor, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ElboRequest(_message.Message):
+    __slots__ = ("model", "x", "k", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    x: Tensor
+    k: int
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ElboResponse(_message.Message):
+    __slots__ = ("model", "elbo", "reconstruction", "kl", "iwae", "iwae_standard_error", "elbo_bits_per_dim", "iwae_bits_per_dim", "k", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ELBO_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
+    IWAE_FIELD_NUMBER: _ClassVar[int]
+    IWAE_STANDARD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ELBO_BITS_PER_DIM_FIELD_NUMBER: _ClassVar[int]
+    IWAE_BITS_PER_DIM_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    elbo: _containers.RepeatedScalarFieldContainer[float]
+    reconstruction: _containers.RepeatedScalarFieldContainer[float]
+    kl: _containers.RepeatedScalarFieldContainer[float]
+    iwae: _containers.RepeatedScalarFieldContainer[float]
+    iwae_standard_error: _containers.RepeatedScalarFieldContainer[float]
+    elbo_bits_per_dim: _containers.RepeatedScalarFieldContainer[float]
+    iwae_bits_per_dim: _containers.RepeatedScalarFieldContainer[float]
+    k: int
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., elbo: _Optional[_Iterable[float]] = ..., reconstruction: _Optional[_Iterable[float]] = ..., kl: _Optional[_Iterable[float]] = ..., iwae: _Optional[_Iterable[float]] = ..., iwae_standard_error: _Optional[_Iterable[float]] = ..., elbo_bits_per_dim: _Optional[_Iterable[float]] = ..., iwae_bits_per_dim: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ScoreAnomalyRequest(_message.Message):
+    __slots__ = ("model", "x", "score", "false_positive_rate", "score_threshold", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    x: Tensor
+    score: ScoreType
+    false_positive_rate: float
+    score_threshold: float
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., false_positive_rate: _Optional[float] = ..., score_threshold: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ScoreAnomalyResponse(_message.Message):
+    __slots__ = ("model", "score", "scores", "percentile", "p_value", "is_anomaly", "threshold", "false_positive_rate", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    score: ScoreType
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    percentile: _containers.RepeatedScalarFieldContainer[float]
+    p_value: _containers.RepeatedScalarFieldContainer[float]
+    is_anomaly: _containers.RepeatedScalarFieldContainer[bool]
+    threshold: float
+    false_positive_rate: float
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., scores: _Optional[_Iterable[float]] = ..., percentile: _Optional[_Iterable[float]] = ..., p_value: _Optional[_Iterable[float]] = ..., is_anomaly: _Optional[_Iterable[bool]] = ..., threshold: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+
+class SplitMetrics(_message.Message):
+    __slots__ = ("num_examples", "elbo_nats", "iwae_nll_nats", "iwae_k", "bits_per_dim")
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ELBO_NATS_FIELD_NUMBER: _ClassVar[int]
+    IWAE_NLL_NATS_FIELD_NUMBER: _ClassVar[int]
+    IWAE_K_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_DIM_FIELD_NUMBER: _ClassVar[int]
+    num_examples: int
+    elbo_nats: float
+    iwae_nll_nats: float
+    iwae_k: int
+    bits_per_dim: float
+    def __init__(self, num_examples: _Optional[int] = ..., elbo_nats: _Optional[float] = ..., iwae_nll_nats: _Optional[float] = ..., iwae_k: _Optional[int] = ..., bits_per_dim: _Optional[float] = ...) -> None: ...
+
+class ScoreCalibration(_message.Message):
+    __slots__ = ("score", "num_examples", "mean", "std", "quantiles")
+    class QuantilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    score: ScoreType
+    num_examples: int
+    mean: float
+    std: float
+    quantiles: _containers.ScalarMap[str, float]
+    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    BINARIZATION_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROW_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAM_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_features: int
+    latent_dim: int
+    likelihood: str
+    created_at: str
+    validation: SplitMetrics
+    test: SplitMetrics
+    binarization: str
+    calibration: _containers.RepeatedCompositeFieldContainer[ScoreCalibration]
+    available_versions: _containers.RepeatedScalarFieldContainer[str]
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    max_rows: int
+    max_k: int
+    max_row_samples: int
+    max_sample_n: int
+    max_stream_sample_n: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ...) -> None: ...
