@@ -38,6 +38,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics, service_prefixes: tuple[str, ...]) -> None:
         self.metrics = metrics
         self.service_prefixes = service_prefixes
+        self.active_calls = 0  # reported in the drain log
+
+    def _enter(self, method: str) -> float:
+        self.active_calls += 1
+        self.metrics.in_flight.labels(method).inc()
+        return time.perf_counter()
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -60,14 +66,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _record(self, method: str, context, started: float, cancelled: bool) -> None:
+        self.active_calls -= 1
         self.metrics.in_flight.labels(method).dec()
         self.metrics.requests.labels(method, _status_name(context, cancelled)).inc()
         self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
 
     def _wrap_unary(self, behavior, method: str):
         async def wrapper(request, context):
-            started, cancelled = time.perf_counter(), False
-            self.metrics.in_flight.labels(method).inc()
+            started, cancelled = self._enter(method), False
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -84,8 +90,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_stream(self, behavior, method: str):
         async def wrapper(request, context):
-            started, cancelled = time.perf_counter(), False
-            self.metrics.in_flight.labels(method).inc()
+            started, cancelled = self._enter(method), False
             try:
                 async for response in behavior(request, context):
                     yield response

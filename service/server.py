@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from service.health import DrainingHealthServicer
 from service.interceptors import ServiceInterceptor
 from service.metrics import ServerMetrics
 from service.registry import load_registry
@@ -35,8 +35,9 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    health: HealthServicer
+    health: DrainingHealthServicer
     servicer: VaeServicer
+    interceptor: ServiceInterceptor
     metrics: ServerMetrics
     executor: ThreadPoolExecutor
     metrics_httpd: object | None = None
@@ -56,11 +57,10 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     metrics = ServerMetrics(registry or CollectorRegistry())
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
     servicer = VaeServicer(settings, metrics, executor)
-    server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(metrics, (f"/{VAE_SERVICE}/",))], options=server_options(settings)
-    )
+    interceptor = ServiceInterceptor(metrics, (f"/{VAE_SERVICE}/",))
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
-    health = HealthServicer()
+    health = DrainingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for service in ("", VAE_SERVICE):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -68,7 +68,7 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         reflection.enable_server_reflection((VAE_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    running = RunningServer(server, port, None, health, servicer, metrics, executor)
+    running = RunningServer(server, port, None, health, servicer, interceptor, metrics, executor)
     if settings.metrics_port is not None:
         httpd, _ = start_http_server(settings.metrics_port, settings.metrics_host or settings.host, metrics.registry)
         running.metrics_httpd, running.metrics_port = httpd, httpd.server_port
@@ -91,10 +91,10 @@ async def load_models(running: RunningServer, settings: Settings) -> None:
 
 async def drain(running: RunningServer, grace_s: float) -> None:
     """NOT_SERVING at once, refuse new calls, let in-flight calls finish within ``grace_s``."""
-    await running.health.enter_graceful_shutdown()
+    await running.health.drain()
     running.metrics.serving.set(0)
-    log.info("draining: in-flight calls have %.1f s to finish", grace_s)
-    await running.server.stop(grace_s)
+    log.info("draining: %d in-flight calls have %.1f s to finish", running.interceptor.active_calls, grace_s)
+    await running.server.stop(grace_s)  # refuses new calls at once, cancels what is left after grace_s
     running.executor.shutdown(wait=False, cancel_futures=True)
     if running.metrics_httpd is not None:
         running.metrics_httpd.shutdown()

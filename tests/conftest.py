@@ -71,3 +71,13 @@ def gaussian_bundle(tmp_path_factory, sensor_npy) -> Path:
 def bundle_copy(tmp_path, digits_bundle) -> Path:
     """A private copy of the digits bundle that a test may damage."""
     return Path(shutil.copytree(digits_bundle, tmp_path / "copy"))
+
+
+@pytest.fixture(scope="session")
+def server(digits_bundle):
+    """A real vae-serve process serving the digits bundle, with default settings."""
+    from tests.server_process import start_server
+
+    process = start_server("--bundle", str(digits_bundle))
+    yield process
+    assert process.stop() == 0, process.log()

@@ -1,0 +1,102 @@
+"""Start a real ``vae-serve`` process on port 0 and talk to it with real gRPC stubs."""
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vae.v1 import vae_pb2_grpc
+
+VAE_SERVE = str(Path(sys.executable).with_name("vae-serve"))
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    port: int
+    metrics_url: str | None
+    log_path: Path
+    channel: grpc.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+
+    @property
+    def stub(self) -> vae_pb2_grpc.VaeServiceStub:
+        return vae_pb2_grpc.VaeServiceStub(self.channel)
+
+    @property
+    def health(self) -> health_pb2_grpc.HealthStub:
+        return health_pb2_grpc.HealthStub(self.channel)
+
+    def health_status(self, service: str = "") -> int:
+        return self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, then the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout_s)
+        self.channel.close()
+        return code
+
+
+def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def launch(*args: str, env: dict | None = None, metrics: bool = True) -> tuple[subprocess.Popen, "queue.Queue", Path]:
+    log_path = Path(tempfile.mkstemp(prefix="vae-serve-", suffix=".log")[1])
+    command = [VAE_SERVE, "--host", "127.0.0.1", "--port", "0", *args]
+    command += ["--metrics-port", "0"] if metrics else ["--no-metrics"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=log_path.open("w"),
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+    return process, lines, log_path
+
+
+def start_server(*args: str, env: dict | None = None, metrics: bool = True, timeout_s: float = 60) -> ServerProcess:
+    """Start vae-serve, read the addresses it prints, wait until health says SERVING."""
+    process, lines, log_path = launch(*args, env=env, metrics=metrics)
+    port, metrics_url = None, None
+    deadline = time.monotonic() + timeout_s
+    while port is None or (metrics and metrics_url is None):
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line is None:
+            raise RuntimeError(f"vae-serve exited with {process.wait()}: {log_path.read_text()}")
+        if line.startswith("vae-serve listening on "):
+            port = int(line.rsplit(":", 1)[1])
+        elif line.startswith("vae-serve metrics on "):
+            metrics_url = line.split(" on ", 1)[1]
+    server = ServerProcess(process, port, metrics_url, log_path)
+    while True:
+        try:
+            if server.health_status() == SERVING:
+                return server
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            server.stop()
+            raise RuntimeError(f"vae-serve did not become SERVING: {server.log()}")
+        time.sleep(0.05)
