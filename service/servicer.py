@@ -37,7 +37,7 @@ def check_range(field: str, value: int, low: int, high: int) -> int:
 
 def request_seed(request) -> int:
     """The request's seed, or a fresh random one (returned in the reply so the call can be replayed)."""
-    return request.seed if request.HasField("seed") else secrets.randbits(63)
+    return request.seed if request.HasField("seed") else secrets.randbits(53)
 
 
 def model_version(bundle: Bundle) -> vae_pb2.ModelVersion:
@@ -143,9 +143,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
     async def SampleStream(self, request, context):
         bundle = self._resolve(request.model)
         count = check_range("n", request.n, 1, self.settings.max_stream_sample_n)
-        chunk = check_range(
-            "chunk_size", request.chunk_size or self.settings.default_chunk_size, 1, self.settings.max_sample_n
-        )
+        default_chunk = min(self.settings.default_chunk_size, self.settings.max_sample_n)
+        chunk = check_range("chunk_size", request.chunk_size or default_chunk, 1, self.settings.max_sample_n)
         sampler, seed = self._sampler(request, bundle)
         for offset in range(0, count, chunk):
             rows = min(chunk, count - offset)
@@ -250,7 +249,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             num_examples=entry.num_examples,
             mean=entry.mean,
             std=entry.std,
-            quantiles={
-                f"{level:g}": float(np.interp(level, levels, entry.quantiles)) for level in INFO_QUANTILE_LEVELS
-            },
+            quantiles=[
+                vae_pb2.Quantile(level=level, value=float(np.interp(level, levels, entry.quantiles)))
+                for level in INFO_QUANTILE_LEVELS
+            ],
         )

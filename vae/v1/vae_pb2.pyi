@@ -232,15 +232,16 @@ class SplitMetrics(_message.Message):
     bits_per_dim: float
     def __init__(self, num_examples: _Optional[int] = ..., elbo_nats: _Optional[float] = ..., iwae_nll_nats: _Optional[float] = ..., iwae_k: _Optional[int] = ..., bits_per_dim: _Optional[float] = ...) -> None: ...
 
+class Quantile(_message.Message):
+    __slots__ = ("level", "value")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    level: float
+    value: float
+    def __init__(self, level: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
+
 class ScoreCalibration(_message.Message):
     __slots__ = ("score", "num_examples", "mean", "std", "quantiles")
-    class QuantilesEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -250,8 +251,8 @@ class ScoreCalibration(_message.Message):
     num_examples: int
     mean: float
     std: float
-    quantiles: _containers.ScalarMap[str, float]
-    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    quantiles: _containers.RepeatedCompositeFieldContainer[Quantile]
+    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n")

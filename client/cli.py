@@ -1,0 +1,388 @@
+"""vae-client: query a vae-serve server from the shell.
+
+Exit status: 0 on success; 1 when the server answers with an error (or health is not SERVING);
+2 for bad local input (arguments, files). Errors go to stderr as one line, never a traceback.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+
+import numpy as np
+
+from client.client import SCORE_TYPES, VaeClient, VaeClientError
+from client.files import InputError, load_rows, save, write_png_grid
+from client.results import DecodeResult, EncodeResult
+from vae.v1 import vae_pb2
+
+PROG = "vae-client"
+DEFAULT_TARGET = "127.0.0.1:50051"
+# Human output prints at most this many per-row lines for encode/decode; --out and --json carry all.
+_MAX_PRINTED_ROWS = 20
+_SEED_HELP = "random seed (default: the server picks one and reports it)"
+
+
+def _checked(convert: Callable[[str], float], accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    # An argparse type that rejects bad values at parse time, with the usage message and exit status 2.
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda value: value >= 1, "an integer >= 1")
+_non_negative_int = _checked(int, lambda value: value >= 0, "an integer >= 0")
+_seed = _checked(int, lambda value: 0 <= value < 2**64, "a seed in [0, 2^64)")
+_positive_float = _checked(float, lambda value: math.isfinite(value) and value > 0, "a finite number > 0")
+_finite_float = _checked(float, math.isfinite, "a finite number")
+_open_fraction = _checked(float, lambda value: 0 < value < 1, "a number in (0, 1)")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # Added to the top parser and, with defaults suppressed, to every subcommand, so that both
+    # `vae-client --json info` and `vae-client info --json` work without one overriding the other.
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    target_default = os.environ.get("VAE_TARGET", DEFAULT_TARGET)
+    parser.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        default=default(target_default),
+        help=f"server address (default: $VAE_TARGET or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=default(30.0),
+        help="deadline of each call, or of a whole stream (default: 30)",
+    )
+    parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON object")
+    parser.add_argument("--model", default=default(None), help="model name (default: the server's default)")
+    parser.add_argument(
+        "--version",
+        dest="model_version",
+        metavar="VERSION",
+        default=default(None),
+        help="model version (default: the latest)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``vae-client``; each subcommand sets ``handler``."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Query a vae-serve model server.")
+    _add_global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("health", _cmd_health, "server health (exit status 0 only when SERVING)")
+    command("info", _cmd_info, "what the model is, how good it is, the server's limits")
+    encode = command("encode", _cmd_encode, "posterior q(z|x) of each row of INPUT.npy")
+    decode = command("decode", _cmd_decode, "likelihood p(x|z) of each latent row of INPUT.npy")
+    for sub, drawn in ((encode, "z"), (decode, "x")):
+        sub.add_argument("input", metavar="INPUT.npy")
+        sub.add_argument("--samples", type=_non_negative_int, default=0, help=f"also draw N {drawn} per row")
+        sub.add_argument("--seed", type=_seed, help=_SEED_HELP)
+        sub.add_argument("--out", metavar="OUT.npz", help="save every returned array (and the seed) to OUT.npz")
+
+    sample = command("sample", _cmd_sample, "draw samples from the model (prior -> decoder)")
+    sample.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+    sample.add_argument("--seed", type=_seed, help=_SEED_HELP)
+    sample.add_argument("--temperature", type=_positive_float, help="prior std multiplier (default: 1)")
+    sample.add_argument("--stream", action="store_true", help="use the streaming rpc (allows a larger --n)")
+    sample.add_argument("--chunk-size", type=_non_negative_int, default=0, help="rows per streamed message")
+    sample_out = sample.add_mutually_exclusive_group()
+    sample_out.add_argument("--out", metavar="FILE.npy", help="save x_mean [n, D] to FILE.npy")
+    sample_out.add_argument("--png", metavar="GRID.png", help="save x_mean as a grid of images (2-D inputs only)")
+
+    elbo = command("elbo", _cmd_elbo, "ELBO, and with --k > 1 the IWAE bound, of each row of INPUT.npy")
+    elbo.add_argument("input", metavar="INPUT.npy")
+    elbo.add_argument("--k", type=_positive_int, default=1, help="importance samples per example (default: 1)")
+    elbo.add_argument("--seed", type=_seed, help=_SEED_HELP)
+
+    score = command("score", _cmd_score, "anomaly score of each row of INPUT.npy (higher: more anomalous)")
+    score.add_argument("input", metavar="INPUT.npy")
+    score.add_argument("--score", choices=list(SCORE_TYPES), default="negative_iwae", help="(default: negative_iwae)")
+    threshold = score.add_mutually_exclusive_group()
+    threshold.add_argument("--fpr", type=_open_fraction, help="flag at this false-positive rate on calibration data")
+    threshold.add_argument("--threshold", type=_finite_float, help="flag scores above this value")
+    score.add_argument("--seed", type=_seed, help=_SEED_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``vae-client`` with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sample" and args.chunk_size and not args.stream:
+        parser.error("--chunk-size needs --stream")
+    try:
+        with VaeClient(args.target, timeout_s=args.timeout_s) as client:
+            return args.handler(client, args)
+    except VaeClientError as err:
+        print(f"{PROG}: {err.code_name}: {err.details}", file=sys.stderr)
+        return 1
+    except InputError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: stop quietly, and keep Python's exit-time flush quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _emit(args: argparse.Namespace, payload: dict, lines: list[str]) -> None:
+    print(json.dumps(payload) if args.json else "\n".join(lines))
+
+
+def _model_json(name: str, version: str) -> dict:
+    return {"name": name, "version": version}
+
+
+def _shapes(arrays: dict[str, np.ndarray | None]) -> dict[str, list[int] | None]:
+    return {name: None if array is None else list(array.shape) for name, array in arrays.items()}
+
+
+def _table(columns: dict[str, np.ndarray], formats: dict[str, str] | None = None) -> list[str]:
+    """A header and one right-aligned line per row; floats as ``.4f`` unless ``formats`` says otherwise."""
+    widths = {name: max(10, len(name)) for name in columns}
+    formats = formats or {}
+    lines = ["row  " + "  ".join(f"{name:>{widths[name]}}" for name in columns)]
+    for row in range(len(next(iter(columns.values())))):
+        cells = (f"{format(values[row], formats.get(name, '.4f')):>{widths[name]}}" for name, values in columns.items())
+        lines.append(f"{row:>3}  " + "  ".join(cells))
+    return lines
+
+
+def _cmd_health(client: VaeClient, args: argparse.Namespace) -> int:
+    status = client.health()
+    _emit(args, {"status": status}, [status])
+    return 0 if status == "SERVING" else 1
+
+
+def _split_json(split: vae_pb2.SplitMetrics) -> dict:
+    fields = ("num_examples", "elbo_nats", "iwae_nll_nats", "iwae_k", "bits_per_dim")
+    return {field: getattr(split, field) for field in fields}
+
+
+def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
+    # Built by hand rather than with json_format.MessageToDict, which writes 64-bit integers as strings.
+    info = client.info(args.model, args.model_version)
+    limit_names = ("max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n")
+    limits = {name: getattr(info, name) for name in limit_names}
+    splits = {name: _split_json(getattr(info, name)) for name in ("validation", "test") if info.HasField(name)}
+    calibration = [
+        {
+            "score": vae_pb2.ScoreType.Name(entry.score).removeprefix("SCORE_TYPE_").lower(),
+            "num_examples": entry.num_examples,
+            "mean": entry.mean,
+            "std": entry.std,
+            "quantiles": {f"{quantile.level:g}": quantile.value for quantile in entry.quantiles},
+        }
+        for entry in info.calibration
+    ]
+    payload = {
+        "model": _model_json(info.model.name, info.model.version),
+        "available_versions": list(info.available_versions),
+        "created_at": info.created_at,
+        "input_shape": list(info.input_shape),
+        "num_features": info.num_features,
+        "latent_dim": info.latent_dim,
+        "likelihood": info.likelihood,
+        "binarization": info.binarization,
+        **splits,
+        "calibration": calibration,
+        "providers": list(info.providers),
+        "limits": limits,
+    }
+    lines = [
+        f"model        {info.model.name}:{info.model.version}  (versions held: {', '.join(info.available_versions)})",
+        f"created      {info.created_at}",
+        f"input        shape {list(info.input_shape)}, D={info.num_features}; latent L={info.latent_dim}; "
+        f"{info.likelihood} likelihood",
+        f"binarization {info.binarization or 'none'}",
+    ]
+    for name, split in splits.items():
+        lines.append(
+            f"{name:<12} {split['num_examples']} examples: ELBO {split['elbo_nats']:.3f} nats, "
+            f"IWAE NLL {split['iwae_nll_nats']:.3f} nats (k={split['iwae_k']}), {split['bits_per_dim']:.4f} bits/dim"
+        )
+    for entry in calibration:
+        quantiles = ", ".join(f"q{level}={value:.3f}" for level, value in entry["quantiles"].items())
+        lines.append(
+            f"calibration  {entry['score']} (n={entry['num_examples']}): mean {entry['mean']:.3f}, "
+            f"std {entry['std']:.3f}; {quantiles}"
+        )
+    lines.append(f"providers    {', '.join(info.providers)}")
+    lines.append("limits       " + ", ".join(f"{name} {value}" for name, value in limits.items()))
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_encode(client: VaeClient, args: argparse.Namespace) -> int:
+    result = client.encode(load_rows(args.input), args.samples, args.seed, args.model, args.model_version)
+    per_row = {"z_mean": result.z_mean, "z_logvar": result.z_logvar}
+    return _report_coder(args, "encoded", result, per_row, {"z_samples": result.z_samples})
+
+
+def _cmd_decode(client: VaeClient, args: argparse.Namespace) -> int:
+    result = client.decode(load_rows(args.input), args.samples, args.seed, args.model, args.model_version)
+    per_row = {"x_mean": result.x_mean}
+    if result.x_scale is not None:
+        per_row["x_scale"] = result.x_scale
+    return _report_coder(args, f"decoded ({result.likelihood})", result, per_row, {"x_samples": result.x_samples})
+
+
+def _report_coder(
+    args: argparse.Namespace,
+    verb: str,
+    result: EncodeResult | DecodeResult,
+    per_row: dict[str, np.ndarray],
+    samples: dict[str, np.ndarray | None],
+) -> int:
+    """Print an encode/decode result (and save it with --out). JSON lists ``per_row``; samples only by shape."""
+    saved = {name: array for name, array in {**per_row, **samples}.items() if array is not None}
+    if args.out:
+        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), **saved))
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "seed": result.seed,
+        **{name: array.tolist() for name, array in per_row.items()},
+        "shapes": _shapes({**per_row, **samples}),
+        "out": args.out,
+    }
+    count = len(next(iter(per_row.values())))
+    shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in saved.items())
+    lines = [f"{verb} {count} rows with {result.model_name}:{result.model_version} (seed {result.seed}): {shapes}"]
+    for row in range(min(count, _MAX_PRINTED_ROWS)):
+        # numpy's summarisation keeps a row of 784 values to one readable line.
+        cells = (f"{name}={np.array2string(array[row], precision=3, threshold=8)}" for name, array in per_row.items())
+        lines.append(f"{row:>4}  " + "  ".join(cells))
+    if count > _MAX_PRINTED_ROWS:
+        lines.append(f"      ... {count - _MAX_PRINTED_ROWS} more rows (see --out or --json)")
+    if args.out:
+        lines.append(f"wrote {args.out}")
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_sample(client: VaeClient, args: argparse.Namespace) -> int:
+    model, version, image_shape = args.model, args.model_version, ()
+    if args.png:
+        info = client.info(model, version)
+        image_shape = tuple(int(dim) for dim in info.input_shape)
+        if len(image_shape) != 2:
+            raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)} (use --out)")
+        # Sample from the very version whose shape we read, even if a newer one is loaded meanwhile.
+        model, version = info.model.name, info.model.version
+    if args.stream:
+        result = client.sample_stream(args.n, args.chunk_size, args.seed, args.temperature, model, version)
+    else:
+        result = client.sample(args.n, args.seed, args.temperature, model, version)
+    if args.out:
+        save(args.out, lambda file: np.save(file, result.x_mean))
+    if args.png:
+        # Gaussian means may leave [0, 1]; clip rather than rescale so grey levels stay comparable.
+        images = np.clip(result.x_mean, 0.0, 1.0).reshape(len(result.x_mean), *image_shape)
+        write_png_grid(args.png, images)
+    arrays = {"z": result.z, "x_mean": result.x_mean, "x": result.x}
+    temperature = 1.0 if args.temperature is None else args.temperature
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "seed": result.seed,
+        "n": len(result.z),
+        "temperature": temperature,
+        "shapes": _shapes(arrays),
+        "x_mean_average": float(result.x_mean.mean()),
+        "out": args.out,
+        "png": args.png,
+    }
+    lines = [
+        f"{'streamed' if args.stream else 'sampled'} {len(result.z)} rows from {result.model_name}:"
+        f"{result.model_version} (seed {result.seed}, temperature {temperature:g})",
+        "  ".join(f"{name} {list(array.shape)}" for name, array in arrays.items()),
+        f"x_mean: average {result.x_mean.mean():.4f}, min {result.x_mean.min():.4f}, max {result.x_mean.max():.4f}",
+    ]
+    lines += [f"wrote {path}" for path in (args.out, args.png) if path]
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_elbo(client: VaeClient, args: argparse.Namespace) -> int:
+    result = client.elbo(load_rows(args.input), args.k, args.seed, args.model, args.model_version)
+    columns = {
+        "elbo": result.elbo,
+        "reconstruction": result.reconstruction,
+        "kl": result.kl,
+        "elbo_bits_per_dim": result.elbo_bits_per_dim,
+    }
+    iwae_columns = {
+        "iwae": result.iwae,
+        "iwae_standard_error": result.iwae_standard_error,
+        "iwae_bits_per_dim": result.iwae_bits_per_dim,
+    }
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "seed": result.seed,
+        "k": result.k,
+        # The iwae lists are null when k == 1 (the server computes no IWAE bound then).
+        **{name: None if values is None else values.tolist() for name, values in {**columns, **iwae_columns}.items()},
+    }
+    if result.iwae is not None:
+        columns |= iwae_columns
+    lines = [f"model {result.model_name}:{result.model_version}  k={result.k}  seed {result.seed}  (nats)"]
+    lines += _table(columns)
+    lines.append("mean " + "  ".join(f"{values.mean():>{max(10, len(name))}.4f}" for name, values in columns.items()))
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
+    x = load_rows(args.input)
+    result = client.score(x, args.score, args.fpr, args.threshold, args.seed, args.model, args.model_version)
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "seed": result.seed,
+        "score": result.score,
+        "scores": result.scores.tolist(),
+        "percentile": result.percentile.tolist(),
+        "p_value": result.p_value.tolist(),
+        "is_anomaly": result.is_anomaly.tolist(),
+        "threshold": result.threshold,
+        "false_positive_rate": result.false_positive_rate,
+    }
+    table = _table(
+        {"score": result.scores, "percentile": result.percentile, "p_value": result.p_value}, {"p_value": ".4g"}
+    )
+    flags = ["flagged", *np.where(result.is_anomaly, "ANOMALY", "-")]
+    lines = [f"model {result.model_name}:{result.model_version}  score {result.score}  seed {result.seed}"]
+    lines += [f"{line}  {flag:>8}" for line, flag in zip(table, flags, strict=True)]
+    lines.append(
+        f"threshold {result.threshold:.4f} (false-positive rate {result.false_positive_rate:.4g} on calibration data): "
+        f"{int(result.is_anomaly.sum())} of {len(result.scores)} flagged"
+    )
+    _emit(args, payload, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""A small typed client for the vae.v1.VaeService gRPC API: numpy in, frozen dataclasses out."""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client.results import DecodeResult, ElboResult, EncodeResult, SampleResult, ScoreResult
+from client.tensors import from_tensor, to_tensor
+from vae.v1 import vae_pb2, vae_pb2_grpc
+
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# CLI/API score names -> the proto enum; the reverse map names the score a reply says it used.
+SCORE_TYPES: dict[str, int] = {
+    "negative_elbo": vae_pb2.SCORE_TYPE_NEGATIVE_ELBO,
+    "negative_iwae": vae_pb2.SCORE_TYPE_NEGATIVE_IWAE,
+    "reconstruction_error": vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR,
+}
+_SCORE_NAMES = {value: name for name, value in SCORE_TYPES.items()}
+
+
+class VaeClientError(Exception):
+    """A failed call: the gRPC status name (e.g. "INVALID_ARGUMENT") and the server's message.
+
+    Attributes:
+        code_name: The status name, e.g. "NOT_FOUND".
+        details: The server's explanation.
+        code: The original ``grpc.StatusCode``, when there was one.
+    """
+
+    def __init__(self, code_name: str, details: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(f"{code_name}: {details}")
+        self.code_name = code_name
+        self.details = details
+        self.code = code
+
+
+@contextlib.contextmanager
+def _translate_rpc_errors() -> Iterator[None]:
+    """Re-raise any grpc.RpcError as a VaeClientError, keeping its status code."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        # A plain RpcError (not a grpc.Call) has no code(); the sync stubs always raise Calls.
+        code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+        details = err.details() if callable(getattr(err, "details", None)) else str(err)
+        raise VaeClientError(code.name, details or "", code) from err
+
+
+def _score_name(score_type: int) -> str:
+    # Proto3 enums are open: UNSPECIFIED, or a value newer than these stubs, is reported by number.
+    return _SCORE_NAMES.get(score_type, f"score_type_{score_type}")
+
+
+def _model_ref(model: str | None, version: str | None) -> vae_pb2.ModelRef:
+    # Empty strings mean "the default model" and "its latest version" on the server.
+    return vae_pb2.ModelRef(name=model or "", version=version or "")
+
+
+def _optional_tensor(message: Message, field: str) -> np.ndarray | None:
+    return from_tensor(getattr(message, field)) if message.HasField(field) else None
+
+
+def _optional_doubles(values: Sequence[float]) -> np.ndarray | None:
+    # The server leaves the IWAE fields empty when k == 1; None says "not computed" more plainly than [].
+    return np.asarray(values, dtype=np.float64) if len(values) else None
+
+
+def _doubles(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _sample_result(z: np.ndarray, x_mean: np.ndarray, x: np.ndarray, reply: vae_pb2.SampleResponse) -> SampleResult:
+    return SampleResult(z, x_mean, x, reply.model.name, reply.model.version, reply.seed)
+
+
+class VaeClient:
+    """A synchronous client for one vae-serve server.
+
+    Every method takes optional ``model`` and ``version`` (empty: the server's default model and its
+    latest version) and raises VaeClientError for any failed call. Arrays go out as float32.
+    """
+
+    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
+        """Open an insecure channel to ``target`` ("host:port"); each call gets ``timeout_s`` seconds."""
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = vae_pb2_grpc.VaeServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel; the client is unusable afterwards."""
+        self._channel.close()
+
+    def __enter__(self) -> "VaeClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def health(self, service: str = "") -> str:
+        """The grpc.health.v1 status of ``service`` ("" is the whole server), e.g. "SERVING"."""
+        with _translate_rpc_errors():
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def info(self, model: str | None = None, version: str | None = None) -> vae_pb2.ModelInfo:
+        """What the model is, how good it is, and the limits the server enforces."""
+        request = vae_pb2.GetModelInfoRequest(model=_model_ref(model, version))
+        with _translate_rpc_errors():
+            return self._stub.GetModelInfo(request, timeout=self.timeout_s)
+
+    def encode(
+        self,
+        x: npt.ArrayLike,
+        num_samples: int = 0,
+        seed: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> EncodeResult:
+        """Posterior parameters of each input row of ``x`` ([n, D] or [n, *input_shape]).
+
+        Args:
+            x: The inputs.
+            num_samples: If > 0, also draw this many z per row.
+            seed: Seed for the draws; None lets the server pick one (returned in the result).
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            z_mean and z_logvar [n, L], and z_samples [num_samples, n, L] or None.
+
+        Raises:
+            VaeClientError: If the call fails.
+        """
+        request = vae_pb2.EncodeRequest(
+            model=_model_ref(model, version), x=to_tensor(x), num_samples=num_samples, seed=seed
+        )
+        with _translate_rpc_errors():
+            reply = self._stub.Encode(request, timeout=self.timeout_s)
+        return EncodeResult(
+            from_tensor(reply.z_mean),
+            from_tensor(reply.z_logvar),
+            _optional_tensor(reply, "z_samples"),
+            reply.model.name,
+            reply.model.version,
+            reply.seed,
+        )
+
+    def decode(
+        self,
+        z: npt.ArrayLike,
+        num_samples: int = 0,
+        seed: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> DecodeResult:
+        """Likelihood parameters p(x|z) of each latent row of ``z`` ([n, L]).
+
+        Args:
+            z: The latents.
+            num_samples: If > 0, also draw this many x per row.
+            seed: Seed for the draws; None lets the server pick one.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            likelihood ("bernoulli" or "gaussian"), x_mean [n, D] (Bernoulli probabilities or Gaussian
+            means), x_scale [n, D] for Gaussian models else None, x_samples [num_samples, n, D] or None.
+
+        Raises:
+            VaeClientError: If the call fails.
+        """
+        request = vae_pb2.DecodeRequest(
+            model=_model_ref(model, version), z=to_tensor(z), num_samples=num_samples, seed=seed
+        )
+        with _translate_rpc_errors():
+            reply = self._stub.Decode(request, timeout=self.timeout_s)
+        likelihood = reply.WhichOneof("params")
+        if likelihood == "bernoulli":
+            x_mean, x_scale = from_tensor(reply.bernoulli.probs), None
+        elif likelihood == "gaussian":
+            x_mean, x_scale = from_tensor(reply.gaussian.mean), from_tensor(reply.gaussian.scale)
+        else:
+            raise VaeClientError("DATA_LOSS", "Decode reply has no likelihood parameters", grpc.StatusCode.DATA_LOSS)
+        return DecodeResult(
+            likelihood,
+            x_mean,
+            x_scale,
+            _optional_tensor(reply, "x_samples"),
+            reply.model.name,
+            reply.model.version,
+            reply.seed,
+        )
+
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> SampleResult:
+        """Draw ``n`` samples (z ~ N(0, temperature^2 I), decoded) in one reply.
+
+        Args:
+            n: Number of samples, >= 1 and at most the server's max_sample_n.
+            seed: Seed; None lets the server pick one.
+            temperature: Prior standard deviation multiplier; None means 1.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            z [n, L], x_mean [n, D], x [n, D].
+
+        Raises:
+            VaeClientError: If the call fails.
+        """
+        request = vae_pb2.SampleRequest(model=_model_ref(model, version), n=n, seed=seed, temperature=temperature)
+        with _translate_rpc_errors():
+            reply = self._stub.Sample(request, timeout=self.timeout_s)
+        return _sample_result(from_tensor(reply.z), from_tensor(reply.x_mean), from_tensor(reply.x), reply)
+
+    def sample_stream(
+        self,
+        n: int,
+        chunk_size: int = 0,
+        seed: int | None = None,
+        temperature: float | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> SampleResult:
+        """Draw ``n`` samples through the streaming rpc and reassemble them in row order.
+
+        The same seed gives the same values as ``sample``; the stream allows a larger ``n``.
+        ``timeout_s`` bounds the whole stream, not each message.
+
+        Args:
+            n: Number of samples, >= 1 and at most the server's max_stream_sample_n.
+            chunk_size: Rows per streamed message; 0 means the server's default.
+            seed: Seed; None lets the server pick one.
+            temperature: Prior standard deviation multiplier; None means 1.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            z [n, L], x_mean [n, D], x [n, D].
+
+        Raises:
+            VaeClientError: If the call fails, or (DATA_LOSS) the chunks do not cover rows 0..n-1 exactly once.
+        """
+        request = vae_pb2.SampleRequest(
+            model=_model_ref(model, version), n=n, seed=seed, temperature=temperature, chunk_size=chunk_size
+        )
+        with _translate_rpc_errors():
+            replies = list(self._stub.SampleStream(request, timeout=self.timeout_s))
+        if not replies:
+            raise VaeClientError("DATA_LOSS", "SampleStream ended without any rows", grpc.StatusCode.DATA_LOSS)
+        # gRPC keeps a stream's order, but the offsets are the contract, so place rows by them.
+        replies.sort(key=lambda reply: reply.offset)
+        chunks = [(from_tensor(reply.z), from_tensor(reply.x_mean), from_tensor(reply.x)) for reply in replies]
+        next_row = 0
+        for reply, (z, _, _) in zip(replies, chunks, strict=True):
+            if reply.offset != next_row:
+                raise VaeClientError(
+                    "DATA_LOSS",
+                    f"SampleStream chunk at offset {reply.offset}, expected {next_row}",
+                    grpc.StatusCode.DATA_LOSS,
+                )
+            next_row += len(z)
+        if next_row != n:
+            raise VaeClientError(
+                "DATA_LOSS", f"SampleStream returned {next_row} rows, asked for {n}", grpc.StatusCode.DATA_LOSS
+            )
+        z, x_mean, x = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+        return _sample_result(z, x_mean, x, replies[0])
+
+    def elbo(
+        self,
+        x: npt.ArrayLike,
+        k: int = 1,
+        seed: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> ElboResult:
+        """ELBO (reconstruction - KL) per input row and, with k > 1, the IWAE bound; all in nats.
+
+        Args:
+            x: The inputs, [n, D] or [n, *input_shape].
+            k: Importance samples per example; k > 1 adds the IWAE bound and its standard error.
+            seed: Seed; None lets the server pick one.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            Per-example arrays [n]; the iwae fields are None when k == 1.
+
+        Raises:
+            VaeClientError: If the call fails.
+        """
+        request = vae_pb2.ElboRequest(model=_model_ref(model, version), x=to_tensor(x), k=k, seed=seed)
+        with _translate_rpc_errors():
+            reply = self._stub.Elbo(request, timeout=self.timeout_s)
+        return ElboResult(
+            elbo=_doubles(reply.elbo),
+            reconstruction=_doubles(reply.reconstruction),
+            kl=_doubles(reply.kl),
+            elbo_bits_per_dim=_doubles(reply.elbo_bits_per_dim),
+            iwae=_optional_doubles(reply.iwae),
+            iwae_standard_error=_optional_doubles(reply.iwae_standard_error),
+            iwae_bits_per_dim=_optional_doubles(reply.iwae_bits_per_dim),
+            k=reply.k,
+            model_name=reply.model.name,
+            model_version=reply.model.version,
+            seed=reply.seed,
+        )
+
+    def score(
+        self,
+        x: npt.ArrayLike,
+        score: str = "negative_iwae",
+        false_positive_rate: float | None = None,
+        threshold: float | None = None,
+        seed: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> ScoreResult:
+        """Anomaly score per input row, its calibration percentile and p-value, and the decision.
+
+        Args:
+            x: The inputs, [n, D] or [n, *input_shape].
+            score: One of "negative_elbo", "negative_iwae", "reconstruction_error".
+            false_positive_rate: Flag scores above the calibration quantile at 1 - this, in (0, 1).
+            threshold: Flag scores above this value. At most one of the two; neither: the server's default.
+            seed: Seed; None lets the server pick one.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            scores, percentile, p_value, is_anomaly [n], and the threshold and false-positive rate used.
+
+        Raises:
+            ValueError: If ``score`` is unknown or both thresholds are given.
+            VaeClientError: If the call fails.
+        """
+        if score not in SCORE_TYPES:
+            raise ValueError(f"unknown score {score!r}; expected one of {', '.join(SCORE_TYPES)}")
+        if false_positive_rate is not None and threshold is not None:
+            raise ValueError("give false_positive_rate or threshold, not both")
+        request = vae_pb2.ScoreAnomalyRequest(
+            model=_model_ref(model, version),
+            x=to_tensor(x),
+            score=SCORE_TYPES[score],
+            false_positive_rate=false_positive_rate,
+            score_threshold=threshold,
+            seed=seed,
+        )
+        with _translate_rpc_errors():
+            reply = self._stub.ScoreAnomaly(request, timeout=self.timeout_s)
+        return ScoreResult(
+            score=_score_name(reply.score),
+            scores=_doubles(reply.scores),
+            percentile=_doubles(reply.percentile),
+            p_value=_doubles(reply.p_value),
+            is_anomaly=np.asarray(reply.is_anomaly, dtype=bool),
+            threshold=reply.threshold,
+            false_positive_rate=reply.false_positive_rate,
+            model_name=reply.model.name,
+            model_version=reply.model.version,
+            seed=reply.seed,
+        )

@@ -1,0 +1,212 @@
+"""Bad input gets its exact status and a message that says what was wrong; the server stays healthy.
+
+The server here runs with small limits, set partly by flags and partly by VAE_* variables, so the
+limit checks are reached with small messages.
+"""
+
+import re
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.server_process import SERVING, start_server
+from vae.v1 import vae_pb2
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+LIMITS = ["--max-rows", "16", "--max-k", "50", "--max-row-samples", "400", "--max-sample-n", "64"]
+LIMIT_ENV = {"VAE_MAX_STREAM_SAMPLE_N": "200", "VAE_MAX_RECEIVE_MESSAGE_BYTES": "65536"}
+
+
+def tensor(shape, data: bytes | None = None, fill: float = 0.5) -> vae_pb2.Tensor:
+    if data is None:
+        data = np.full(shape, fill, dtype="<f4").tobytes()
+    return vae_pb2.Tensor(shape=shape, data=data)
+
+
+def with_value(value: float, shape=(3, 64)) -> vae_pb2.Tensor:
+    values = np.full(shape, 0.5, dtype="<f4")
+    values[1, 7] = value
+    return tensor(shape, values.tobytes())
+
+
+GOOD_X = tensor([3, 64])
+CASES = [
+    # (id, rpc, request, status, message pattern)
+    ("no tensor", "Elbo", vae_pb2.ElboRequest(), INVALID, r"x: missing tensor"),
+    ("empty batch", "Elbo", vae_pb2.ElboRequest(x=tensor([0, 64], b"")), INVALID, r"x: empty batch"),
+    ("wrong width", "Elbo", vae_pb2.ElboRequest(x=tensor([3, 63])), INVALID, r"x: shape \[3, 63\] does not fit"),
+    ("rank 1", "Encode", vae_pb2.EncodeRequest(x=tensor([64])), INVALID, r"x: shape \[64\] does not fit"),
+    ("wrong image", "Encode", vae_pb2.EncodeRequest(x=tensor([2, 8, 7])), INVALID, r"does not fit this model"),
+    ("negative dim", "Encode", vae_pb2.EncodeRequest(x=vae_pb2.Tensor(shape=[2, -64])), INVALID, r"does not fit"),
+    (
+        "short data",
+        "Elbo",
+        vae_pb2.ElboRequest(x=tensor([3, 64], b"\0" * 700)),
+        INVALID,
+        r"700 bytes of data, shape \[3, 64\] needs 768",
+    ),
+    (
+        "float64 data",
+        "Encode",
+        vae_pb2.EncodeRequest(x=tensor([3, 64], np.zeros((3, 64)).tobytes())),
+        INVALID,
+        r"1536 bytes.*needs 768 \(float32",
+    ),
+    ("nan", "Elbo", vae_pb2.ElboRequest(x=with_value(np.nan)), INVALID, r"non-finite value .* in row 1"),
+    (
+        "inf",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=with_value(np.inf)),
+        INVALID,
+        r"non-finite value .* in row 1",
+    ),
+    ("-inf z", "Decode", vae_pb2.DecodeRequest(z=with_value(-np.inf, (3, 8))), INVALID, r"z: non-finite"),
+    (
+        "z width",
+        "Decode",
+        vae_pb2.DecodeRequest(z=tensor([3, 64])),
+        INVALID,
+        r"z: shape \[3, 64\] does not fit.*\['n', 8\]",
+    ),
+    ("too many rows", "Elbo", vae_pb2.ElboRequest(x=tensor([17, 64])), INVALID, r"17 rows exceeds the limit of 16"),
+    ("k too big", "Elbo", vae_pb2.ElboRequest(x=GOOD_X, k=51), INVALID, r"k: 51 is out of range; allowed 1\.\.50"),
+    (
+        "rows x k",
+        "Elbo",
+        vae_pb2.ElboRequest(x=tensor([10, 64]), k=50),
+        INVALID,
+        r"10 rows x 50 samples = 500 exceeds the limit of 400",
+    ),
+    (
+        "encode samples",
+        "Encode",
+        vae_pb2.EncodeRequest(x=GOOD_X, num_samples=51),
+        INVALID,
+        r"num_samples: 51 is out of range",
+    ),
+    (
+        "decode samples",
+        "Decode",
+        vae_pb2.DecodeRequest(z=tensor([16, 8]), num_samples=30),
+        INVALID,
+        r"16 rows x 30 samples",
+    ),
+    (
+        "iwae score cost",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=tensor([5, 64])),
+        INVALID,
+        r"score samples: 100 is out of range",
+    ),
+    ("n zero", "Sample", vae_pb2.SampleRequest(n=0), INVALID, r"n: 0 is out of range; allowed 1\.\.64"),
+    ("n too big", "Sample", vae_pb2.SampleRequest(n=65), INVALID, r"n: 65 is out of range"),
+    ("stream n", "SampleStream", vae_pb2.SampleRequest(n=201), INVALID, r"n: 201 is out of range; allowed 1\.\.200"),
+    (
+        "chunk size",
+        "SampleStream",
+        vae_pb2.SampleRequest(n=100, chunk_size=65),
+        INVALID,
+        r"chunk_size: 65 is out of range",
+    ),
+    ("temperature 0", "Sample", vae_pb2.SampleRequest(n=2, temperature=0.0), INVALID, r"temperature: 0\.0 must be"),
+    (
+        "temperature nan",
+        "SampleStream",
+        vae_pb2.SampleRequest(n=2, temperature=float("nan")),
+        INVALID,
+        r"temperature: nan",
+    ),
+    (
+        "fpr 0",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=GOOD_X, score=3, false_positive_rate=0.0),
+        INVALID,
+        r"false_positive_rate: 0\.0 must be strictly",
+    ),
+    (
+        "fpr 1.5",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=GOOD_X, score=3, false_positive_rate=1.5),
+        INVALID,
+        r"false_positive_rate",
+    ),
+    (
+        "threshold nan",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=GOOD_X, score=3, score_threshold=float("nan")),
+        INVALID,
+        r"score_threshold: nan",
+    ),
+    (
+        "unknown score",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=GOOD_X, score=99),
+        INVALID,
+        r"score: unknown score type 99",
+    ),
+    (
+        "unknown model",
+        "Elbo",
+        vae_pb2.ElboRequest(x=GOOD_X, model=vae_pb2.ModelRef(name="mnist")),
+        NOT_FOUND,
+        r"unknown model 'mnist'.*\['digits'\]",
+    ),
+    (
+        "unknown version",
+        "Encode",
+        vae_pb2.EncodeRequest(x=GOOD_X, model=vae_pb2.ModelRef(name="digits", version="7")),
+        NOT_FOUND,
+        r"no version '7'; available: \['1'\]",
+    ),
+    (
+        "traversal name",
+        "GetModelInfo",
+        vae_pb2.GetModelInfoRequest(model=vae_pb2.ModelRef(name="../../etc")),
+        NOT_FOUND,
+        r"unknown model '\.\./\.\./etc'",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def limited_server(digits_bundle):
+    process = start_server("--bundle", str(digits_bundle), *LIMITS, env=LIMIT_ENV)
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+def call(server, rpc: str, request):
+    method = getattr(server.stub, rpc)
+    if rpc == "SampleStream":
+        return list(method(request, timeout=30))
+    return method(request, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "rpc, request_message, status, pattern", [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_bad_input_gets_its_status_and_message(limited_server, rpc, request_message, status, pattern):
+    with pytest.raises(grpc.RpcError) as raised:
+        call(limited_server, rpc, request_message)
+    assert raised.value.code() == status, raised.value.details()
+    assert raised.value.details() and re.search(pattern, raised.value.details()), raised.value.details()
+    assert "Traceback" not in raised.value.details() and "/" not in raised.value.details().replace("../../etc", "")
+
+
+def test_oversize_message_is_resource_exhausted(limited_server):
+    huge = tensor([16, 64], b"\0" * 70_000)  # above VAE_MAX_RECEIVE_MESSAGE_BYTES=65536
+    with pytest.raises(grpc.RpcError) as raised:
+        limited_server.stub.Elbo(vae_pb2.ElboRequest(x=huge), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_server_is_healthy_and_correct_after_the_battery(limited_server):
+    for _, rpc, request_message, _, _ in CASES:
+        with pytest.raises(grpc.RpcError):
+            call(limited_server, rpc, request_message)
+    assert limited_server.health_status() == SERVING
+    reply = limited_server.stub.Elbo(vae_pb2.ElboRequest(x=GOOD_X, k=10, seed=1), timeout=30)
+    assert len(reply.elbo) == 3 and all(np.isfinite(reply.iwae))
+    assert "Traceback" not in limited_server.log()
