@@ -1,38 +1,57 @@
-"""grpc.health.v1 with a drain that also ends Watch streams.
+"""grpc.health.v1, with a drain that ends Watch streams.
 
-The stock asyncio HealthServicer keeps every Watch stream open forever, so a graceful stop would
-wait out its whole grace period for them. Here ``close_watches`` ends each stream with a final
-NOT_SERVING message, and the stop waits only for real calls.
+grpcio-health-checking's asyncio servicer keeps every Watch stream open forever, so a graceful
+stop would wait out its whole grace period for them. This one is small enough to own: ``drain``
+sets every service NOT_SERVING, each Watch stream sends that status and then ends, and the stop
+waits only for real calls.
 """
 
 import asyncio
-import contextlib
 
-from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
-class DrainingHealthServicer(HealthServicer):
+class HealthService(health_pb2_grpc.HealthServicer):
     def __init__(self) -> None:
-        super().__init__()
-        self._closing = asyncio.Event()
+        self._statuses: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self._draining = False
 
-    async def Watch(self, request, context) -> None:
-        watch = asyncio.ensure_future(super().Watch(request, context))
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (watch, closing):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._closing.is_set():
-            await context.write(health_pb2.HealthCheckResponse(status=NOT_SERVING))
+    async def set(self, service: str, status: int) -> None:
+        """Set a service's status; ignored once draining (a drain is final)."""
+        async with self._changed:
+            if not self._draining:
+                self._statuses[service] = status
+                self._changed.notify_all()
 
     async def drain(self) -> None:
-        """Every service NOT_SERVING from now on, and every Watch stream ended."""
-        await self.enter_graceful_shutdown()
-        self._closing.set()
+        """Every service NOT_SERVING from now on, and every Watch stream ends after saying so."""
+        async with self._changed:
+            self._draining = True
+            self._statuses = dict.fromkeys(self._statuses, NOT_SERVING)
+            self._changed.notify_all()
+
+    async def Check(self, request, context):
+        status = self._statuses.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request, context):
+        last = None
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda seen=last: self._draining or self._statuses.get(request.service, SERVICE_UNKNOWN) != seen
+                )
+                status = self._statuses.get(request.service, SERVICE_UNKNOWN)
+                draining = self._draining
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            if draining:
+                return

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from service.health import DrainingHealthServicer
+from service.health import HealthService
 from service.interceptors import ServiceInterceptor
 from service.metrics import ServerMetrics
 from service.registry import load_registry
@@ -27,7 +27,6 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
 VAE_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass
@@ -35,7 +34,7 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    health: DrainingHealthServicer
+    health: HealthService
     servicer: VaeServicer
     interceptor: ServiceInterceptor
     metrics: ServerMetrics
@@ -60,7 +59,7 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     interceptor = ServiceInterceptor(metrics, (f"/{VAE_SERVICE}/",))
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
-    health = DrainingHealthServicer()
+    health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for service in ("", VAE_SERVICE):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -84,7 +83,7 @@ async def load_models(running: RunningServer, settings: Settings) -> None:
             {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(registry.providers)}
         )
     for service in ("", VAE_SERVICE):
-        await running.health.set(service, SERVING)
+        await running.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     running.metrics.serving.set(1)
     log.info("SERVING %s with providers %s", sorted(registry.models), registry.providers)
 

@@ -1,0 +1,179 @@
+"""Operations: metrics scrape, model repository, refusal of damaged bundles, settings, and a
+graceful drain under SIGTERM with calls in flight.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.manifest import MANIFEST_FILE, seal
+from tests.server_process import VAE_SERVE, launch, start_server
+from vae.v1 import vae_pb2
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def tensor(array) -> vae_pb2.Tensor:
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text exposition."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_every_call(server):
+    x = tensor(np.full((5, 64), 0.25))
+    before = samples(scrape(server.metrics_url))
+    for seed in range(3):
+        server.stub.Elbo(vae_pb2.ElboRequest(x=x, k=4, seed=seed))
+    with pytest.raises(grpc.RpcError):
+        server.stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.zeros((5, 3)))))
+    after = samples(scrape(server.metrics_url))
+
+    def delta(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("vae_requests_total", method="Elbo", code="OK") == 3
+    assert delta("vae_requests_total", method="Elbo", code="INVALID_ARGUMENT") == 1
+    assert delta("vae_request_duration_seconds_count", method="Elbo") == 4
+    assert delta("vae_inference_duration_seconds_count", method="Elbo") == 3
+    assert delta("vae_examples_total", method="Elbo") == 15
+    assert after[("vae_requests_in_flight", (("method", "Elbo"),))] == 0
+    info = [key for key in after if key[0] == "vae_model_info"]
+    assert len(info) == 1 and dict(info[0][1])["name"] == "digits" and dict(info[0][1])["version"] == "1"
+    assert after[("vae_serving", ())] == 1
+
+
+def test_metrics_pass_promtool(server):
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed (scripts/test.sh installs Debian's prometheus package when run as root)")
+    server.stub.GetModelInfo(vae_pb2.GetModelInfoRequest())
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=scrape(server.metrics_url), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def copy_as_version(bundle: Path, destination: Path, version: str) -> None:
+    shutil.copytree(bundle, destination)
+    path = destination / MANIFEST_FILE
+    document = json.loads(path.read_text())
+    document["version"] = version
+    path.write_text(json.dumps(seal(document)))
+
+
+def test_model_repository_serves_every_version_latest_by_default(tmp_path, digits_bundle, gaussian_bundle):
+    repository = tmp_path / "repository"
+    copy_as_version(digits_bundle, repository / "digits" / "1", "1")
+    copy_as_version(digits_bundle, repository / "digits" / "2", "2")
+    shutil.copytree(gaussian_bundle, repository / "records" / "1")
+    server = start_server(env={"VAE_MODEL_REPOSITORY": str(repository)})  # settings from the environment
+    try:
+        info = server.stub.GetModelInfo(vae_pb2.GetModelInfoRequest())
+        assert (info.model.name, info.model.version) == ("digits", "2")
+        assert list(info.available_versions) == ["1", "2"]
+        x = tensor(np.full((2, 64), 0.5))
+        old = server.stub.Encode(vae_pb2.EncodeRequest(x=x, model=vae_pb2.ModelRef(name="digits", version="1")))
+        assert old.model.version == "1"
+        z = tensor(np.zeros((3, 3)))
+        decoded = server.stub.Decode(vae_pb2.DecodeRequest(z=z, model=vae_pb2.ModelRef(name="records")))
+        assert decoded.WhichOneof("params") == "gaussian" and decoded.model.name == "records"
+        assert np.all(np.frombuffer(decoded.gaussian.scale.data, "<f4") > 0)
+        text = scrape(server.metrics_url)
+        assert "vae_model_info{" in text and 'name="records"' in text and 'version="2"' in text
+    finally:
+        assert server.stop() == 0
+
+
+def wait_exit(process: subprocess.Popen, timeout_s: float = 60) -> int:
+    return process.wait(timeout=timeout_s)
+
+
+def test_damaged_bundle_is_never_served(bundle_copy):
+    path = bundle_copy / "decoder.onnx"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    process, lines, log_path = launch("--bundle", str(bundle_copy), metrics=False)
+    assert wait_exit(process) == 1
+    log = log_path.read_text()
+    assert "decoder.onnx: sha256" in log and "Traceback" not in log
+    printed = []
+    while (line := lines.get(timeout=5)) is not None:
+        printed.append(line)
+    assert printed and printed[0].startswith("vae-serve listening on ")  # bound, but never SERVING
+
+
+def test_cuda_asked_but_unavailable_is_a_clear_error(digits_bundle):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA; the GPU path is exercised on a GPU machine")
+    result = subprocess.run(
+        [VAE_SERVE, "--bundle", str(digits_bundle), "--port", "0", "--no-metrics", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "--device cuda" in result.stderr and "CUDAExecutionProvider" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_are_validated_before_start():
+    result = subprocess.run([VAE_SERVE, "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "exactly one of --bundle" in result.stderr
+    result = subprocess.run([VAE_SERVE, "--bundle", "x", "--device", "tpu"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "device" in result.stderr
+
+
+def test_sigterm_drains_in_flight_calls(digits_bundle, server):
+    # One inference thread and heavy calls (1024 rows x 256 samples each): the calls queue up, so
+    # most are still in flight when SIGTERM arrives.
+    grace_s = 60
+    draining = start_server("--bundle", str(digits_bundle), "--worker-threads", "1", "--grace", str(grace_s))
+    x = np.random.default_rng(0).random((1024, 64), dtype=np.float32)
+    requests = [vae_pb2.ElboRequest(x=tensor(x), k=256, seed=seed) for seed in range(12)]
+    watch = draining.health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(draining.stub.Elbo, request, timeout=120) for request in requests]
+        deadline = time.monotonic() + 30
+        while samples(scrape(draining.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 12:
+            assert time.monotonic() < deadline, "calls never arrived"
+            time.sleep(0.02)
+        started = time.monotonic()
+        draining.process.send_signal(signal.SIGTERM)
+        assert next(watch).status == NOT_SERVING  # at once, before the calls finish
+        with pytest.raises(grpc.RpcError) as refused:
+            draining.stub.GetModelInfo(vae_pb2.GetModelInfoRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        replies = [future.result() for future in futures]
+    assert draining.process.wait(timeout=grace_s) == 0
+    assert time.monotonic() - started < grace_s
+    # Every drained call completed with the right answer: the same as a healthy server's.
+    for request, reply in zip(requests, replies, strict=True):
+        assert reply.SerializeToString() == server.stub.Elbo(request, timeout=120).SerializeToString()
+    assert "draining: " in draining.log()
