@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The main job: install vae-serve into .venv, train on the embedded digits data if no bundle exists
-# yet, export it to ONNX, and verify the bundle with the torch-free loader the server uses.
-# VAE_BUNDLE chooses the bundle directory (default models/digits).
+# The main job: install vae-serve into .venv, train and export a digits VAE if no bundle exists
+# yet, then serve it over gRPC (port 50051, metrics on 9090; stop with Ctrl-C or SIGTERM).
+# VAE_BUNDLE chooses the bundle directory (default models/digits); every other VAE_* setting and
+# any vae-serve flag given to this script apply too, e.g. `bash scripts/start.sh --port 0`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-BUNDLE="${VAE_BUNDLE:-models/digits}"
+export VAE_BUNDLE="${VAE_BUNDLE:-models/digits}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train]"
-if [ ! -f "$BUNDLE/manifest.json" ]; then
-    .venv/bin/vae-train --dataset digits --out "$BUNDLE"
+if [ ! -f "$VAE_BUNDLE/manifest.json" ]; then
+    .venv/bin/vae-train --dataset digits --out "$VAE_BUNDLE"
 fi
-.venv/bin/vae-train verify --bundle "$BUNDLE"
-# Serving the bundle (vae-serve --bundle "$BUNDLE") arrives with issue 3, the gRPC server.
+exec .venv/bin/vae-serve "$@"

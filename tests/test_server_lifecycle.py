@@ -177,3 +177,17 @@ def test_sigterm_drains_in_flight_calls(digits_bundle, server):
     for request, reply in zip(requests, replies, strict=True):
         assert reply.SerializeToString() == server.stub.Elbo(request, timeout=120).SerializeToString()
     assert "draining: " in draining.log()
+
+
+def test_reflection_on_by_default_and_off_by_flag(server, digits_bundle):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    services = ProtoReflectionDescriptorDatabase(server.channel).get_services()
+    assert {"vae.v1.VaeService", "grpc.health.v1.Health"} <= set(services)
+    quiet = start_server("--bundle", str(digits_bundle), "--no-reflection", metrics=False)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            ProtoReflectionDescriptorDatabase(quiet.channel).get_services()
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        assert quiet.stop() == 0
