@@ -191,3 +191,21 @@ def test_reflection_on_by_default_and_off_by_flag(server, digits_bundle):
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         assert quiet.stop() == 0
+
+
+def test_non_finite_model_output_is_internal_never_ok(gaussian_bundle):
+    # Latents near float32's maximum overflow the decoder's layers to inf/NaN: the server must
+    # answer INTERNAL (counted), not return the non-finite values with OK.
+    server = start_server("--bundle", str(gaussian_bundle))
+    try:
+        huge = tensor(np.full((2, 3), 3e38))
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.Decode(vae_pb2.DecodeRequest(z=huge))
+        assert raised.value.code() == grpc.StatusCode.INTERNAL
+        assert "non-finite" in raised.value.details()
+        reply = server.stub.Decode(vae_pb2.DecodeRequest(z=tensor(np.zeros((2, 3)))))
+        assert np.all(np.isfinite(np.frombuffer(reply.gaussian.mean.data, "<f4")))
+        counted = samples(scrape(server.metrics_url))
+        assert counted[("vae_requests_total", (("code", "INTERNAL"), ("method", "Decode")))] == 1
+    finally:
+        assert server.stop() == 0
