@@ -79,7 +79,8 @@ class OnnxVae:
     def expected_x(self, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """E[x|z]: Bernoulli probabilities, or the Gaussian mean."""
         if self.likelihood == "bernoulli":
-            return 1.0 / (1.0 + np.exp(-decoded["logits"]))
+            # sigmoid(l) = exp(-softplus(-l)): exact, and no overflow warning for large |l|.
+            return np.exp(-np.logaddexp(0.0, -decoded["logits"]))
         return decoded["mean"]
 
 
