@@ -6,6 +6,7 @@ path or traceback reaches a client. Metrics are recorded in ``finally``, after t
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -71,37 +72,33 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self.metrics.requests.labels(method, _status_name(context, cancelled)).inc()
         self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
 
+    @contextlib.asynccontextmanager
+    async def _guarded(self, method: str, context: grpc.aio.ServicerContext):
+        """Around one call: in-flight gauge, status mapping, and the metrics recorded at the end."""
+        started, cancelled = self._enter(method), False
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise  # context.abort already set the status
+        except asyncio.CancelledError:
+            cancelled = True  # the client went away or the deadline passed
+            raise
+        except Exception as error:
+            await _abort(context, error)
+        finally:
+            self._record(method, context, started, cancelled)
+
     def _wrap_unary(self, behavior, method: str):
         async def wrapper(request, context):
-            started, cancelled = self._enter(method), False
-            try:
+            async with self._guarded(method, context):
                 return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise  # context.abort already set the status
-            except asyncio.CancelledError:
-                cancelled = True  # the client went away or the deadline passed
-                raise
-            except Exception as error:
-                await _abort(context, error)
-            finally:
-                self._record(method, context, started, cancelled)
 
         return wrapper
 
     def _wrap_stream(self, behavior, method: str):
         async def wrapper(request, context):
-            started, cancelled = self._enter(method), False
-            try:
+            async with self._guarded(method, context):
                 async for response in behavior(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                cancelled = True
-                raise
-            except Exception as error:
-                await _abort(context, error)
-            finally:
-                self._record(method, context, started, cancelled)
 
         return wrapper
