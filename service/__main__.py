@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         print(f"vae-serve: invalid settings: {problems}", file=sys.stderr)
         return 2
-    from service.server import serve  # imported after settings are valid: grpc start-up is not free
+    from service.server import StartupError, serve  # imported once settings are valid: grpc is not free
 
     try:
         return asyncio.run(serve(settings))
-    except (BundleError, DeviceUnavailable) as error:
+    except (BundleError, DeviceUnavailable, StartupError) as error:
         print(f"vae-serve: error: {error}", file=sys.stderr)
         return 1
 

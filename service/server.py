@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 VAE_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
 
 
+class StartupError(RuntimeError):
+    """The server could not start (a port already in use, say); the message says which."""
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -65,11 +69,21 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
         reflection.enable_server_reflection((VAE_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError:
+        address = f"{settings.host}:{settings.port}"
+        raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
     await server.start()
     running = RunningServer(server, port, None, health, servicer, interceptor, metrics, executor)
     if settings.metrics_port is not None:
-        httpd, _ = start_http_server(settings.metrics_port, settings.metrics_host or settings.host, metrics.registry)
+        metrics_host = settings.metrics_host or settings.host
+        try:
+            httpd, _ = start_http_server(settings.metrics_port, metrics_host, metrics.registry)
+        except OSError as error:
+            await server.stop(0)
+            address = f"{metrics_host}:{settings.metrics_port}"
+            raise StartupError(f"cannot serve metrics on {address}: {error.strerror}") from None
         running.metrics_httpd, running.metrics_port = httpd, httpd.server_port
     return running
 

@@ -209,3 +209,18 @@ def test_non_finite_model_output_is_internal_never_ok(gaussian_bundle):
         assert counted[("vae_requests_total", (("code", "INTERNAL"), ("method", "Decode")))] == 1
     finally:
         assert server.stop() == 0
+
+
+def test_ports_in_use_are_clear_errors(server, digits_bundle):
+    metrics_port = int(server.metrics_url.rsplit(":", 1)[1].split("/")[0])
+    for flags, expected in (
+        (["--port", str(server.port), "--no-metrics"], f"cannot bind gRPC to 127.0.0.1:{server.port}"),
+        (["--port", "0", "--metrics-port", str(metrics_port)], f"cannot serve metrics on 127.0.0.1:{metrics_port}"),
+    ):
+        result = subprocess.run(
+            [VAE_SERVE, "--bundle", str(digits_bundle), "--host", "127.0.0.1", *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
