@@ -43,3 +43,15 @@ class OutputInvalid(ServiceError):
     """The model produced non-finite values for this input; never returned as a success."""
 
     status_name = "INTERNAL"
+
+
+class Overloaded(ServiceError):
+    """The request queue is full; the client should retry later."""
+
+    status_name = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExpired(ServiceError):
+    """The call's deadline passed while it waited in the queue; it was not run."""
+
+    status_name = "DEADLINE_EXCEEDED"

@@ -1,0 +1,165 @@
+"""The dynamic batcher: concurrent requests of one kind are stacked and run as one batch.
+
+Contract (after Ray Serve's early ``_BatchQueue``):
+- ``run_batch`` always receives at least one item and must return exactly one result per item,
+  in order; otherwise every caller of that batch gets the error.
+- A batch closes when its items' cost (rows the graphs will process) reaches ``max_batch_cost``,
+  or ``max_batch_wait_s`` after its first item arrived, whichever is first. While all runners are
+  busy, arrivals keep accumulating, so load alone grows batches even with a zero wait.
+- The queue is bounded by cost: a request that would overflow it is rejected at once
+  (``Overloaded``), never left to block. A request alone above ``max_batch_cost`` still runs, alone.
+- A request whose deadline passed while queued is answered ``DeadlineExpired`` and never run; a
+  cancelled request is dropped.
+"""
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.errors import DeadlineExpired, Overloaded
+
+
+@dataclass
+class _Pending:
+    item: Any
+    cost: int
+    deadline: float | None  # on the batcher's clock
+    enqueued_at: float
+    future: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class BatchObserver:
+    """Hooks for metrics; each receives plain numbers."""
+
+    on_batch: Callable[[int, int], None] = lambda items, cost: None  # a batch starts
+    on_wait: Callable[[float], None] = lambda seconds: None  # one item's queue wait
+    on_run: Callable[[float], None] = lambda seconds: None  # one batch's run time
+    on_queue: Callable[[int], None] = lambda cost: None  # queued cost changed
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list], Awaitable[list]],
+        *,
+        max_batch_cost: int,
+        max_batch_wait_s: float,
+        max_queue_cost: int,
+        concurrency: int = 1,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.run_batch = run_batch
+        self.max_batch_cost = max_batch_cost
+        self.max_batch_wait_s = max_batch_wait_s
+        self.max_queue_cost = max_queue_cost
+        self.observer = observer or BatchObserver()
+        self.clock = clock
+        self._queue: deque[_Pending] = deque()
+        self._queued_cost = 0
+        self._arrived = asyncio.Event()
+        self._runners = asyncio.Semaphore(concurrency)
+        self._loop_task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+
+    @property
+    def queued_cost(self) -> int:
+        return self._queued_cost
+
+    async def submit(self, item: Any, cost: int, timeout_s: float | None = None) -> Any:
+        """Queue ``item`` and wait for its result. ``timeout_s``: the caller's remaining deadline."""
+        if self._queued_cost + cost > self.max_queue_cost:
+            raise Overloaded(
+                f"server busy: {self._queued_cost} rows queued, this request adds {cost}, limit "
+                f"{self.max_queue_cost}; retry with backoff"
+            )
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.ensure_future(self._collect())
+        now = self.clock()
+        pending = _Pending(
+            item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(pending)
+        self._set_queued(self._queued_cost + cost)
+        self._arrived.set()
+        return await pending.future
+
+    def _set_queued(self, cost: int) -> None:
+        self._queued_cost = cost
+        self.observer.on_queue(cost)
+
+    async def _collect(self) -> None:
+        """Form batches forever: wait for a free runner, then for a full batch or the wait to end."""
+        while True:
+            await self._runners.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._runners.release()
+                raise
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        close_at = self._queue[0].enqueued_at + self.max_batch_wait_s
+        while self._live_cost() < self.max_batch_cost and (remaining := close_at - self.clock()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._take()
+
+    def _live_cost(self) -> int:
+        return sum(pending.cost for pending in self._queue if not pending.future.done())
+
+    def _take(self) -> list[_Pending]:
+        """Pop items up to the cost limit (at least one live item), answering expired ones."""
+        batch, cost, now = [], 0, self.clock()
+        while self._queue and (not batch or cost + self._queue[0].cost <= self.max_batch_cost):
+            pending = self._queue.popleft()
+            self._set_queued(self._queued_cost - pending.cost)
+            if pending.future.done():  # the caller cancelled
+                continue
+            if pending.deadline is not None and now >= pending.deadline:
+                pending.future.set_exception(DeadlineExpired("deadline exceeded while queued; the request was not run"))
+                continue
+            self.observer.on_wait(now - pending.enqueued_at)
+            batch.append(pending)
+            cost += pending.cost
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            if not batch:
+                return
+            self.observer.on_batch(len(batch), sum(pending.cost for pending in batch))
+            started = self.clock()
+            try:
+                results = await self.run_batch([pending.item for pending in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch of {len(batch)} items returned {len(results)} results")
+            except Exception as error:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                return
+            finally:
+                self.observer.on_run(self.clock() - started)
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+        finally:
+            self._runners.release()
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()

@@ -1,0 +1,180 @@
+"""The dynamic batcher, driven directly: asyncio.Event gates and a hand-moved clock, no sleeps."""
+
+import asyncio
+
+import pytest
+
+from service.batching import DynamicBatcher
+from service.errors import DeadlineExpired, Overloaded
+
+LONG_S = 3600.0  # a wait that would hang the test if the batcher relied on it
+
+
+class Runner:
+    """A run_batch that records each batch and can be held shut by a gate."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.batches: list[list] = []
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        if not gated:
+            self.gate.set()
+
+    async def __call__(self, items: list) -> list:
+        self.batches.append(list(items))
+        self.started.set()
+        await self.gate.wait()
+        return [("result", item) for item in items]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 10))
+
+
+def test_a_full_batch_runs_at_once_and_results_map_back():
+    async def scenario():
+        runner = Runner()
+        batcher = DynamicBatcher(runner, max_batch_cost=4, max_batch_wait_s=LONG_S, max_queue_cost=100)
+        results = await asyncio.gather(*(batcher.submit(index, cost=1) for index in range(4)))
+        assert results == [("result", index) for index in range(4)]
+        assert runner.batches == [[0, 1, 2, 3]]
+
+    run(scenario())
+
+
+def test_a_partial_batch_waits_at_most_max_batch_wait():
+    async def scenario():
+        runner = Runner()
+        batcher = DynamicBatcher(runner, max_batch_cost=100, max_batch_wait_s=0.01, max_queue_cost=100)
+        assert await batcher.submit("alone", cost=1) == ("result", "alone")
+        assert runner.batches == [["alone"]]
+
+    run(scenario())
+
+
+def test_arrivals_during_a_run_form_the_next_batch():
+    async def scenario():
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=100, max_batch_wait_s=0.0, max_queue_cost=100)
+        first = asyncio.ensure_future(batcher.submit("first", cost=1))
+        await runner.started.wait()
+        later = [asyncio.ensure_future(batcher.submit(name, cost=2)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0)  # let them enqueue
+        runner.gate.set()
+        await asyncio.gather(first, *later)
+        assert runner.batches == [["first"], ["a", "b", "c"]]
+
+    run(scenario())
+
+
+def test_batches_respect_the_cost_limit_and_a_big_request_runs_alone():
+    async def scenario():
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=5, max_batch_wait_s=0.0, max_queue_cost=100)
+        blocker = asyncio.ensure_future(batcher.submit("blocker", cost=1))
+        await runner.started.wait()
+        calls = [
+            asyncio.ensure_future(batcher.submit(name, cost=cost))
+            for name, cost in (("a", 3), ("b", 2), ("c", 1), ("huge", 50), ("d", 1))
+        ]
+        await asyncio.sleep(0)
+        runner.gate.set()
+        await asyncio.gather(blocker, *calls)
+        assert runner.batches == [["blocker"], ["a", "b"], ["c"], ["huge"], ["d"]]
+
+    run(scenario())
+
+
+def test_an_error_reaches_every_caller_of_the_batch():
+    async def failing(items):
+        raise ValueError("graph exploded")
+
+    async def scenario():
+        batcher = DynamicBatcher(failing, max_batch_cost=3, max_batch_wait_s=LONG_S, max_queue_cost=100)
+        outcomes = await asyncio.gather(*(batcher.submit(index, cost=1) for index in range(3)), return_exceptions=True)
+        assert all(isinstance(outcome, ValueError) and "exploded" in str(outcome) for outcome in outcomes)
+        # The batcher survives a failed batch.
+        batcher.run_batch = Runner()
+        assert await asyncio.gather(*(batcher.submit(index, cost=1) for index in range(3))) == [
+            ("result", index) for index in range(3)
+        ]
+
+    run(scenario())
+
+
+def test_a_wrong_number_of_results_fails_the_whole_batch():
+    async def short(items):
+        return items[:-1]
+
+    async def scenario():
+        batcher = DynamicBatcher(short, max_batch_cost=2, max_batch_wait_s=LONG_S, max_queue_cost=100)
+        outcomes = await asyncio.gather(batcher.submit(1, 1), batcher.submit(2, 1), return_exceptions=True)
+        assert all(isinstance(outcome, RuntimeError) and "returned 1 results" in str(outcome) for outcome in outcomes)
+
+    run(scenario())
+
+
+def test_a_full_queue_rejects_at_once():
+    async def scenario():
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=1, max_batch_wait_s=0.0, max_queue_cost=10)
+        running = asyncio.ensure_future(batcher.submit("running", cost=1))
+        await runner.started.wait()
+        assert batcher.queued_cost == 0
+        queued = [asyncio.ensure_future(batcher.submit(index, cost=5)) for index in range(2)]
+        await asyncio.sleep(0)
+        assert batcher.queued_cost == 10
+        with pytest.raises(Overloaded, match="10 rows queued, this request adds 1, limit 10"):
+            await batcher.submit("one too many", cost=1)
+        runner.gate.set()
+        await asyncio.gather(running, *queued)
+        assert batcher.queued_cost == 0
+
+    run(scenario())
+
+
+def test_an_expired_deadline_is_not_run():
+    async def scenario():
+        clock = Clock()
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=10, max_batch_wait_s=0.0, max_queue_cost=100, clock=clock)
+        running = asyncio.ensure_future(batcher.submit("running", cost=1))
+        await runner.started.wait()
+        hurried = asyncio.ensure_future(batcher.submit("hurried", cost=1, timeout_s=5.0))
+        patient = asyncio.ensure_future(batcher.submit("patient", cost=1, timeout_s=50.0))
+        await asyncio.sleep(0)
+        clock.now = 10.0  # the first deadline passes while both wait in the queue
+        runner.gate.set()
+        with pytest.raises(DeadlineExpired):
+            await hurried
+        assert await patient == ("result", "patient")
+        await running
+        assert ["hurried"] not in runner.batches and all("hurried" not in batch for batch in runner.batches)
+
+    run(scenario())
+
+
+def test_a_cancelled_caller_is_dropped():
+    async def scenario():
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=10, max_batch_wait_s=0.0, max_queue_cost=100)
+        running = asyncio.ensure_future(batcher.submit("running", cost=1))
+        await runner.started.wait()
+        gone = asyncio.ensure_future(batcher.submit("gone", cost=1))
+        stays = asyncio.ensure_future(batcher.submit("stays", cost=1))
+        await asyncio.sleep(0)
+        gone.cancel()
+        runner.gate.set()
+        assert await stays == ("result", "stays")
+        await running
+        assert runner.batches == [["running"], ["stays"]]
+
+    run(scenario())
