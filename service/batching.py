@@ -2,7 +2,8 @@
 
 Contract (after Ray Serve's early ``_BatchQueue``):
 - ``run_batch`` always receives at least one item and must return exactly one result per item,
-  in order; otherwise every caller of that batch gets the error.
+  in order; otherwise every caller of that batch gets the error. A result that is an exception
+  instance is raised to its own caller alone (one bad row must not fail its neighbours).
 - A batch closes when its items' cost (rows the graphs will process) reaches ``max_batch_cost``,
   or ``max_batch_wait_s`` after its first item arrived, whichever is first. While all runners are
   busy, arrivals keep accumulating, so load alone grows batches even with a zero wait.
@@ -155,7 +156,11 @@ class DynamicBatcher:
             finally:
                 self.observer.on_run(self.clock() - started)
             for pending, result in zip(batch, results, strict=True):
-                if not pending.future.done():
+                if pending.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
                     pending.future.set_result(result)
         finally:
             self._runners.release()

@@ -22,7 +22,7 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     if isinstance(error, ServiceError):
         await context.abort(getattr(grpc.StatusCode, error.status_name), str(error))
-    log.error("unhandled error in %s", type(error).__name__, exc_info=error)
+    log.error("unhandled %s, answered INTERNAL", type(error).__name__, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 

@@ -2,6 +2,11 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from service.batching import BatchObserver
+
+# Rows per batch: powers of 4 from a single row to the largest configurable batches.
+BATCH_ROWS_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
+BATCH_REQUESTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # Request latency: 0.5 ms (a cached small call) to 30 s (a large IWAE batch).
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -28,15 +33,53 @@ class ServerMetrics:
             ["method"],
             registry=registry,
         )
-        self.inference_duration = Histogram(
-            "vae_inference_duration_seconds",
-            "Time spent computing (ONNX Runtime and numpy) per request, by rpc method.",
-            ["method"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
         self.in_flight = Gauge("vae_requests_in_flight", "Requests being handled now.", ["method"], registry=registry)
         self.model = Info(
             "vae_model", "Models being served, by name and version.", ["name", "version"], registry=registry
         )
         self.serving = Gauge("vae_serving", "1 while the server reports SERVING, 0 otherwise.", registry=registry)
+        self.batch_rows = Histogram(
+            "vae_batch_rows",
+            "Rows the graphs process per batch, by batch kind.",
+            ["kind"],
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_requests = Histogram(
+            "vae_batch_requests",
+            "Requests per batch, by batch kind.",
+            ["kind"],
+            buckets=BATCH_REQUESTS_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "vae_queue_wait_seconds",
+            "Time a request waited for its batch to start, by batch kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_rows = Gauge(
+            "vae_queue_rows", "Rows waiting for a batch, by batch kind and model.", ["kind", "model"], registry=registry
+        )
+        self.batch_duration = Histogram(
+            "vae_batch_duration_seconds",
+            "Run time of one batch (ONNX Runtime and numpy), by batch kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+
+    def batch_observer(self, kind: str, model: str) -> BatchObserver:
+        """The batcher's hooks for one batch kind of one model."""
+
+        def on_batch(requests: int, rows: int) -> None:
+            self.batch_requests.labels(kind).observe(requests)
+            self.batch_rows.labels(kind).observe(rows)
+
+        return BatchObserver(
+            on_batch=on_batch,
+            on_wait=self.queue_wait.labels(kind).observe,
+            on_run=self.batch_duration.labels(kind).observe,
+            on_queue=self.queue_rows.labels(kind, model).set,
+        )

@@ -1,8 +1,10 @@
-"""What each rpc computes, on numpy arrays and an OnnxVae: no grpc, no asyncio.
+"""What each rpc computes, for a batch of requests at once: numpy and an OnnxVae, no grpc.
 
-Randomness: every call receives its seed and derives independent streams from it with
-``numpy.random.default_rng([seed, stream])``, so the latent draws of a sample never depend on how
-many x draws came before them, and a streamed reply equals the unary one.
+Every function takes a list of request items and returns one result per item, in order (the
+batcher's contract). Concatenating the items' rows and running each graph once is the point; each
+item's randomness still comes only from its own seed, via ``numpy.random.default_rng([seed,
+stream])``: stream 0 for latent noise, stream 1 for observation noise. So a reply never depends on
+which other requests shared its batch, and a streamed sample equals the unary one.
 """
 
 from dataclasses import dataclass
@@ -12,21 +14,32 @@ import numpy as np
 from service import scoring
 from service.errors import OutputInvalid
 from service.runtime import OnnxVae
+from service.scoring import split_rows
 
-STREAM_LATENT = 0
 STREAM_OBSERVED = 1
 
 
-def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """(generator for z noise, generator for x noise) of one request."""
-    return np.random.default_rng([seed, STREAM_LATENT]), np.random.default_rng([seed, STREAM_OBSERVED])
+def observed_generator(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAM_OBSERVED])
 
 
-def check_finite(name: str, *arrays: np.ndarray) -> None:
+def check_finite(name: str, *arrays: np.ndarray | None) -> None:
     """A non-finite model output is a server-side failure, never a successful reply."""
     for array in arrays:
         if array is not None and not np.isfinite(array).all():
             raise OutputInvalid(f"the model produced non-finite {name} for this input")
+
+
+def guarded(results: list, name: str, arrays_of) -> list:
+    """Each result whose arrays are not all finite becomes an OutputInvalid for its caller alone."""
+    checked = []
+    for result in results:
+        try:
+            check_finite(name, *arrays_of(result))
+            checked.append(result)
+        except OutputInvalid as error:
+            checked.append(error)
+    return checked
 
 
 def draw_observations(vae: OnnxVae, decoded: dict[str, np.ndarray], count: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,14 +51,39 @@ def draw_observations(vae: OnnxVae, decoded: dict[str, np.ndarray], count: int, 
     return decoded["mean"] + np.exp(decoded["log_scale"]) * noise
 
 
-def encode(vae: OnnxVae, x: np.ndarray, num_samples: int, seed: int):
-    z_mean, z_logvar = vae.encode(x)
-    samples = None
-    if num_samples:
-        noise = streams(seed)[0].standard_normal((num_samples, *z_mean.shape), dtype=np.float32)
-        samples = z_mean + np.exp(0.5 * z_logvar) * noise
-    check_finite("posterior parameters", z_mean, z_logvar, samples)
-    return z_mean, z_logvar, samples
+def split_decoded(decoded: dict[str, np.ndarray], counts: list[int]) -> list[dict[str, np.ndarray]]:
+    parts = {name: split_rows(value, counts) for name, value in decoded.items()}
+    return [{name: parts[name][index] for name in parts} for index in range(len(counts))]
+
+
+@dataclass(frozen=True)
+class EncodeItem:
+    x: np.ndarray
+    num_samples: int
+    seed: int
+
+
+def encode_batch(vae: OnnxVae, items: list[EncodeItem]) -> list:
+    """-> (z_mean, z_logvar, draws [num_samples, n, L] or None) per item."""
+    counts = [len(item.x) for item in items]
+    means, logvars = (split_rows(values, counts) for values in vae.encode(np.concatenate([item.x for item in items])))
+    results = []
+    for item, mean, logvar in zip(items, means, logvars, strict=True):
+        draws = None
+        if item.num_samples:
+            noise = scoring.latent_generator(item.seed).standard_normal(
+                (item.num_samples, *mean.shape), dtype=np.float32
+            )
+            draws = mean + np.exp(0.5 * logvar) * noise
+        results.append((mean, logvar, draws))
+    return guarded(results, "posterior parameters", lambda result: result)
+
+
+@dataclass(frozen=True)
+class DecodeItem:
+    z: np.ndarray
+    num_samples: int
+    seed: int
 
 
 def likelihood_params(vae: OnnxVae, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,12 +93,18 @@ def likelihood_params(vae: OnnxVae, decoded: dict[str, np.ndarray]) -> dict[str,
     return {"mean": decoded["mean"], "scale": np.exp(decoded["log_scale"])}
 
 
-def decode(vae: OnnxVae, z: np.ndarray, num_samples: int, seed: int):
-    decoded = vae.decode(z)
-    params = likelihood_params(vae, decoded)
-    samples = draw_observations(vae, decoded, num_samples, streams(seed)[1]) if num_samples else None
-    check_finite("likelihood parameters", *params.values(), samples)
-    return params, samples
+def decode_batch(vae: OnnxVae, items: list[DecodeItem]) -> list:
+    """-> (likelihood parameters, draws [num_samples, n, D] or None) per item."""
+    decoded_all = vae.decode(np.concatenate([item.z for item in items]))
+    results = []
+    for item, decoded in zip(items, split_decoded(decoded_all, [len(item.z) for item in items]), strict=True):
+        draws = (
+            draw_observations(vae, decoded, item.num_samples, observed_generator(item.seed))
+            if item.num_samples
+            else None
+        )
+        results.append((likelihood_params(vae, decoded), draws))
+    return guarded(results, "likelihood parameters", lambda result: (*result[0].values(), result[1]))
 
 
 @dataclass(frozen=True)
@@ -71,30 +115,58 @@ class Samples:
 
 
 class Sampler:
-    """Draws n samples in consecutive chunks; the concatenated chunks equal one unary draw."""
+    """One sampling request's random state: consecutive chunks concatenate to one unary draw."""
 
-    def __init__(self, vae: OnnxVae, latent_dim: int, temperature: float, seed: int) -> None:
-        self.vae = vae
+    def __init__(self, latent_dim: int, temperature: float, seed: int) -> None:
         self.latent_dim = latent_dim
         self.temperature = temperature
-        self.latent_rng, self.observed_rng = streams(seed)
+        self.latent_rng = scoring.latent_generator(seed)
+        self.observed_rng = observed_generator(seed)
 
-    def next_chunk(self, rows: int) -> Samples:
-        z = self.temperature * self.latent_rng.standard_normal((rows, self.latent_dim), dtype=np.float32)
-        decoded = self.vae.decode(z)
-        x = draw_observations(self.vae, decoded, 1, self.observed_rng)[0]
-        x_mean = self.vae.expected_x(decoded)
-        check_finite("samples", x_mean, x)
-        return Samples(z, x_mean, x)
+    def latents(self, rows: int) -> np.ndarray:
+        return self.temperature * self.latent_rng.standard_normal((rows, self.latent_dim), dtype=np.float32)
 
 
-def elbo(vae: OnnxVae, x: np.ndarray, k: int, seed: int) -> scoring.BoundEstimates:
-    bounds = scoring.estimate_bounds(vae, x, k, streams(seed)[0])
-    check_finite("likelihood bounds", bounds.elbo, bounds.iwae)
-    return bounds
+@dataclass(frozen=True)
+class SampleItem:
+    sampler: Sampler
+    rows: int
 
 
-def score(vae: OnnxVae, x: np.ndarray, name: str, seed: int) -> np.ndarray:
-    values = scoring.anomaly_scores(vae, x, [name], seed)[name]
-    check_finite("anomaly scores", values)
-    return values
+def sample_batch(vae: OnnxVae, items: list[SampleItem]) -> list:
+    """-> Samples per item: z from the prior, E[x|z], and one draw of x."""
+    latents = [item.sampler.latents(item.rows) for item in items]
+    decoded_all = vae.decode(np.concatenate(latents))
+    results = []
+    for item, z, decoded in zip(items, latents, split_decoded(decoded_all, [item.rows for item in items]), strict=True):
+        x = draw_observations(vae, decoded, 1, item.sampler.observed_rng)[0]
+        results.append(Samples(z, vae.expected_x(decoded), x))
+    return guarded(results, "samples", lambda result: (result.x_mean, result.x))
+
+
+@dataclass(frozen=True)
+class BoundsItem:
+    x: np.ndarray
+    k: int
+    seed: int
+
+
+def elbo_batch(vae: OnnxVae, items: list[BoundsItem]) -> list:
+    """-> scoring.BoundEstimates per item."""
+    requests = [(item.x, item.k, scoring.latent_generator(item.seed)) for item in items]
+    return guarded(
+        scoring.estimate_bounds_batch(vae, requests), "likelihood bounds", lambda bounds: (bounds.elbo, bounds.iwae)
+    )
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    x: np.ndarray
+    name: str
+    seed: int
+
+
+def score_batch(vae: OnnxVae, items: list[ScoreItem]) -> list:
+    """-> per-example scores per item."""
+    scores = scoring.score_batch(vae, [(item.x, item.name, item.seed) for item in items])
+    return guarded(scores, "anomaly scores", lambda values: (values,))

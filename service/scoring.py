@@ -35,60 +35,117 @@ class BoundEstimates:
     iwae_standard_error: np.ndarray
 
 
-def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.random.Generator) -> BoundEstimates:
-    """ELBO (its two terms) and the IWAE bound of each row of ``x``.
+def latent_generator(seed: int) -> np.random.Generator:
+    """The generator of a request's latent noise: ``default_rng([seed, 0])`` (see vae.proto)."""
+    return np.random.default_rng([seed, 0])
 
-    ELBO = mean_k log p(x|z_k) - KL(q||p) with the KL in closed form (lower variance than the
-    sampled log-ratio); IWAE = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) (Burda et al. eq. 8).
+
+def split_rows(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Undo a concatenation of blocks of ``counts`` rows."""
+    return np.split(values, np.cumsum(counts)[:-1])
+
+
+def log_likelihood_rows(vae: OnnxVae, x: np.ndarray, z: np.ndarray, x_index: np.ndarray) -> np.ndarray:
+    """log p(x[x_index[r]] | z[r]) for every row r of ``z``, decoding in memory-bounded chunks."""
+    chunk = max(1, MAX_DECODED_VALUES // x.shape[1])
+    return np.concatenate(
+        [
+            vae.log_likelihood(x[x_index[start : start + chunk]], vae.decode(z[start : start + chunk]))
+            for start in range(0, len(z), chunk)
+        ]
+    )
+
+
+def estimate_bounds_batch(
+    vae: OnnxVae, requests: list[tuple[np.ndarray, int, np.random.Generator]]
+) -> list[BoundEstimates]:
+    """ELBO (its two terms) and the IWAE bound of each row, for several (x, K, rng) requests at once.
+
+    One encoder run and one (chunked) decoder pass serve them all. Each request draws its noise in
+    one block, eps = rng.standard_normal((K, n, L), float32), so its values depend neither on
+    chunking nor on the other requests. ELBO = mean_k log p(x|z_k) - KL(q||p) with the KL in closed
+    form (lower variance than the sampled log-ratio); IWAE = log (1/K) sum_k p(x|z_k) p(z_k) /
+    q(z_k|x) (Burda et al. eq. 8).
     """
-    z_mean, z_logvar = vae.encode(x)
-    kl = vae_math.kl_to_standard_normal(z_mean, z_logvar)
-    # All noise is drawn up front, eps[k, i] for sample k of example i, so the values do not depend
-    # on how the rows are chunked: eps = default_rng(seed).standard_normal((K, n, L), float32).
-    noise = rng.standard_normal((num_samples, *z_mean.shape), dtype=np.float32)
-    chunk = max(1, MAX_DECODED_VALUES // (num_samples * x.shape[1]))
-    reconstruction = np.empty(len(x), dtype=np.float64)
-    iwae = np.empty(len(x), dtype=np.float64)
-    standard_error = np.empty(len(x), dtype=np.float64)
-    for start in range(0, len(x), chunk):
-        rows = slice(start, start + chunk)
-        z = z_mean[rows] + np.exp(0.5 * z_logvar[rows]) * noise[:, rows]
-        decoded = vae.decode(z.reshape(-1, z.shape[-1]))
-        decoded = {name: value.reshape(*z.shape[:2], -1) for name, value in decoded.items()}
-        log_px_z = vae.log_likelihood(x[rows], decoded)  # [samples, examples]
-        log_weights = (
-            log_px_z
-            + vae_math.standard_normal_log_prob(z)
-            - vae_math.diag_normal_log_prob(z, z_mean[rows], z_logvar[rows])
+    counts = [len(x) for x, _, _ in requests]
+    x_all = np.concatenate([x for x, _, _ in requests])
+    means, logvars = (split_rows(values, counts) for values in vae.encode(x_all))
+    latents, x_index, offset = [], [], 0
+    for (_, num_samples, rng), mean, logvar in zip(requests, means, logvars, strict=True):
+        noise = rng.standard_normal((num_samples, *mean.shape), dtype=np.float32)
+        latents.append(mean + np.exp(0.5 * logvar) * noise)
+        x_index.append(offset + np.tile(np.arange(len(mean)), num_samples))
+        offset += len(mean)
+    flat = np.concatenate([z.reshape(-1, z.shape[-1]) for z in latents])
+    log_px = log_likelihood_rows(vae, x_all, flat, np.concatenate(x_index))
+    results = []
+    for z, mean, logvar, rows in zip(
+        latents, means, logvars, split_rows(log_px, [z.shape[0] * z.shape[1] for z in latents]), strict=True
+    ):
+        log_px_z = rows.reshape(z.shape[:2])  # [samples, examples]
+        log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.diag_normal_log_prob(z, mean, logvar)
+        kl = vae_math.kl_to_standard_normal(mean, logvar)
+        reconstruction = log_px_z.mean(axis=0, dtype=np.float64)
+        results.append(
+            BoundEstimates(
+                reconstruction - kl,
+                reconstruction,
+                kl.astype(np.float64),
+                vae_math.logmeanexp(log_weights, axis=0).astype(np.float64),
+                vae_math.iwae_standard_error(log_weights, axis=0).astype(np.float64),
+            )
         )
-        reconstruction[rows] = log_px_z.mean(axis=0)
-        iwae[rows] = vae_math.logmeanexp(log_weights, axis=0)
-        standard_error[rows] = vae_math.iwae_standard_error(log_weights, axis=0)
-    return BoundEstimates(reconstruction - kl, reconstruction, kl, iwae, standard_error)
+    return results
+
+
+def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.random.Generator) -> BoundEstimates:
+    """``estimate_bounds_batch`` for one request."""
+    return estimate_bounds_batch(vae, [(x, num_samples, rng)])[0]
+
+
+def reconstruction_errors_batch(vae: OnnxVae, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-feature squared error of the posterior-mean reconstruction E[x | z = mean(q(z|x))]."""
+    x_all = np.concatenate(xs)
+    z_mean, _ = vae.encode(x_all)
+    return split_rows((x_all - vae.expected_x(vae.decode(z_mean))) ** 2, [len(x) for x in xs])
 
 
 def reconstruction_errors(vae: OnnxVae, x: np.ndarray) -> np.ndarray:
-    """Per-feature squared error of the posterior-mean reconstruction E[x | z = mean(q(z|x))]."""
-    z_mean, _ = vae.encode(x)
-    return (x - vae.expected_x(vae.decode(z_mean))) ** 2
+    return reconstruction_errors_batch(vae, [x])[0]
+
+
+def score_batch(vae: OnnxVae, requests: list[tuple[np.ndarray, str, int]]) -> list[np.ndarray]:
+    """Per-example scores (higher = more anomalous) for several (x, score name, seed) requests.
+
+    A sampled score draws from ``latent_generator(seed)``, so its value depends only on its own
+    request, whatever else shares the batch.
+    """
+    for _, name, _ in requests:
+        if name not in SCORE_PARAMS:
+            raise ValueError(f"unknown anomaly score {name!r}; known: {sorted(SCORE_PARAMS)}")
+    results: list[np.ndarray | None] = [None] * len(requests)
+    sampled = [index for index, (_, name, _) in enumerate(requests) if name != "reconstruction_error"]
+    if sampled:
+        bounds = estimate_bounds_batch(
+            vae,
+            [
+                (requests[i][0], SCORE_PARAMS[requests[i][1]]["num_samples"], latent_generator(requests[i][2]))
+                for i in sampled
+            ],
+        )
+        for index, bound in zip(sampled, bounds, strict=True):
+            results[index] = -(bound.elbo if requests[index][1] == "negative_elbo" else bound.iwae)
+    plain = [index for index, (_, name, _) in enumerate(requests) if name == "reconstruction_error"]
+    if plain:
+        errors = reconstruction_errors_batch(vae, [requests[i][0] for i in plain])
+        for index, error in zip(plain, errors, strict=True):
+            results[index] = error.sum(axis=1, dtype=np.float64)
+    return results
 
 
 def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> dict[str, np.ndarray]:
-    """Per-example scores (higher = more anomalous) for each name in ``names``.
-
-    Each sampled score draws from its own generator seeded with ``seed``, so a score's value does
-    not depend on which other scores were asked for.
-    """
-    scores: dict[str, np.ndarray] = {}
-    for name in names:
-        if name not in SCORE_PARAMS:
-            raise ValueError(f"unknown anomaly score {name!r}; known: {sorted(SCORE_PARAMS)}")
-        if name == "reconstruction_error":
-            scores[name] = reconstruction_errors(vae, x).sum(axis=1, dtype=np.float64)
-            continue
-        bounds = estimate_bounds(vae, x, SCORE_PARAMS[name]["num_samples"], np.random.default_rng(seed))
-        scores[name] = -(bounds.elbo if name == "negative_elbo" else bounds.iwae)
-    return scores
+    """Each named score of every row of ``x``."""
+    return dict(zip(names, score_batch(vae, [(x, name, seed) for name in names]), strict=True))
 
 
 def calibrate(vae: OnnxVae, x: np.ndarray, seed: int, description: str) -> dict:

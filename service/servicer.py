@@ -4,12 +4,12 @@ import asyncio
 import functools
 import math
 import secrets
-import time
 from concurrent.futures import Executor
 
 import numpy as np
 
 from service import codec, queries
+from service.batching import DynamicBatcher
 from service.bundle import Bundle
 from service.errors import InvalidInput, NotReady
 from service.metrics import ServerMetrics
@@ -18,6 +18,13 @@ from service.scoring import SCORE_PARAMS, decide
 from service.settings import Settings
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+BATCH_FUNCTIONS = {
+    "encode": queries.encode_batch,
+    "decode": queries.decode_batch,
+    "sample": queries.sample_batch,
+    "elbo": queries.elbo_batch,
+    "score": queries.score_batch,
+}
 SCORE_NAMES = {
     vae_pb2.SCORE_TYPE_UNSPECIFIED: "negative_iwae",
     vae_pb2.SCORE_TYPE_NEGATIVE_ELBO: "negative_elbo",
@@ -57,20 +64,39 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         self.settings = settings
         self.metrics = metrics
         self.executor = executor
+        self._batchers: dict[tuple[str, str, str], DynamicBatcher] = {}
 
     def _resolve(self, model: vae_pb2.ModelRef) -> Bundle:
         if self.registry is None:
             raise NotReady("the server is still loading and verifying its models; retry shortly")
         return self.registry.resolve(model.name, model.version)
 
-    async def _compute(self, method: str, rows: int, function, *args):
-        """Run ``function(*args)`` on the inference threads; ONNX Runtime releases the GIL there."""
-        started = time.perf_counter()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(function, *args))
-        finally:
-            self.metrics.inference_duration.labels(method).observe(time.perf_counter() - started)
-            self.metrics.examples.labels(method).inc(rows)
+    def _batcher(self, bundle: Bundle, kind: str) -> DynamicBatcher:
+        """The batcher of one kind of work ("elbo", "encode", ...) for one model version."""
+        key = (bundle.manifest.name, bundle.manifest.version, kind)
+        if key not in self._batchers:
+            run = functools.partial(BATCH_FUNCTIONS[kind], bundle.vae)
+
+            async def run_batch(items: list) -> list:
+                # On the inference threads: ONNX Runtime releases the GIL, the event loop stays free.
+                return await asyncio.get_running_loop().run_in_executor(self.executor, run, items)
+
+            settings = self.settings
+            self._batchers[key] = DynamicBatcher(
+                run_batch,
+                max_batch_cost=settings.max_batch_rows,
+                max_batch_wait_s=settings.max_batch_wait_s,
+                max_queue_cost=settings.max_queue_rows,
+                concurrency=settings.batch_runners,
+                observer=self.metrics.batch_observer(kind, f"{key[0]}:{key[1]}"),
+            )
+        return self._batchers[key]
+
+    async def _compute(self, method: str, bundle: Bundle, kind: str, item, rows: int, cost: int, context):
+        """Queue one request's work with its batcher and wait for its result."""
+        result = await self._batcher(bundle, kind).submit(item, cost, context.time_remaining())
+        self.metrics.examples.labels(method).inc(rows)
+        return result
 
     def _inputs(self, request, bundle: Bundle) -> np.ndarray:
         return codec.rows_from_tensor(request.x, "x", input_shapes(bundle), self.settings.max_rows)
@@ -89,9 +115,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         x = self._inputs(request, bundle)
         num_samples = self._samples_per_row("num_samples", request.num_samples, len(x), 0)
         seed = request_seed(request)
-        z_mean, z_logvar, samples = await self._compute(
-            "Encode", len(x), queries.encode, bundle.vae, x, num_samples, seed
-        )
+        item = queries.EncodeItem(x, num_samples, seed)
+        z_mean, z_logvar, samples = await self._compute("Encode", bundle, "encode", item, len(x), len(x), context)
         reply = vae_pb2.EncodeResponse(
             model=model_version(bundle), z_mean=codec.to_tensor(z_mean), z_logvar=codec.to_tensor(z_logvar), seed=seed
         )
@@ -104,7 +129,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         z = codec.rows_from_tensor(request.z, "z", [(bundle.manifest.latent_dim,)], self.settings.max_rows)
         num_samples = self._samples_per_row("num_samples", request.num_samples, len(z), 0)
         seed = request_seed(request)
-        params, samples = await self._compute("Decode", len(z), queries.decode, bundle.vae, z, num_samples, seed)
+        item = queries.DecodeItem(z, num_samples, seed)
+        params, samples = await self._compute("Decode", bundle, "decode", item, len(z), len(z), context)
         reply = vae_pb2.DecodeResponse(model=model_version(bundle), seed=seed)
         if "probs" in params:
             reply.bernoulli.probs.CopyFrom(codec.to_tensor(params["probs"]))
@@ -120,7 +146,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         if not (math.isfinite(temperature) and temperature > 0):
             raise InvalidInput(f"temperature: {temperature} must be a finite number > 0")
         seed = request_seed(request)
-        return queries.Sampler(bundle.vae, bundle.manifest.latent_dim, temperature, seed), seed
+        return queries.Sampler(bundle.manifest.latent_dim, temperature, seed), seed
 
     @staticmethod
     def _sample_reply(bundle: Bundle, samples: queries.Samples, seed: int, offset: int) -> vae_pb2.SampleResponse:
@@ -137,7 +163,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         bundle = self._resolve(request.model)
         count = check_range("n", request.n, 1, self.settings.max_sample_n)
         sampler, seed = self._sampler(request, bundle)
-        samples = await self._compute("Sample", count, sampler.next_chunk, count)
+        samples = await self._compute(
+            "Sample", bundle, "sample", queries.SampleItem(sampler, count), count, count, context
+        )
         return self._sample_reply(bundle, samples, seed, 0)
 
     async def SampleStream(self, request, context):
@@ -148,7 +176,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         sampler, seed = self._sampler(request, bundle)
         for offset in range(0, count, chunk):
             rows = min(chunk, count - offset)
-            samples = await self._compute("SampleStream", rows, sampler.next_chunk, rows)
+            item = queries.SampleItem(sampler, rows)
+            samples = await self._compute("SampleStream", bundle, "sample", item, rows, rows, context)
             yield self._sample_reply(bundle, samples, seed, offset)
 
     async def Elbo(self, request, context):
@@ -156,7 +185,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         x = self._inputs(request, bundle)
         k = self._samples_per_row("k", request.k or 1, len(x), 1)
         seed = request_seed(request)
-        bounds = await self._compute("Elbo", len(x), queries.elbo, bundle.vae, x, k, seed)
+        bounds = await self._compute(
+            "Elbo", bundle, "elbo", queries.BoundsItem(x, k, seed), len(x), len(x) * k, context
+        )
         nats_to_bits_per_dim = -1.0 / (x.shape[1] * math.log(2.0))
         reply = vae_pb2.ElboResponse(
             model=model_version(bundle),
@@ -179,10 +210,11 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             raise InvalidInput(f"score: unknown score type {request.score}; known: {sorted(SCORE_TYPES)}")
         name = SCORE_NAMES[request.score]
         x = self._inputs(request, bundle)
-        self._samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
+        samples_per_row = self._samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
         rate, threshold = self._threshold(request)
         seed = request_seed(request)
-        scores = await self._compute("ScoreAnomaly", len(x), queries.score, bundle.vae, x, name, seed)
+        item = queries.ScoreItem(x, name, seed)
+        scores = await self._compute("ScoreAnomaly", bundle, "score", item, len(x), len(x) * samples_per_row, context)
         decision = decide(scores, bundle.manifest.calibration.scores[name], rate, threshold)
         return vae_pb2.ScoreAnomalyResponse(
             model=model_version(bundle),

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     grace_s: float = Field(default=10.0, ge=0)
     """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
 
+    max_batch_rows: int = Field(default=8192, ge=1)
+    """Dynamic batching: most rows the graphs process in one batch (an Elbo request of n rows and k
+    samples counts n x k). Concurrent requests of one kind and model are stacked up to this; 1
+    turns batching off. A single request above it still runs, alone."""
+
+    max_batch_wait_s: float = Field(default=0.0, ge=0.0)
+    """How long a batch may wait for more requests after its first arrived. 0: run as soon as a
+    runner is free; requests arriving meanwhile still form the next batch."""
+
+    batch_runners: int = Field(default=2, ge=1)
+    """Batches of one kind and model that may run at once (one per core suits intra_op_threads=1)."""
+
+    max_queue_rows: int = Field(default=1_048_576, ge=1)
+    """Rows (cost as above) that may wait per kind and model; beyond it requests get RESOURCE_EXHAUSTED at once."""
+
     max_rows: int = Field(default=1024, ge=1)
     """Most rows (examples or latents) in one request."""
 

@@ -178,3 +178,17 @@ def test_a_cancelled_caller_is_dropped():
         assert runner.batches == [["running"], ["stays"]]
 
     run(scenario())
+
+
+def test_an_exception_result_reaches_only_its_own_caller():
+    async def mixed(items):
+        return [ValueError(f"bad {item}") if item == "bad" else item.upper() for item in items]
+
+    async def scenario():
+        batcher = DynamicBatcher(mixed, max_batch_cost=3, max_batch_wait_s=LONG_S, max_queue_cost=100)
+        outcomes = await asyncio.gather(
+            *(batcher.submit(name, 1) for name in ("a", "bad", "c")), return_exceptions=True
+        )
+        assert outcomes[0] == "A" and outcomes[2] == "C" and isinstance(outcomes[1], ValueError)
+
+    run(scenario())
