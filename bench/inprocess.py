@@ -1,0 +1,75 @@
+"""The other physical limit: the same computation in-process, ONNX Runtime and numpy, no gRPC.
+
+Runs vae-serve's own batch functions (``service.queries``) on one thread with the server's session
+settings (one intra-op thread), back to back, and reports rows per second.
+
+    python bench/inprocess.py --bundle models/digits --workload elbo_b256 --duration 8
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.workloads import WORKLOADS, inputs
+from service import queries
+from service.bundle import load_bundle
+
+
+def one_call(vae, workload, x, latent_dim):
+    if workload.rpc == "Elbo":
+        return queries.elbo_batch(vae, [queries.BoundsItem(x, workload.k, 1)])
+    if workload.rpc == "Encode":
+        return queries.encode_batch(vae, [queries.EncodeItem(x, 0, 1)])
+    sampler = queries.Sampler(latent_dim, 1.0, 1)
+    return [queries.sample_batch(vae, [queries.SampleItem(sampler, 1000)]) for _ in range(workload.rows // 1000)]
+
+
+def measure(bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: float) -> dict:
+    bundle = load_bundle(bundle_dir, intra_op_threads=1)
+    workload = WORKLOADS[workload_name]
+    x = inputs(workload, bundle.manifest.input.num_features)
+    latent_dim = bundle.manifest.latent_dim
+    warm_until = time.perf_counter() + warmup_s
+    while time.perf_counter() < warm_until:
+        one_call(bundle.vae, workload, x, latent_dim)
+    calls, latencies, started = 0, [], time.perf_counter()
+    while (now := time.perf_counter()) - started < duration_s:
+        one_call(bundle.vae, workload, x, latent_dim)
+        latencies.append(time.perf_counter() - now)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "target": "in-process",
+        "workload": workload_name,
+        "mode": "closed",
+        "concurrency": 1,
+        "requests": calls,
+        "errors": 0,
+        "requests_per_s": calls / elapsed,
+        "rows_per_s": calls * workload.rows / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = measure(args.bundle, args.workload, args.duration, args.warmup)
+    print(json.dumps(result), flush=True)
+    if args.json:
+        with args.json.open("a") as stream:
+            stream.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
