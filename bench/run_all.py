@@ -115,11 +115,12 @@ def start(spec: dict, cpus: set[int], log_path: Path) -> tuple[subprocess.Popen,
             if line.startswith(spec["ready"]):
                 port = int(line.strip().rsplit(":", 1)[1])
                 break
-    wait_ready(port, spec["protocol"], process, log_path)
+    wait_ready(port, spec, process, log_path)
     return process, port
 
 
-def wait_ready(port: int, protocol: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
+def wait_ready(port: int, spec: dict, process: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
+    """Until the server says it is ready: OIP ServerReady, gRPC health SERVING, or a connection."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -129,7 +130,7 @@ def wait_ready(port: int, protocol: str, process: subprocess.Popen, log_path: Pa
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            if protocol == "kserve":
+            if spec["protocol"] == "kserve":
                 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
                 if (
@@ -138,7 +139,7 @@ def wait_ready(port: int, protocol: str, process: subprocess.Popen, log_path: Pa
                     .ready
                 ):
                     return
-            elif "vae-serve" in log_path.name or "unbatched" in log_path.name:
+            elif spec.get("wait_serving"):
                 status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
