@@ -125,7 +125,7 @@ def plots(rows: list[dict], directory: Path) -> list[Path]:
             row = point(rows, target, "elbo_b1_k1", concurrency)
             if row:
                 names.append(target)
-                values.append([row["p50_ms"], row["p90_ms"], row["p99_ms"], row["p99.9_ms"]])
+                values.append([row.get(key, float("nan")) for key in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms")])
         for index, label in enumerate(("p50", "p90", "p99", "p99.9")):
             axis.bar(
                 [i + index * 0.2 for i in range(len(names))], [value[index] for value in values], width=0.2, label=label

@@ -191,17 +191,18 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         nats_to_bits_per_dim = -1.0 / (x.shape[1] * math.log(2.0))
         reply = vae_pb2.ElboResponse(
             model=model_version(bundle),
-            elbo=bounds.elbo,
-            reconstruction=bounds.reconstruction,
-            kl=bounds.kl,
-            elbo_bits_per_dim=bounds.elbo * nats_to_bits_per_dim,
+            # tolist(): protobuf copies a list of Python floats in C, numpy scalars one by one (2x slower).
+            elbo=bounds.elbo.tolist(),
+            reconstruction=bounds.reconstruction.tolist(),
+            kl=bounds.kl.tolist(),
+            elbo_bits_per_dim=(bounds.elbo * nats_to_bits_per_dim).tolist(),
             k=k,
             seed=seed,
         )
         if k > 1:
-            reply.iwae.extend(bounds.iwae)
-            reply.iwae_standard_error.extend(bounds.iwae_standard_error)
-            reply.iwae_bits_per_dim.extend(bounds.iwae * nats_to_bits_per_dim)
+            reply.iwae.extend(bounds.iwae.tolist())
+            reply.iwae_standard_error.extend(bounds.iwae_standard_error.tolist())
+            reply.iwae_bits_per_dim.extend((bounds.iwae * nats_to_bits_per_dim).tolist())
         return reply
 
     async def ScoreAnomaly(self, request, context):
@@ -219,9 +220,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return vae_pb2.ScoreAnomalyResponse(
             model=model_version(bundle),
             score=SCORE_TYPES[name],
-            scores=scores,
-            percentile=decision.percentile,
-            p_value=decision.p_value,
+            scores=scores.tolist(),
+            percentile=decision.percentile.tolist(),
+            p_value=decision.p_value.tolist(),
             is_anomaly=decision.is_anomaly.tolist(),
             threshold=decision.threshold,
             false_positive_rate=decision.false_positive_rate,
