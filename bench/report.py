@@ -12,14 +12,16 @@ TARGET_ORDER = ["echo", "vae-serve", "vae-serve-unbatched", "triton", "mlserver"
 
 
 def load(path: Path) -> tuple[dict, list[dict]]:
-    header, rows = {}, []
+    """The first run header, and the latest result of each point (a rerun replaces its target's points)."""
+    headers, latest = [], {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if "header" in record:
-            header = record["header"]
-        else:
-            rows.append(record)
-    return header, rows
+            headers.append(record["header"])
+            continue
+        level = record.get("concurrency", record.get("rate_per_s"))
+        latest[(record["target"], record["workload"], record["mode"], level)] = record
+    return (headers[0] if headers else {}), list(latest.values())
 
 
 def point(rows: list[dict], target: str, workload: str, concurrency: int | None = None) -> dict | None:

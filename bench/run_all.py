@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PYTHON = sys.executable
 VENVS = ROOT / "bench" / ".venvs"
 WORKLOAD_SETTINGS = {
@@ -131,7 +132,7 @@ def wait_ready(port: int, spec: dict, process: subprocess.Popen, log_path: Path,
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
             if spec["protocol"] == "kserve":
-                from tritonclient.grpc import service_pb2, service_pb2_grpc
+                from bench.kserve import service_pb2, service_pb2_grpc
 
                 if (
                     service_pb2_grpc.GRPCInferenceServiceStub(channel)

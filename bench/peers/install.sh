@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Creates the peer-server venvs bench/.venvs/pytriton and bench/.venvs/mlserver (idempotent).
-# Usage: bash bench/peers/install.sh [pytriton|mlserver ...]   (default: both)
+# Creates the peer-server venvs bench/.venvs/triton (PyTriton) and bench/.venvs/mlserver (idempotent).
+# Usage: bash bench/peers/install.sh [triton|mlserver ...]   (default: both)
 # PYTHON selects the interpreter (default python3; it must be CPython 3.11 with a shared libpython
 # for PyTriton, e.g. pyenv's). These venvs are never part of the project's pyproject.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VENVS="$(cd "$HERE/.." && pwd)/.venvs"
 PYTHON="${PYTHON:-python3}"
-NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pytriton mlserver)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(triton mlserver)
 mkdir -p "$VENVS"
 for name in "${NAMES[@]}"; do
     req="$HERE/requirements-$name.txt"

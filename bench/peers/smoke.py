@@ -1,7 +1,7 @@
 """Smoke test of a peer server over the KServe v2 / Open Inference Protocol gRPC API.
 
 Usage (either peer venv; both hold tritonclient 2.51.0, whose generated stubs this uses raw):
-    bench/.venvs/pytriton/bin/python bench/peers/smoke.py --target 127.0.0.1:P [--bundle DIR]
+    bench/.venvs/triton/bin/python bench/peers/smoke.py --target 127.0.0.1:P [--bundle DIR]
 
 Checks ServerReady, ServerMetadata, and for each served model ModelReady, ModelMetadata (names,
 datatypes, shapes) and ModelInfer with raw_input_contents: output names, datatypes, shapes and

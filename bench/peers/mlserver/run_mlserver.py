@@ -6,9 +6,9 @@ Usage (with the peer venv made by bench/peers/install.sh):
 Writes settings.json and one model-settings.json per model (vae_encode, vae_elbo_k1,
 vae_elbo_k100; runtime vae_runtime.VaeRuntime) into a fresh temporary directory pointing at the
 bundle, runs `mlserver start` on it, waits until ServerReady and every ModelReady answer true over
-gRPC, then prints one line "READY mlserver ..." to stdout. Blocks; on SIGTERM or SIGINT it stops
-MLServer (SIGTERM to its process group, SIGKILL after --stop-timeout s), removes the temporary
-directory and exits 0.
+gRPC, then prints one line "READY mlserver ... grpc=HOST:PORT" to stdout. Blocks; on SIGTERM or
+SIGINT it stops MLServer (SIGTERM to its process group, SIGKILL after --stop-timeout s), removes
+the temporary directory and exits 0.
 
 Adaptive batching (MLServer counts *requests*, not rows: max_batch_size requests of any row count
 are concatenated along the first axis, the batch closes when that many arrived or max_batch_time
@@ -16,7 +16,8 @@ after its first request; MLServer's batch queue holds max_batch_size requests, f
 to enqueue):
     vae_encode, vae_elbo_k1: max_batch_size 8192, max_batch_time 0.001 s
     vae_elbo_k100:           max_batch_size 64,   max_batch_time 0.001 s
-parallel_workers (default 2, like vae-serve's two batch runners on two cores): inference worker
+parallel_workers (--workers, default 1, MLServer's own default and like bench/run_all.py's
+vae-serve with --batch-runners 1 on one pinned core; 2 suits two cores): inference worker
 processes, each with every model loaded (ONNX Runtime intra_op_num_threads=1).
 Ports: gRPC on --grpc-port; MLServer always serves REST too, on --http-port (default: a free
 port); its Prometheus metrics server is off unless --metrics-port is given.
@@ -49,6 +50,15 @@ def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def write_settings(root: Path, args: argparse.Namespace, http_port: int) -> None:
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=None, help="MLServer's REST port (default: a free one)")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port (default: off)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--workers", type=int, default=2, help="MLServer parallel_workers (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="MLServer parallel_workers (default 1)")
     parser.add_argument("--intra-op-threads", type=int, default=1)
     parser.add_argument("--max-batch-time-ms", type=float, default=MAX_BATCH_TIME_S * 1000.0)
     parser.add_argument("--seed", type=int, default=None, help="noise seed base (default: random)")
@@ -155,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     http_port = args.http_port or free_port(args.host)
+    # MLServer does not exit when its gRPC port is taken (it logs "Failed to bind" and hangs on).
+    for port in (args.grpc_port, http_port, args.metrics_port):
+        if port is not None and not port_free(args.host, port):
+            print(f"mlserver failed: port {args.host}:{port} is in use", file=sys.stderr)
+            return 1
     root = Path(tempfile.mkdtemp(prefix="mlserver_vae_"))
     log_path = (
         None if args.log == "-" else Path(args.log or Path(tempfile.gettempdir()) / f"mlserver_{args.grpc_port}.log")
@@ -188,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         if why_not is not None:
             print(f"mlserver failed: {why_not} (see {log_path or 'stderr'})", file=sys.stderr, flush=True)
             return 1
-        ports = f"grpc={args.host}:{args.grpc_port} http={args.host}:{http_port}"
+        others = f" http={args.host}:{http_port}"
         if args.metrics_port is not None:
-            ports += f" metrics={args.metrics_port}"
+            others += f" metrics={args.metrics_port}"
+        # The gRPC address comes last, so `line.rsplit(":", 1)[1]` is its port.
         print(
-            f"READY mlserver {ports} models={','.join(MODELS)} workers={args.workers} "
-            f"startup_s={time.monotonic() - started:.1f} log={log_path or 'stderr'}",
+            f"READY mlserver models={','.join(MODELS)} workers={args.workers} "
+            f"startup_s={time.monotonic() - started:.1f} log={log_path or 'stderr'}{others} "
+            f"grpc={args.host}:{args.grpc_port}",
             flush=True,
         )
         while not stop_requested and child.poll() is None:
