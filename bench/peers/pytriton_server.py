@@ -62,6 +62,8 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+_HANDSHAKE_TIMEOUT = "def get_config_from_handshake_server(socket_path: pathlib.Path, timeout_s: float = 1.0)"
+_HANDSHAKE_TIMEOUT_LONGER = _HANDSHAKE_TIMEOUT.replace("1.0)", "30.0)")
 _HANDSHAKE_CONNECT = """        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(max(0.0, should_stop_before_s - time.time()))
         sock.connect(socket_path.as_posix())
@@ -85,17 +87,20 @@ def _patch_handshake_race(model_store: Path) -> int:
     """Work around a start-up race in PyTriton 0.7.0 with several instances per model.
 
     Instance 0's Python-backend stub starts a Unix-socket "handshake" server; the other instances
-    wait for its socket file and connect once, without retry. The file appears at bind(), before
-    listen(), so an instance that connects in between gets ConnectionRefusedError and Triton fails
-    the model ("failed to load all models"): 3 of 8 starts here with 3 models x 2 instances loading
-    at once on 2 busy cores. This makes the copies of communication.py in the model store (what the
-    stubs import) retry the connect until their existing 1 s deadline. Returns the files patched.
+    wait at most 1 s for its socket file, then connect once, without retry. Both fail under load:
+    the file appears at bind(), before listen(), so a connect in between gets ConnectionRefusedError;
+    and instance 0 can take over 1 s to get there (TimeoutError "waiting for config file"). Triton
+    then fails the model ("failed to load all models"): 3 of 8 starts here with 3 models x 2
+    instances loading at once on 2 busy cores. This makes the copies of communication.py in the
+    model store (what the stubs import) wait up to 30 s and retry the connect. Returns the files
+    patched.
     """
     patched = 0
     for path in model_store.glob("*/*/communication.py"):
         text = path.read_text()
-        if _HANDSHAKE_CONNECT in text:
-            path.write_text(text.replace(_HANDSHAKE_CONNECT, _HANDSHAKE_CONNECT_RETRYING))
+        if _HANDSHAKE_CONNECT in text and _HANDSHAKE_TIMEOUT in text:
+            text = text.replace(_HANDSHAKE_CONNECT, _HANDSHAKE_CONNECT_RETRYING)
+            path.write_text(text.replace(_HANDSHAKE_TIMEOUT, _HANDSHAKE_TIMEOUT_LONGER))
             patched += 1
     return patched
 

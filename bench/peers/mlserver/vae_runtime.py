@@ -2,9 +2,10 @@
 
 The model's name (model-settings.json "name") picks what it computes (vae_compute.MODELS); its
 parameters.extra carries {"bundle": DIR, "intra_op_threads": 1, "seed": null, "log_batches": false}
-(log_batches: log the row count of every batch the adaptive batcher hands over, to check batching). run_mlserver.py
-writes those settings and puts this folder and bench/peers on PYTHONPATH, so MLServer's inference
-workers (separate processes) import this module and vae_compute the same way.
+(log_batches: log the row count of every batch the adaptive batcher hands over, to check
+batching). run_mlserver.py writes those settings and puts this folder and bench/peers on
+PYTHONPATH, so MLServer's inference workers (separate processes) import this module and
+vae_compute the same way. With a seed, every worker draws the same noise stream.
 """
 
 from __future__ import annotations
