@@ -39,12 +39,12 @@ def summary(latencies_s: list[float], rows: int, errors: int, elapsed_s: float) 
     }
 
 
-async def closed_loop(call, concurrency: int, duration_s: float, warmup_s: float) -> dict:
+async def closed_loop(calls, concurrency: int, duration_s: float, warmup_s: float) -> dict:
     latencies, rows, errors = [], 0, 0
     measuring_from = time.perf_counter() + warmup_s
     stop_at = measuring_from + duration_s
 
-    async def worker() -> None:
+    async def worker(call) -> None:
         nonlocal rows, errors
         while (started := time.perf_counter()) < stop_at:
             try:
@@ -56,17 +56,19 @@ async def closed_loop(call, concurrency: int, duration_s: float, warmup_s: float
                 latencies.append(time.perf_counter() - started)
                 rows += done
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    # Workers take the connections in turn, so a multi-process server (SO_REUSEPORT balances
+    # connections, not calls) sees its share of the load.
+    await asyncio.gather(*(worker(calls[index % len(calls)]) for index in range(concurrency)))
     return summary(latencies, rows, errors, duration_s)
 
 
-async def open_loop(call, rate_per_s: float, duration_s: float, warmup_s: float, max_outstanding: int = 4096) -> dict:
+async def open_loop(calls, rate_per_s: float, duration_s: float, warmup_s: float, max_outstanding: int = 4096) -> dict:
     latencies, rows, errors, dropped = [], 0, 0, 0
     outstanding: set[asyncio.Task] = set()
     begin = time.perf_counter()
     total = int((warmup_s + duration_s) * rate_per_s)
 
-    async def one(scheduled: float, measured: bool) -> None:
+    async def one(call, scheduled: float, measured: bool) -> None:
         nonlocal rows, errors
         try:
             done = await call()
@@ -84,7 +86,7 @@ async def open_loop(call, rate_per_s: float, duration_s: float, warmup_s: float,
         if len(outstanding) >= max_outstanding:
             dropped += 1  # the server fell this far behind: counted, not silently queued
             continue
-        task = asyncio.ensure_future(one(scheduled, scheduled - begin >= warmup_s))
+        task = asyncio.ensure_future(one(calls[index % len(calls)], scheduled, scheduled - begin >= warmup_s))
         outstanding.add(task)
         task.add_done_callback(outstanding.discard)
     await asyncio.gather(*outstanding)
@@ -96,15 +98,22 @@ async def open_loop(call, rate_per_s: float, duration_s: float, warmup_s: float,
 async def run(args: argparse.Namespace) -> list[dict]:
     workload = WORKLOADS[args.workload]
     results = []
-    async with grpc.aio.insecure_channel(args.target, options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 30)
-        call = CALLERS[args.protocol](channel, workload, args.num_features)
+    # A local subchannel pool per channel: without it, channels to one target share one connection.
+    options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+        calls = [CALLERS[args.protocol](channel, workload, args.num_features) for channel in channels]
         for concurrency in args.closed:
-            result = await closed_loop(call, concurrency, args.duration, args.warmup)
-            results.append({"mode": "closed", "concurrency": concurrency, **result})
+            result = await closed_loop(calls, concurrency, args.duration, args.warmup)
+            results.append({"mode": "closed", "concurrency": concurrency, "channels": args.channels, **result})
         for rate in args.open:
-            result = await open_loop(call, rate, args.duration, args.warmup)
-            results.append({"mode": "open", "rate_per_s": rate, **result})
+            result = await open_loop(calls, rate, args.duration, args.warmup)
+            results.append({"mode": "open", "rate_per_s": rate, "channels": args.channels, **result})
+    finally:
+        for channel in channels:
+            await channel.close()
     return [{"target": args.label, "workload": workload.name, **result} for result in results]
 
 
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-features", type=int, default=64)
     parser.add_argument("--closed", type=numbers, default=[], help="concurrency levels, e.g. 1,4,16,64")
     parser.add_argument("--open", type=lambda text: numbers(text, float), default=[], help="request rates per second")
+    parser.add_argument("--channels", type=int, default=1, help="client connections the workers share")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--json", type=Path, help="append results as JSON lines here")

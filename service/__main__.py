@@ -21,6 +21,7 @@ FLAGS = {
     "--port": ("port", int, "gRPC port; 0 picks a free one and prints it (default 50051)"),
     "--metrics-port": ("metrics_port", int, "Prometheus port; 0 picks a free one (default 9090)"),
     "--metrics-host": ("metrics_host", str, "address of the metrics endpoint (default: --host)"),
+    "--processes": ("processes", int, "server processes sharing the port via SO_REUSEPORT (default 1)"),
     "--device": ("device", str, "cpu, cuda or auto (default cpu)"),
     "--intra-op-threads": ("intra_op_threads", int, "ONNX Runtime threads per run (default 1)"),
     "--worker-threads": ("worker_threads", int, "inference threads (default 4)"),
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reflection", action=argparse.BooleanOptionalAction, default=None, help="gRPC reflection (default on)"
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--reuse-port", action="store_true", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -63,6 +65,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["reflection"] = args.reflection
     if args.no_metrics:
         overrides["metrics_port"] = None
+    if args.reuse_port:
+        overrides["reuse_port"] = True
     return Settings(**overrides)
 
 
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         print(f"vae-serve: invalid settings: {problems}", file=sys.stderr)
         return 2
+    if settings.processes > 1:
+        from service.processes import run_processes
+
+        return run_processes(settings, sys.argv[1:] if argv is None else argv)
     from service.server import StartupError, serve  # imported once settings are valid: grpc is not free
 
     try:

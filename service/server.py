@@ -50,8 +50,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
-        # A second server on the same port must fail to bind, not silently share it.
-        ("grpc.so_reuseport", 0),
+        # A second server on the same port must fail to bind, not silently share it, unless it is
+        # one of this server's own processes (--processes).
+        ("grpc.so_reuseport", int(settings.reuse_port)),
     ]
 
 

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     metrics_host: str | None = None
     """Address of the metrics endpoint; defaults to ``host``."""
 
+    processes: int = Field(default=1, ge=1)
+    """Server processes sharing the gRPC port through SO_REUSEPORT, to use more than one core; the
+    kernel spreads connections over them. Each loads the models and batches on its own; process i
+    serves metrics on metrics_port + i (each on a free port when metrics_port is 0)."""
+
+    reuse_port: bool = False
+    """Bind the gRPC port with SO_REUSEPORT (set for the processes of ``processes`` > 1). Off
+    otherwise, so that a second server on a taken port fails instead of silently sharing it."""
+
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """ONNX Runtime device: cuda fails at start if the CUDA provider is unavailable; auto falls back to CPU."""
 

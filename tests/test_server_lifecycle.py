@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.manifest import MANIFEST_FILE, seal
 from tests.server_process import VAE_SERVE, launch, start_server
-from vae.v1 import vae_pb2
+from vae.v1 import vae_pb2, vae_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -227,3 +227,25 @@ def test_ports_in_use_are_clear_errors(server, digits_bundle):
             timeout=60,
         )
         assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_several_processes_share_the_port(digits_bundle):
+    # --processes 2: two complete servers on one port (SO_REUSEPORT); each connection lands on one
+    # of them. Both must serve, and SIGTERM to the supervisor must stop both with exit 0.
+    server = start_server("--bundle", str(digits_bundle), "--processes", "2")
+    try:
+        channels = [
+            grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(8)
+        ]
+        for channel in channels:
+            reply = vae_pb2_grpc.VaeServiceStub(channel).Elbo(vae_pb2.ElboRequest(x=tensor(np.zeros((2, 64))), seed=1))
+            assert len(reply.elbo) == 2
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2
+    finally:
+        assert server.stop() == 0
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
