@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import scoring
+from service import scoring, vae_math
 from service.errors import OutputInvalid
 from service.runtime import OnnxVae
 from service.scoring import split_rows
@@ -71,10 +71,7 @@ def encode_batch(vae: OnnxVae, items: list[EncodeItem]) -> list:
     for item, mean, logvar in zip(items, means, logvars, strict=True):
         draws = None
         if item.num_samples:
-            noise = scoring.latent_generator(item.seed).standard_normal(
-                (item.num_samples, *mean.shape), dtype=np.float32
-            )
-            draws = mean + np.exp(0.5 * logvar) * noise
+            draws = vae_math.sample_posterior(mean, logvar, item.num_samples, scoring.latent_generator(item.seed))
         results.append((mean, logvar, draws))
     return guarded(results, "posterior parameters", lambda result: result)
 

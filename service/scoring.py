@@ -72,8 +72,7 @@ def estimate_bounds_batch(
     means, logvars = (split_rows(values, counts) for values in vae.encode(x_all))
     latents, x_index, offset = [], [], 0
     for (_, num_samples, rng), mean, logvar in zip(requests, means, logvars, strict=True):
-        noise = rng.standard_normal((num_samples, *mean.shape), dtype=np.float32)
-        latents.append(mean + np.exp(0.5 * logvar) * noise)
+        latents.append(vae_math.sample_posterior(mean, logvar, num_samples, rng))
         x_index.append(offset + np.tile(np.arange(len(mean)), num_samples))
         offset += len(mean)
     flat = np.concatenate([z.reshape(-1, z.shape[-1]) for z in latents])
@@ -108,10 +107,6 @@ def reconstruction_errors_batch(vae: OnnxVae, xs: list[np.ndarray]) -> list[np.n
     x_all = np.concatenate(xs)
     z_mean, _ = vae.encode(x_all)
     return split_rows((x_all - vae.expected_x(vae.decode(z_mean))) ** 2, [len(x) for x in xs])
-
-
-def reconstruction_errors(vae: OnnxVae, x: np.ndarray) -> np.ndarray:
-    return reconstruction_errors_batch(vae, [x])[0]
 
 
 def score_batch(vae: OnnxVae, requests: list[tuple[np.ndarray, str, int]]) -> list[np.ndarray]:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vae.v1 import vae_pb2_grpc
+from vae.v1 import vae_pb2, vae_pb2_grpc
 
 VAE_SERVE = str(Path(sys.executable).with_name("vae-serve"))
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -100,3 +101,9 @@ def start_server(*args: str, env: dict | None = None, metrics: bool = True, time
             server.stop()
             raise RuntimeError(f"vae-serve did not become SERVING: {server.log()}")
         time.sleep(0.05)
+
+
+def tensor(array) -> vae_pb2.Tensor:
+    """A vae.v1.Tensor of ``array`` as float32 little-endian."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())

@@ -11,13 +11,8 @@ import pytest
 from scipy import special
 
 from export.data import load_source, make_splits
-from tests.server_process import SERVING
+from tests.server_process import SERVING, tensor
 from vae.v1 import vae_pb2
-
-
-def tensor(array) -> vae_pb2.Tensor:
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
 
 
 def array(message: vae_pb2.Tensor) -> np.ndarray:

@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.server_process import SERVING, start_server
-from tests.test_server_lifecycle import samples, scrape, tensor
+from tests.server_process import SERVING, start_server, tensor
+from tests.test_server_lifecycle import samples, scrape
 from vae.v1 import vae_pb2
 
 

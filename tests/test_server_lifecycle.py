@@ -19,15 +19,10 @@ from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.manifest import MANIFEST_FILE, seal
-from tests.server_process import VAE_SERVE, launch, start_server
+from tests.server_process import VAE_SERVE, launch, start_server, tensor
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def tensor(array) -> vae_pb2.Tensor:
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
 
 
 def scrape(url: str) -> str:
