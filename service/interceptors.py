@@ -2,7 +2,7 @@
 
 Handlers raise ServiceError subclasses; this interceptor aborts with the class's status and its
 message. Anything else is logged with its traceback and answered INTERNAL with a fixed text, so no
-path or traceback reaches a client. Metrics are recorded in ``finally``, after the handler ran.
+path or traceback reaches a client. Metrics are recorded before the status is sent.
 """
 
 import asyncio
@@ -19,16 +19,14 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, ServiceError):
-        await context.abort(getattr(grpc.StatusCode, error.status_name), str(error))
+        return getattr(grpc.StatusCode, error.status_name), str(error)
     log.error("unhandled %s, answered INTERNAL", type(error).__name__, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-def _status_name(context: grpc.aio.ServicerContext, cancelled: bool) -> str:
-    if cancelled:
-        return "CANCELLED"
+def _status_name(context: grpc.aio.ServicerContext) -> str:
     code = context.code()
     return "OK" if code is None else code.name
 
@@ -66,27 +64,34 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _record(self, method: str, context, started: float, cancelled: bool) -> None:
+    def _record(self, method: str, status_name: str, started: float) -> None:
         self.active_calls -= 1
         self.metrics.in_flight.labels(method).dec()
-        self.metrics.requests.labels(method, _status_name(context, cancelled)).inc()
+        self.metrics.requests.labels(method, status_name).inc()
         self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def _guarded(self, method: str, context: grpc.aio.ServicerContext):
-        """Around one call: in-flight gauge, status mapping, and the metrics recorded at the end."""
-        started, cancelled = self._enter(method), False
+        """Around one call: in-flight gauge, status mapping, and the metrics.
+
+        Metrics are recorded before the status goes out, so a client that saw its answer and then
+        scrapes /metrics always finds the call counted.
+        """
+        started = self._enter(method)
         try:
             yield
         except grpc.aio.AbortError:
-            raise  # context.abort already set the status
+            self._record(method, _status_name(context), started)  # the handler aborted itself
+            raise
         except asyncio.CancelledError:
-            cancelled = True  # the client went away or the deadline passed
+            self._record(method, "CANCELLED", started)  # the client went away or the deadline passed
             raise
         except Exception as error:
-            await _abort(context, error)
-        finally:
-            self._record(method, context, started, cancelled)
+            code, message = _status_for(error)
+            self._record(method, code.name, started)
+            await context.abort(code, message)
+        else:
+            self._record(method, _status_name(context), started)
 
     def _wrap_unary(self, behavior, method: str):
         async def wrapper(request, context):
