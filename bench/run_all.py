@@ -35,7 +35,7 @@ WORKLOAD_SETTINGS = {
 
 def targets(bundle: Path) -> dict[str, dict]:
     vae_serve = str(Path(PYTHON).with_name("vae-serve"))
-    serve = [vae_serve, "--bundle", str(bundle), "--port", "0", "--no-metrics", "--batch-runners", "1"]
+    serve = [vae_serve, "--bundle", str(bundle), "--port", "0", "--no-metrics"]
     return {
         "echo": {
             "command": [PYTHON, "bench/echo_server.py", "--port", "0"],

@@ -27,8 +27,9 @@ FLAGS = {
     "--worker-threads": ("worker_threads", int, "inference threads (default 4)"),
     "--grace": ("grace_s", float, "seconds in-flight calls get on SIGTERM (default 10)"),
     "--max-batch-rows": ("max_batch_rows", int, "rows x samples per batch; 1 turns batching off (default 8192)"),
-    "--max-batch-wait": ("max_batch_wait_s", float, "seconds a batch may wait to fill (default 0)"),
-    "--batch-runners": ("batch_runners", int, "batches of one kind running at once (default 2)"),
+    "--max-batch-wait": ("max_batch_wait_s", float, "longest a batch may wait to fill, seconds (default 0.002)"),
+    "--batch-wait": ("batch_wait", str, "adaptive (wait only for expected callers) or fixed (default adaptive)"),
+    "--batch-runners": ("batch_runners", int, "batches of one kind running at once (default 1)"),
     "--max-queue-rows": (
         "max_queue_rows",
         int,

@@ -7,6 +7,12 @@ Contract (after Ray Serve's early ``_BatchQueue``):
 - A batch closes when its items' cost (rows the graphs will process) reaches ``max_batch_cost``,
   or ``max_batch_wait_s`` after its first item arrived, whichever is first. While all runners are
   busy, arrivals keep accumulating, so load alone grows batches even with a zero wait.
+- ``adaptive_wait``: a batch also closes as soon as it holds as many items as there are callers to
+  expect (the recent peak of unanswered requests seen at arrivals, decaying with a 50 ms half-life,
+  less those already in a running batch). A lone client is never kept waiting for companions that
+  cannot come, because its next request waits for this reply; sixteen concurrent clients fill a
+  batch instead of trickling into batches of one or two, each paying the per-run overhead.
+  ``max_batch_wait_s`` stays the bound.
 - The queue is bounded by cost: a request that would overflow it is rejected at once
   (``Overloaded``), never left to block. A request alone above ``max_batch_cost`` still runs, alone.
 - A request whose deadline passed while queued is answered ``DeadlineExpired`` and never run; a
@@ -21,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import DeadlineExpired, Overloaded
+
+CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
 
 @dataclass
@@ -51,6 +59,7 @@ class DynamicBatcher:
         max_batch_wait_s: float,
         max_queue_cost: int,
         concurrency: int = 1,
+        adaptive_wait: bool = False,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -58,6 +67,7 @@ class DynamicBatcher:
         self.max_batch_cost = max_batch_cost
         self.max_batch_wait_s = max_batch_wait_s
         self.max_queue_cost = max_queue_cost
+        self.adaptive_wait = adaptive_wait
         self.observer = observer or BatchObserver()
         self.clock = clock
         self._queue: deque[_Pending] = deque()
@@ -66,6 +76,10 @@ class DynamicBatcher:
         self._runners = asyncio.Semaphore(concurrency)
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self._unanswered = 0  # submitted items without a result yet, queued or running
+        self._running_items = 0
+        self._expected_callers = 1.0
+        self._last_arrival = clock()
 
     @property
     def queued_cost(self) -> int:
@@ -86,8 +100,15 @@ class DynamicBatcher:
         )
         self._queue.append(pending)
         self._set_queued(self._queued_cost + cost)
+        self._unanswered += 1
+        decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
+        self._expected_callers = max(float(self._unanswered), self._expected_callers * decay)
+        self._last_arrival = now
         self._arrived.set()
-        return await pending.future
+        try:
+            return await pending.future
+        finally:
+            self._unanswered -= 1
 
     def _set_queued(self, cost: int) -> None:
         self._queued_cost = cost
@@ -111,7 +132,7 @@ class DynamicBatcher:
             self._arrived.clear()
             await self._arrived.wait()
         close_at = self._queue[0].enqueued_at + self.max_batch_wait_s
-        while self._live_cost() < self.max_batch_cost and (remaining := close_at - self.clock()) > 0:
+        while self._should_wait() and (remaining := close_at - self.clock()) > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -119,8 +140,13 @@ class DynamicBatcher:
                 break
         return self._take()
 
-    def _live_cost(self) -> int:
-        return sum(pending.cost for pending in self._queue if not pending.future.done())
+    def _should_wait(self) -> bool:
+        live = [pending.cost for pending in self._queue if not pending.future.done()]
+        if sum(live) >= self.max_batch_cost:
+            return False
+        if not self.adaptive_wait:
+            return True
+        return len(live) < round(self._expected_callers) - self._running_items
 
     def _take(self) -> list[_Pending]:
         """Pop items up to the cost limit (at least one live item), answering expired ones."""
@@ -143,6 +169,7 @@ class DynamicBatcher:
             if not batch:
                 return
             self.observer.on_batch(len(batch), sum(pending.cost for pending in batch))
+            self._running_items += len(batch)
             started = self.clock()
             try:
                 results = await self.run_batch([pending.item for pending in batch])
@@ -154,6 +181,7 @@ class DynamicBatcher:
                         pending.future.set_exception(error)
                 return
             finally:
+                self._running_items -= len(batch)
                 self.observer.on_run(self.clock() - started)
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():

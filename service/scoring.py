@@ -61,40 +61,65 @@ def estimate_bounds_batch(
 ) -> list[BoundEstimates]:
     """ELBO (its two terms) and the IWAE bound of each row, for several (x, K, rng) requests at once.
 
-    One encoder run and one (chunked) decoder pass serve them all. Each request draws its noise in
-    one block, eps = rng.standard_normal((K, n, L), float32), so its values depend neither on
-    chunking nor on the other requests. ELBO = mean_k log p(x|z_k) - KL(q||p) with the KL in closed
-    form (lower variance than the sampled log-ratio); IWAE = log (1/K) sum_k p(x|z_k) p(z_k) /
-    q(z_k|x) (Burda et al. eq. 8).
+    One encoder run serves them all, and one (chunked) decoder pass with vectorised math serves all
+    requests that share a K. Each request draws its noise in one block,
+    eps = rng.standard_normal((K, n, L), float32), so its values depend neither on chunking nor on
+    the other requests. ELBO = mean_k log p(x|z_k) - KL(q||p) with the KL in closed form (lower
+    variance than the sampled log-ratio); IWAE = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
+    (Burda et al. eq. 8).
     """
     counts = [len(x) for x, _, _ in requests]
+    starts = np.cumsum([0, *counts[:-1]])
     x_all = np.concatenate([x for x, _, _ in requests])
-    means, logvars = (split_rows(values, counts) for values in vae.encode(x_all))
-    latents, x_index, offset = [], [], 0
-    for (_, num_samples, rng), mean, logvar in zip(requests, means, logvars, strict=True):
-        latents.append(vae_math.sample_posterior(mean, logvar, num_samples, rng))
-        x_index.append(offset + np.tile(np.arange(len(mean)), num_samples))
-        offset += len(mean)
-    flat = np.concatenate([z.reshape(-1, z.shape[-1]) for z in latents])
-    log_px = log_likelihood_rows(vae, x_all, flat, np.concatenate(x_index))
-    results = []
-    for z, mean, logvar, rows in zip(
-        latents, means, logvars, split_rows(log_px, [z.shape[0] * z.shape[1] for z in latents]), strict=True
-    ):
-        log_px_z = rows.reshape(z.shape[:2])  # [samples, examples]
-        log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.diag_normal_log_prob(z, mean, logvar)
-        kl = vae_math.kl_to_standard_normal(mean, logvar)
-        reconstruction = log_px_z.mean(axis=0, dtype=np.float64)
-        results.append(
-            BoundEstimates(
-                reconstruction - kl,
-                reconstruction,
-                kl.astype(np.float64),
-                vae_math.logmeanexp(log_weights, axis=0).astype(np.float64),
-                vae_math.iwae_standard_error(log_weights, axis=0).astype(np.float64),
-            )
+    mean_all, logvar_all = vae.encode(x_all)
+    by_samples: dict[int, list[int]] = {}
+    for index, (_, num_samples, _) in enumerate(requests):
+        by_samples.setdefault(num_samples, []).append(index)
+    results: list[BoundEstimates | None] = [None] * len(requests)
+    for num_samples, indices in by_samples.items():
+        rows = np.concatenate([np.arange(starts[index], starts[index] + counts[index]) for index in indices])
+        noise = np.concatenate(
+            [
+                requests[index][2].standard_normal((num_samples, counts[index], mean_all.shape[1]), np.float32)
+                for index in indices
+            ],
+            axis=1,
         )
+        bounds = _bounds(vae, x_all, rows, mean_all[rows], logvar_all[rows], noise)
+        for index, part in zip(indices, _split_bounds(bounds, [counts[index] for index in indices]), strict=True):
+            results[index] = part
     return results
+
+
+def _bounds(
+    vae: OnnxVae, x_all: np.ndarray, rows: np.ndarray, mean: np.ndarray, logvar: np.ndarray, noise: np.ndarray
+) -> BoundEstimates:
+    """The bounds of x_all[rows] from posterior noise [K, len(rows), L], vectorised over rows.
+
+    Reductions over the K samples run on C-contiguous [rows, K] arrays, along the last axis: numpy
+    then sums each row in the same order whatever the number of rows, so a request's reply is
+    bit-identical alone or batched (a strided axis-0 reduction is not).
+    """
+    z = vae_math.reparameterize(mean, logvar, noise)
+    num_samples = len(noise)
+    flat = z.reshape(-1, z.shape[-1])
+    log_px_z = log_likelihood_rows(vae, x_all, flat, np.tile(rows, num_samples)).reshape(num_samples, len(rows))
+    log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.diag_normal_log_prob(z, mean, logvar)
+    log_px_z, log_weights = np.ascontiguousarray(log_px_z.T), np.ascontiguousarray(log_weights.T)
+    kl = vae_math.kl_to_standard_normal(mean, logvar)
+    reconstruction = log_px_z.astype(np.float64).mean(axis=1)
+    return BoundEstimates(
+        reconstruction - kl,
+        reconstruction,
+        kl.astype(np.float64),
+        vae_math.logmeanexp(log_weights, axis=1).astype(np.float64),
+        vae_math.iwae_standard_error(log_weights, axis=1).astype(np.float64),
+    )
+
+
+def _split_bounds(bounds: BoundEstimates, counts: list[int]) -> list[BoundEstimates]:
+    fields = [split_rows(values, counts) for values in vars(bounds).values()]
+    return [BoundEstimates(*parts) for parts in zip(*fields, strict=True)]
 
 
 def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.random.Generator) -> BoundEstimates:

@@ -88,6 +88,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
                 max_batch_wait_s=settings.max_batch_wait_s,
                 max_queue_cost=settings.max_queue_rows,
                 concurrency=settings.batch_runners,
+                adaptive_wait=settings.batch_wait == "adaptive",
                 observer=self.metrics.batch_observer(kind, f"{key[0]}:{key[1]}"),
             )
         return self._batchers[key]

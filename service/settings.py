@@ -60,12 +60,18 @@ class Settings(BaseSettings):
     samples counts n x k). Concurrent requests of one kind and model are stacked up to this; 1
     turns batching off. A single request above it still runs, alone."""
 
-    max_batch_wait_s: float = Field(default=0.0, ge=0.0)
-    """How long a batch may wait for more requests after its first arrived. 0: run as soon as a
+    max_batch_wait_s: float = Field(default=0.002, ge=0.0)
+    """Longest a batch may wait for more requests after its first arrived. 0: run as soon as a
     runner is free; requests arriving meanwhile still form the next batch."""
 
-    batch_runners: int = Field(default=2, ge=1)
-    """Batches of one kind and model that may run at once (one per core suits intra_op_threads=1)."""
+    batch_wait: Literal["adaptive", "fixed"] = "adaptive"
+    """adaptive: a batch waits (up to max_batch_wait_s) only for as many requests as there are
+    concurrent callers to expect, so a lone client never waits; fixed: always the full wait."""
+
+    batch_runners: int = Field(default=1, ge=1)
+    """Batches of one kind and model that may run at once. One is fastest when the process has one
+    core (measured in docs/benchmarks.md): runs then queue up and batches grow; use --processes to
+    use more cores."""
 
     max_queue_rows: int = Field(default=1_048_576, ge=1)
     """Rows (cost as above) that may wait per kind and model; beyond it requests get RESOURCE_EXHAUSTED at once."""

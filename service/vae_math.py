@@ -50,7 +50,11 @@ def kl_to_standard_normal(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 
 def sample_posterior(mean: np.ndarray, logvar: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Reparameterised draws z = mean + exp(logvar / 2) * eps, shape [num_samples, *mean.shape]."""
-    noise = rng.standard_normal((num_samples, *mean.shape), dtype=np.float32)
+    return reparameterize(mean, logvar, rng.standard_normal((num_samples, *mean.shape), dtype=np.float32))
+
+
+def reparameterize(mean: np.ndarray, logvar: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """z = mean + exp(logvar / 2) * noise, broadcasting over leading sample axes of ``noise``."""
     return mean + np.exp(0.5 * logvar) * noise
 
 

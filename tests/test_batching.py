@@ -192,3 +192,32 @@ def test_an_exception_result_reaches_only_its_own_caller():
         assert outcomes[0] == "A" and outcomes[2] == "C" and isinstance(outcomes[1], ValueError)
 
     run(scenario())
+
+
+def test_adaptive_wait_fills_a_batch_for_the_callers_it_expects_and_never_keeps_a_lone_one():
+    async def settle():
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def scenario():
+        clock = Clock()
+        runner = Runner()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=100, max_batch_wait_s=LONG_S, max_queue_cost=100, adaptive_wait=True, clock=clock
+        )
+        # Four callers at once: four are expected from now on.
+        await asyncio.gather(*(batcher.submit(f"first {index}", cost=1) for index in range(4)))
+        # Two of the four come back: the batch waits for the other two instead of running.
+        early = [asyncio.ensure_future(batcher.submit(name, cost=1)) for name in ("a", "b")]
+        await settle()
+        assert len(runner.batches) == 1
+        late = [asyncio.ensure_future(batcher.submit(name, cost=1)) for name in ("c", "d")]
+        await asyncio.gather(*early, *late)
+        assert runner.batches[1] == ["a", "b", "c", "d"]
+        # A second later (20 half-lives) the expectation has decayed: a lone caller runs at once,
+        # although max_batch_wait_s is an hour.
+        clock.now = 1.0
+        assert await batcher.submit("alone", cost=1) == ("result", "alone")
+        assert runner.batches[2] == ["alone"]
+
+    run(scenario())
