@@ -74,7 +74,8 @@ def vae_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int)
 
 def kserve_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int):
     """A coroutine factory for an Open Inference Protocol server (Triton, MLServer)."""
-    from bench.kserve import service_pb2, service_pb2_grpc
+    from vae.oip import grpc_service_pb2 as service_pb2
+    from vae.oip import grpc_service_pb2_grpc as service_pb2_grpc
 
     if workload.rpc == "SampleStream":
         raise NotImplementedError("the peers serve no streaming sampler")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from client.client import SCORE_TYPES, VaeClient, VaeClientError
-from client.files import InputError, load_rows, save, write_png_grid
+from client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
 from client.results import DecodeResult, EncodeResult
 from vae.v1 import vae_pb2
 
@@ -22,6 +22,7 @@ PROG = "vae-client"
 DEFAULT_TARGET = "127.0.0.1:50051"
 # Human output prints at most this many per-row lines for encode/decode; --out and --json carry all.
 _MAX_PRINTED_ROWS = 20
+_MAX_HEATMAP_ROWS = 16  # rows drawn by score --png
 _SEED_HELP = "random seed (default: the server picks one and reports it)"
 
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     threshold.add_argument("--fpr", type=_open_fraction, help="flag at this false-positive rate on calibration data")
     threshold.add_argument("--threshold", type=_finite_float, help="flag scores above this value")
     score.add_argument("--seed", type=_seed, help=_SEED_HELP)
+    score.add_argument(
+        "--png", metavar="HEAT.png", help="save each input beside its per-pixel reconstruction-error heat map (images)"
+    )
     return parser
 
 
@@ -358,7 +362,16 @@ def _cmd_elbo(client: VaeClient, args: argparse.Namespace) -> int:
 
 def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
     x = load_rows(args.input)
-    result = client.score(x, args.score, args.fpr, args.threshold, args.seed, args.model, args.model_version)
+    model, version, image_shape = args.model, args.model_version, ()
+    if args.png:
+        info = client.info(model, version)
+        image_shape = tuple(int(dim) for dim in info.input_shape)
+        if len(image_shape) != 2:
+            raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)}")
+        model, version = info.model.name, info.model.version
+    result = client.score(
+        x, args.score, args.fpr, args.threshold, args.seed, model, version, feature_errors=bool(args.png)
+    )
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
@@ -380,6 +393,18 @@ def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
         f"threshold {result.threshold:.4f} (false-positive rate {result.false_positive_rate:.4g} on calibration data): "
         f"{int(result.is_anomaly.sum())} of {len(result.scores)} flagged"
     )
+    if args.png:
+        shown = min(len(x), _MAX_HEATMAP_ROWS)
+        flags = np.where(result.is_anomaly, "  ANOMALY", "")
+        captions = [f"row {row}: {result.scores[row]:.2f}{flags[row]}" for row in range(shown)]
+        write_png_heatmaps(
+            args.png,
+            np.clip(x[:shown].reshape(shown, *image_shape), 0.0, 1.0),
+            result.feature_errors[:shown].reshape(shown, *image_shape),
+            captions,
+        )
+        payload["png"] = args.png
+        lines.append(f"wrote {args.png}" + (f" (first {shown} rows)" if shown < len(x) else ""))
     _emit(args, payload, lines)
     return 0
 

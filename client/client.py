@@ -336,6 +336,7 @@ class VaeClient:
         seed: int | None = None,
         model: str | None = None,
         version: str | None = None,
+        feature_errors: bool = False,
     ) -> ScoreResult:
         """Anomaly score per input row, its calibration percentile and p-value, and the decision.
 
@@ -347,9 +348,11 @@ class VaeClient:
             seed: Seed; None lets the server pick one.
             model: Model name, or None for the default.
             version: Model version, or None for the latest.
+            feature_errors: Also return each feature's squared reconstruction error [n, D].
 
         Returns:
-            scores, percentile, p_value, is_anomaly [n], and the threshold and false-positive rate used.
+            scores, percentile, p_value, is_anomaly [n], the threshold and false-positive rate used,
+            and feature_errors [n, D] when asked (else None).
 
         Raises:
             ValueError: If ``score`` is unknown or both thresholds are given.
@@ -366,6 +369,7 @@ class VaeClient:
             false_positive_rate=false_positive_rate,
             score_threshold=threshold,
             seed=seed,
+            return_feature_errors=feature_errors,
         )
         with _translate_rpc_errors():
             reply = self._stub.ScoreAnomaly(request, timeout=self.timeout_s)
@@ -380,4 +384,5 @@ class VaeClient:
             model_name=reply.model.name,
             model_version=reply.model.version,
             seed=reply.seed,
+            feature_errors=from_tensor(reply.feature_errors) if reply.HasField("feature_errors") else None,
         )

@@ -96,3 +96,37 @@ def write_png_grid(path: str, images: np.ndarray) -> str:
     figure = Figure(dpi=100)
     figure.figimage(grid, cmap="gray", vmin=0.0, vmax=1.0, origin="upper", resize=True)
     return save(path, FigureCanvasAgg(figure).print_png)
+
+
+def write_png_heatmaps(path: str, images: np.ndarray, errors: np.ndarray, captions: list[str]) -> str:
+    """Each input image beside the heat map of its per-pixel reconstruction error, one row each.
+
+    Args:
+        path: The PNG to write.
+        images: Inputs [n, height, width], values in [0, 1].
+        errors: Squared errors [n, height, width]; one colour scale for all rows, so rows compare.
+        captions: One title per row (its score and decision).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        InputError: If matplotlib is missing or the file cannot be written.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError('--png needs matplotlib: pip install "matplotlib>=3.8,<4"') from None
+    count = len(images)
+    figure = Figure(figsize=(4.4, 2.1 * count), dpi=100)
+    axes = figure.subplots(count, 2, squeeze=False)
+    top = float(errors.max()) or 1.0
+    for row, (image, error, caption) in enumerate(zip(images, errors, captions, strict=True)):
+        axes[row, 0].imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+        shown = axes[row, 1].imshow(error, cmap="inferno", vmin=0.0, vmax=top)
+        axes[row, 0].set_title(caption, fontsize=8, loc="left")
+        for side in axes[row]:
+            side.set_axis_off()
+    figure.colorbar(shown, ax=axes[:, 1].tolist(), label="squared error", shrink=0.8)
+    return save(path, FigureCanvasAgg(figure).print_png)

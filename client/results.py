@@ -74,3 +74,4 @@ class ScoreResult:
     model_name: str
     model_version: str
     seed: int
+    feature_errors: np.ndarray | None = None  # [n, D] squared reconstruction errors, when asked

@@ -163,9 +163,10 @@ def run_training(args: argparse.Namespace) -> dict:
     from export.bundle_writer import golden_examples, publish, staging_dir_for, write_manifest
     from export.evaluate import evaluate_bounds
     from export.onnx_export import PARITY_TOLERANCE, export_vae
+    from export.report import report_dir_for, write_report
     from export.training import EVAL_BINARIZATION_SEED, config_record, evaluation_view, train_vae
     from service.runtime import OnnxVae
-    from service.scoring import calibrate
+    from service.scoring import SCORE_PARAMS, anomaly_scores, calibration_of
 
     started = time.perf_counter()
     classes = parse_classes(args.classes)
@@ -187,9 +188,9 @@ def run_training(args: argparse.Namespace) -> dict:
     staging = staging_dir_for(args.out)
     graphs = export_vae(result.vae, staging, splits.validation.x[:256])
     vae_onnx = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", config.likelihood)
-    calibration = calibrate(
-        vae_onnx,
-        splits.validation.x,
+    validation_scores = anomaly_scores(vae_onnx, splits.validation.x, list(SCORE_PARAMS), args.seed)
+    calibration = calibration_of(
+        validation_scores,
         args.seed,
         f"validation split ({len(splits.validation)} examples, values as clients send them, not binarized)",
     )
@@ -241,8 +242,22 @@ def run_training(args: argparse.Namespace) -> dict:
     }
     sealed = write_manifest(staging, document)
     publish(staging, args.out, args.force)
+    report = report_dir_for(args.out)
+    write_report(
+        report,
+        result.history,
+        result.best_epoch,
+        vae_onnx,
+        config.latent_dim,
+        tuple(splits.example_shape),
+        splits.validation.x,
+        validation_scores,
+        calibration,
+        args.seed,
+    )
     return {
         "bundle": str(args.out),
+        "report": str(report),
         "name": sealed["name"],
         "version": sealed["version"],
         "test_elbo_nats": test["elbo_nats"],

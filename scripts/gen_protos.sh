@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-.}"
 PYTHON="${PYTHON:-.venv/bin/python}"
-mkdir -p "$OUT/vae/v1"
+mkdir -p "$OUT/vae/v1" "$OUT/vae/oip"
 "$PYTHON" -m grpc_tools.protoc -I protos --python_out="$OUT" --pyi_out="$OUT" --grpc_python_out="$OUT" \
-    protos/vae/v1/vae.proto
-touch "$OUT/vae/__init__.py" "$OUT/vae/v1/__init__.py"
+    protos/vae/v1/vae.proto protos/vae/oip/grpc_service.proto
+touch "$OUT/vae/__init__.py" "$OUT/vae/v1/__init__.py" "$OUT/vae/oip/__init__.py"

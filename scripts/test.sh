@@ -7,13 +7,23 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
-# promtool checks the /metrics exposition in the tests; Debian ships it in the prometheus package.
-if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }; } \
-        || echo "scripts/test.sh: could not install promtool; its test will be skipped" >&2
-fi
-# The committed vae/v1 must be exactly what the pinned grpcio-tools generates from protos/.
+# Tools the tests call, from Debian when missing and run as root: promtool checks the /metrics
+# exposition and the alerting rules (package prometheus); kubectl renders deploy/ with its built-in
+# kustomize (package kubernetes-client).
+apt_install() {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1; }
+}
+for pair in promtool:prometheus kubectl:kubernetes-client; do
+    command -v "${pair%%:*}" >/dev/null || apt_install "${pair#*:}" \
+        || echo "scripts/test.sh: could not install ${pair%%:*}; its tests will be skipped" >&2
+done
+# Triton's own client drives the Open Inference Protocol in tests/test_oip.py. It pins protobuf < 5
+# and numpy < 2, so it lives in a venv of its own, never in the project's.
+[ -x .venvs/tritonclient/bin/python ] || "$PYTHON" -m venv .venvs/tritonclient
+.venvs/tritonclient/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc]==2.51.0"
+# The committed vae/v1 and vae/oip must be exactly what the pinned grpcio-tools generates from protos/.
 generated="$(mktemp -d)"
 trap 'rm -rf "$generated"' EXIT
 bash scripts/gen_protos.sh "$generated"

@@ -21,6 +21,10 @@ class HealthService(health_pb2_grpc.HealthServicer):
         self._changed = asyncio.Condition()
         self._draining = False
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def set(self, service: str, status: int) -> None:
         """Set a service's status; ignored once draining (a drain is final)."""
         async with self._changed:

@@ -62,6 +62,17 @@ class ServerMetrics:
         self.queue_rows = Gauge(
             "vae_queue_rows", "Rows waiting for a batch, by batch kind and model.", ["kind", "model"], registry=registry
         )
+        self.queue_limit_rows = Gauge(
+            "vae_queue_limit_rows",
+            "Rows that may wait per batch kind and model before RESOURCE_EXHAUSTED (max_queue_rows).",
+            registry=registry,
+        )
+        self.scored = Counter(
+            "vae_scored_examples", "Examples ScoreAnomaly scored, by model name:version.", ["model"], registry=registry
+        )
+        self.anomalies = Counter(
+            "vae_anomalies", "Examples ScoreAnomaly flagged as anomalous, by model.", ["model"], registry=registry
+        )
         self.batch_duration = Histogram(
             "vae_batch_duration_seconds",
             "Run time of one batch (ONNX Runtime and numpy), by batch kind.",

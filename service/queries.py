@@ -167,3 +167,14 @@ def score_batch(vae: OnnxVae, items: list[ScoreItem]) -> list:
     """-> per-example scores per item."""
     scores = scoring.score_batch(vae, [(item.x, item.name, item.seed) for item in items])
     return guarded(scores, "anomaly scores", lambda values: (values,))
+
+
+@dataclass(frozen=True)
+class FeatureErrorsItem:
+    x: np.ndarray
+
+
+def feature_errors_batch(vae: OnnxVae, items: list[FeatureErrorsItem]) -> list:
+    """-> per-feature squared reconstruction errors [n, D] per item."""
+    errors = scoring.reconstruction_errors_batch(vae, [item.x for item in items])
+    return guarded(errors, "reconstruction errors", lambda values: (values,))

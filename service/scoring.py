@@ -168,9 +168,9 @@ def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> 
     return dict(zip(names, score_batch(vae, [(x, name, seed) for name in names]), strict=True))
 
 
-def calibrate(vae: OnnxVae, x: np.ndarray, seed: int, description: str) -> dict:
-    """Quantiles of every anomaly score over ``x`` (held-out normal data), for thresholds and p-values."""
-    scores = anomaly_scores(vae, x, list(SCORE_PARAMS), seed)
+def calibration_of(scores: dict[str, np.ndarray], seed: int, description: str) -> dict:
+    """Quantiles of every anomaly score (``anomaly_scores`` with ``seed``) over held-out normal data:
+    the manifest's calibration record, for thresholds and p-values."""
     return {
         "data": description,
         "seed": seed,

@@ -1,4 +1,5 @@
-"""Build the grpc.aio server (VaeService, health, reflection, metrics), run it, drain it on SIGTERM.
+"""Build the grpc.aio server (VaeService, Open Inference Protocol, health, reflection, metrics),
+run it, drain it on SIGTERM.
 
 Start-up order: bind the port (health NOT_SERVING), load and verify every bundle off the event
 loop, then report SERVING. A bundle that fails verification stops the server before it ever
@@ -20,13 +21,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 from service.health import HealthService
 from service.interceptors import ServiceInterceptor
 from service.metrics import ServerMetrics
+from service.oip import OIP_SERVICE, InferenceServicer
 from service.registry import load_registry
 from service.servicer import VaeServicer
 from service.settings import Settings
+from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
 VAE_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
+MODEL_SERVICES = (VAE_SERVICE, OIP_SERVICE)  # each reported by gRPC health, "" for the server
 
 
 class StartupError(RuntimeError):
@@ -59,17 +63,21 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 async def start(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
     """Bind and start serving health (NOT_SERVING) and, if enabled, metrics. Models load in ``load_models``."""
     metrics = ServerMetrics(registry or CollectorRegistry())
+    metrics.queue_limit_rows.set(settings.max_queue_rows)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
     servicer = VaeServicer(settings, metrics, executor)
-    interceptor = ServiceInterceptor(metrics, (f"/{VAE_SERVICE}/",))
+    interceptor = ServiceInterceptor(metrics, tuple(f"/{service}/" for service in MODEL_SERVICES))
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    for service in ("", VAE_SERVICE):
+    oip = InferenceServicer(servicer, ready=lambda: servicer.registry is not None and not health.draining)
+    oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, server)
+    for service in ("", *MODEL_SERVICES):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
-        reflection.enable_server_reflection((VAE_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+        names = (*MODEL_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:
@@ -97,7 +105,7 @@ async def load_models(running: RunningServer, settings: Settings) -> None:
         running.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
             {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(registry.providers)}
         )
-    for service in ("", VAE_SERVICE):
+    for service in ("", *MODEL_SERVICES):
         await running.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     running.metrics.serving.set(1)
     log.info("SERVING %s with providers %s", sorted(registry.models), registry.providers)

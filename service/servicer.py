@@ -24,6 +24,7 @@ BATCH_FUNCTIONS = {
     "sample": queries.sample_batch,
     "elbo": queries.elbo_batch,
     "score": queries.score_batch,
+    "feature_errors": queries.feature_errors_batch,
 }
 SCORE_NAMES = {
     vae_pb2.SCORE_TYPE_UNSPECIFIED: "negative_iwae",
@@ -42,9 +43,14 @@ def check_range(field: str, value: int, low: int, high: int) -> int:
     return value
 
 
+def fresh_seed() -> int:
+    """A random seed for a request that gave none (53 bits: exact in a JSON number)."""
+    return secrets.randbits(53)
+
+
 def request_seed(request) -> int:
     """The request's seed, or a fresh random one (returned in the reply so the call can be replayed)."""
-    return request.seed if request.HasField("seed") else secrets.randbits(53)
+    return request.seed if request.HasField("seed") else fresh_seed()
 
 
 def model_version(bundle: Bundle) -> vae_pb2.ModelVersion:
@@ -66,7 +72,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         self.executor = executor
         self._batchers: dict[tuple[str, str, str], DynamicBatcher] = {}
 
-    def _resolve(self, model: vae_pb2.ModelRef) -> Bundle:
+    def resolve(self, model: vae_pb2.ModelRef) -> Bundle:
         if self.registry is None:
             raise NotReady("the server is still loading and verifying its models; retry shortly")
         return self.registry.resolve(model.name, model.version)
@@ -93,7 +99,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             )
         return self._batchers[key]
 
-    async def _compute(self, method: str, bundle: Bundle, kind: str, item, rows: int, cost: int, context):
+    async def compute(self, method: str, bundle: Bundle, kind: str, item, rows: int, cost: int, context):
         """Queue one request's work with its batcher and wait for its result."""
         result = await self._batcher(bundle, kind).submit(item, cost, context.time_remaining())
         self.metrics.examples.labels(method).inc(rows)
@@ -102,7 +108,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
     def _inputs(self, request, bundle: Bundle) -> np.ndarray:
         return codec.rows_from_tensor(request.x, "x", input_shapes(bundle), self.settings.max_rows)
 
-    def _samples_per_row(self, field: str, value: int, rows: int, low: int) -> int:
+    def samples_per_row(self, field: str, value: int, rows: int, low: int) -> int:
         check_range(field, value, low, self.settings.max_k)
         if rows * value > self.settings.max_row_samples:
             raise InvalidInput(
@@ -112,12 +118,12 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return value
 
     async def Encode(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         x = self._inputs(request, bundle)
-        num_samples = self._samples_per_row("num_samples", request.num_samples, len(x), 0)
+        num_samples = self.samples_per_row("num_samples", request.num_samples, len(x), 0)
         seed = request_seed(request)
         item = queries.EncodeItem(x, num_samples, seed)
-        z_mean, z_logvar, samples = await self._compute("Encode", bundle, "encode", item, len(x), len(x), context)
+        z_mean, z_logvar, samples = await self.compute("Encode", bundle, "encode", item, len(x), len(x), context)
         reply = vae_pb2.EncodeResponse(
             model=model_version(bundle), z_mean=codec.to_tensor(z_mean), z_logvar=codec.to_tensor(z_logvar), seed=seed
         )
@@ -126,12 +132,12 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return reply
 
     async def Decode(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         z = codec.rows_from_tensor(request.z, "z", [(bundle.manifest.latent_dim,)], self.settings.max_rows)
-        num_samples = self._samples_per_row("num_samples", request.num_samples, len(z), 0)
+        num_samples = self.samples_per_row("num_samples", request.num_samples, len(z), 0)
         seed = request_seed(request)
         item = queries.DecodeItem(z, num_samples, seed)
-        params, samples = await self._compute("Decode", bundle, "decode", item, len(z), len(z), context)
+        params, samples = await self.compute("Decode", bundle, "decode", item, len(z), len(z), context)
         reply = vae_pb2.DecodeResponse(model=model_version(bundle), seed=seed)
         if "probs" in params:
             reply.bernoulli.probs.CopyFrom(codec.to_tensor(params["probs"]))
@@ -161,16 +167,16 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         )
 
     async def Sample(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         count = check_range("n", request.n, 1, self.settings.max_sample_n)
         sampler, seed = self._sampler(request, bundle)
-        samples = await self._compute(
+        samples = await self.compute(
             "Sample", bundle, "sample", queries.SampleItem(sampler, count), count, count, context
         )
         return self._sample_reply(bundle, samples, seed, 0)
 
     async def SampleStream(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         count = check_range("n", request.n, 1, self.settings.max_stream_sample_n)
         default_chunk = min(self.settings.default_chunk_size, self.settings.max_sample_n)
         chunk = check_range("chunk_size", request.chunk_size or default_chunk, 1, self.settings.max_sample_n)
@@ -178,17 +184,15 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         for offset in range(0, count, chunk):
             rows = min(chunk, count - offset)
             item = queries.SampleItem(sampler, rows)
-            samples = await self._compute("SampleStream", bundle, "sample", item, rows, rows, context)
+            samples = await self.compute("SampleStream", bundle, "sample", item, rows, rows, context)
             yield self._sample_reply(bundle, samples, seed, offset)
 
     async def Elbo(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         x = self._inputs(request, bundle)
-        k = self._samples_per_row("k", request.k or 1, len(x), 1)
+        k = self.samples_per_row("k", request.k or 1, len(x), 1)
         seed = request_seed(request)
-        bounds = await self._compute(
-            "Elbo", bundle, "elbo", queries.BoundsItem(x, k, seed), len(x), len(x) * k, context
-        )
+        bounds = await self.compute("Elbo", bundle, "elbo", queries.BoundsItem(x, k, seed), len(x), len(x) * k, context)
         nats_to_bits_per_dim = -1.0 / (x.shape[1] * math.log(2.0))
         reply = vae_pb2.ElboResponse(
             model=model_version(bundle),
@@ -207,17 +211,25 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return reply
 
     async def ScoreAnomaly(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         if request.score not in SCORE_NAMES:
             raise InvalidInput(f"score: unknown score type {request.score}; known: {sorted(SCORE_TYPES)}")
         name = SCORE_NAMES[request.score]
         x = self._inputs(request, bundle)
-        samples_per_row = self._samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
+        samples_per_row = self.samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
         rate, threshold = self._threshold(request)
         seed = request_seed(request)
         item = queries.ScoreItem(x, name, seed)
-        scores = await self._compute("ScoreAnomaly", bundle, "score", item, len(x), len(x) * samples_per_row, context)
+        scores = await self.compute("ScoreAnomaly", bundle, "score", item, len(x), len(x) * samples_per_row, context)
         decision = decide(scores, bundle.manifest.calibration.scores[name], rate, threshold)
+        model = f"{bundle.manifest.name}:{bundle.manifest.version}"
+        self.metrics.scored.labels(model).inc(len(scores))
+        self.metrics.anomalies.labels(model).inc(int(decision.is_anomaly.sum()))
+        feature_errors = None
+        if request.return_feature_errors:
+            item = queries.FeatureErrorsItem(x)
+            errors = await self.compute("ScoreAnomaly", bundle, "feature_errors", item, 0, len(x), context)
+            feature_errors = codec.to_tensor(errors)
         return vae_pb2.ScoreAnomalyResponse(
             model=model_version(bundle),
             score=SCORE_TYPES[name],
@@ -228,6 +240,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             threshold=decision.threshold,
             false_positive_rate=decision.false_positive_rate,
             seed=seed,
+            feature_errors=feature_errors,
         )
 
     @staticmethod
@@ -244,7 +257,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return rate, None
 
     async def GetModelInfo(self, request, context):
-        bundle = self._resolve(request.model)
+        bundle = self.resolve(request.model)
         manifest = bundle.manifest
         limits = self.settings
         return vae_pb2.ModelInfo(

@@ -5,7 +5,7 @@ variable (e.g. ``VAE_PORT=8001``) or by the matching ``vae-serve`` flag, which w
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +99,12 @@ class Settings(BaseSettings):
 
     max_send_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest reply the server sends."""
+
+    @field_validator("bundle", "model_repository", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        # An image that bakes in VAE_BUNDLE is switched to a mounted repository with VAE_BUNDLE=.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _one_source(self) -> "Settings":

@@ -15,6 +15,7 @@ from tests.conftest import run_vae_train
 
 RESULT_KEYS = {
     "bundle",
+    "report",
     "name",
     "version",
     "test_elbo_nats",
@@ -74,7 +75,7 @@ def test_same_seed_same_model(tmp_path, capsys):
         for name in ("a", "b")
     ]
     for summary in runs:
-        summary.pop("seconds"), summary.pop("bundle")
+        summary.pop("seconds"), summary.pop("bundle"), summary.pop("report")
     assert runs[0] == runs[1]
     golden = [load_bundle(tmp_path / name).manifest.golden for name in ("a", "b")]
     assert golden[0] == golden[1]

@@ -33,7 +33,7 @@ def test_health_and_info(server):
     assert info["model"]["name"] == "digits" and info["latent_dim"] == 8
 
 
-def test_elbo_and_score_as_json(server, digits_npy):
+def test_elbo_and_score_as_json(server, digits_npy, tmp_path):
     result = run_client(server, "elbo", str(digits_npy), "--k", "20", "--seed", "3", "--json")
     assert result.returncode == 0, result.stderr
     elbo = json.loads(result.stdout)
@@ -44,6 +44,14 @@ def test_elbo_and_score_as_json(server, digits_npy):
     np.testing.assert_allclose(elbo["elbo"], typed.elbo)
     score = json.loads(run_client(server, "score", str(digits_npy), "--fpr", "0.05", "--json").stdout)
     assert len(score["scores"]) == 6 and score["false_positive_rate"] == pytest.approx(0.05)
+    heat = run_client(
+        server, "score", str(digits_npy), "--score", "reconstruction_error", "--png", str(tmp_path / "h.png")
+    )
+    assert heat.returncode == 0 and "wrote" in heat.stdout, heat.stderr
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with VaeClient(f"127.0.0.1:{server.port}") as client:
+        scored = client.score(np.load(digits_npy), "reconstruction_error", feature_errors=True)
+    np.testing.assert_allclose(scored.feature_errors.sum(axis=1), scored.scores, rtol=1e-5)
 
 
 def test_encode_decode_and_sample_files(server, digits_npy, tmp_path):

@@ -41,3 +41,19 @@ def test_exported_graphs_match_torch_for_any_batch_size(tmp_path, likelihood):
     for name in ("encoder.onnx", "decoder.onnx"):
         onnx.checker.check_model(onnx.load(str(tmp_path / name)), full_check=True)
         assert graphs[name.split(".")[0]]["inputs"][0]["shape"][0] == "batch"
+
+
+@pytest.mark.parametrize("bundle_fixture", ["digits_bundle", "gaussian_bundle"])
+def test_training_writes_a_report_beside_the_bundle(request, bundle_fixture):
+    import matplotlib.image
+
+    from export.report import report_dir_for
+
+    bundle = request.getfixturevalue(bundle_fixture)
+    report = report_dir_for(bundle)
+    assert report.parent == bundle.parent and not (bundle / "report").exists()
+    for name in ("training", "samples", "reconstructions", "scores"):
+        path = report / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[0] >= 300 and pixels.shape[1] >= 400 and pixels.std() > 0.01, name

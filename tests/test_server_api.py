@@ -156,6 +156,20 @@ def test_reconstruction_score_percentiles_and_threshold(server, reference, digit
     count = calibration["scores"]["reconstruction_error"]["num_examples"]
     np.testing.assert_allclose(reply.p_value, (1 + count * (1 - np.asarray(reply.percentile))) / (1 + count))
     assert list(reply.is_anomaly) == list(np.asarray(reply.scores) > reply.threshold)
+    assert not reply.HasField("feature_errors")
+
+
+def test_feature_errors_on_request(server, reference, digits_x):
+    reply = server.stub.ScoreAnomaly(
+        vae_pb2.ScoreAnomalyRequest(
+            x=tensor(digits_x), score=vae_pb2.SCORE_TYPE_NEGATIVE_ELBO, return_feature_errors=True
+        )
+    )
+    mean, _ = reference.encode(digits_x)
+    expected = (digits_x - special.expit(reference.logits(mean))) ** 2
+    errors = array(reply.feature_errors)
+    assert errors.shape == digits_x.shape
+    np.testing.assert_allclose(errors, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_explicit_threshold_and_default_score(server, digits_x):

@@ -175,23 +175,25 @@ class ElboResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., elbo: _Optional[_Iterable[float]] = ..., reconstruction: _Optional[_Iterable[float]] = ..., kl: _Optional[_Iterable[float]] = ..., iwae: _Optional[_Iterable[float]] = ..., iwae_standard_error: _Optional[_Iterable[float]] = ..., elbo_bits_per_dim: _Optional[_Iterable[float]] = ..., iwae_bits_per_dim: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ScoreAnomalyRequest(_message.Message):
-    __slots__ = ("model", "x", "score", "false_positive_rate", "score_threshold", "seed")
+    __slots__ = ("model", "x", "score", "false_positive_rate", "score_threshold", "seed", "return_feature_errors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    RETURN_FEATURE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     x: Tensor
     score: ScoreType
     false_positive_rate: float
     score_threshold: float
     seed: int
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., false_positive_rate: _Optional[float] = ..., score_threshold: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    return_feature_errors: bool
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., false_positive_rate: _Optional[float] = ..., score_threshold: _Optional[float] = ..., seed: _Optional[int] = ..., return_feature_errors: _Optional[bool] = ...) -> None: ...
 
 class ScoreAnomalyResponse(_message.Message):
-    __slots__ = ("model", "score", "scores", "percentile", "p_value", "is_anomaly", "threshold", "false_positive_rate", "seed")
+    __slots__ = ("model", "score", "scores", "percentile", "p_value", "is_anomaly", "threshold", "false_positive_rate", "seed", "feature_errors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +203,7 @@ class ScoreAnomalyResponse(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     score: ScoreType
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -210,7 +213,8 @@ class ScoreAnomalyResponse(_message.Message):
     threshold: float
     false_positive_rate: float
     seed: int
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., scores: _Optional[_Iterable[float]] = ..., percentile: _Optional[_Iterable[float]] = ..., p_value: _Optional[_Iterable[float]] = ..., is_anomaly: _Optional[_Iterable[bool]] = ..., threshold: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    feature_errors: Tensor
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., scores: _Optional[_Iterable[float]] = ..., percentile: _Optional[_Iterable[float]] = ..., p_value: _Optional[_Iterable[float]] = ..., is_anomaly: _Optional[_Iterable[bool]] = ..., threshold: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., seed: _Optional[int] = ..., feature_errors: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ("model",)
