@@ -32,13 +32,6 @@ RUN python3 -m venv /opt/vae
 FROM build-base AS build-cpu
 RUN /opt/vae/bin/pip install ".[serve]"
 
-FROM build-base AS build-gpu
-# onnxruntime-gpu replaces onnxruntime (both own the `onnxruntime` module); its cuda and cudnn
-# extras bring the CUDA 13 runtime libraries, so the base image stays plain Debian.
-RUN /opt/vae/bin/pip install ".[serve]" \
-    && /opt/vae/bin/pip uninstall -y onnxruntime \
-    && /opt/vae/bin/pip install "onnxruntime-gpu[cuda,cudnn]==1.31.1"
-
 FROM ${BASE_IMAGE} AS runtime-base
 ARG BUNDLE=models/digits
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent vae
@@ -59,11 +52,22 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["vae
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["vae-serve"]
 
+FROM runtime-base AS cpu
+COPY --from=build-cpu /opt/vae /opt/vae
+ENV VAE_DEVICE=cpu
+
+# GPU stages after the CPU ones: Docker's legacy builder (no BuildKit) builds every stage up to the
+# --target, so `--target cpu` never needs the onnxruntime-gpu wheels.
+FROM build-base AS build-gpu
+# onnxruntime-gpu replaces onnxruntime (both own the `onnxruntime` module); its cuda and cudnn
+# extras bring the CUDA 13 runtime libraries, so the base image stays plain Debian.
+RUN /opt/vae/bin/pip install ".[serve]" \
+    && /opt/vae/bin/pip uninstall -y onnxruntime \
+    && /opt/vae/bin/pip install "onnxruntime-gpu[cuda,cudnn]==1.31.1"
+
 FROM runtime-base AS gpu
 COPY --from=build-gpu /opt/vae /opt/vae
 ENV VAE_DEVICE=cuda
 
-# Last, so that a plain `docker build .` makes the CPU image.
-FROM runtime-base AS cpu
-COPY --from=build-cpu /opt/vae /opt/vae
-ENV VAE_DEVICE=cpu
+# Last: a plain `docker build .` makes the CPU image.
+FROM cpu AS default

@@ -36,7 +36,8 @@ cleanup() {
         for _ in $(seq 50); do [ -f "$WORK/dockerd.pid" ] || break; sleep 0.2; done
     fi
     pkill -f "containerd --config $WORK" 2>/dev/null
-    umount -R "$WORK/data" 2>/dev/null
+    umount "$WORK"/exec/netns/* 2>/dev/null
+    umount -R "$WORK/data" "$WORK/exec" 2>/dev/null
     rm -rf "$WORK"
     find wheelhouse -name '*.whl' -delete 2>/dev/null
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install vae-serve with its training and test extras into .venv, check the generated gRPC code
-# and the lint, then run the test suite. This is the README's second set-up command and all that
-# .ci/run does.
+# and the lint, run the test suite, then the container smoke test. This is the README's second
+# set-up command and all that .ci/run does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -31,3 +31,6 @@ diff -r --exclude=__pycache__ "$generated/vae" vae
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
+# The image: built from scratch on this machine, run, called, stopped (needs root; skips itself
+# otherwise). VAE_SKIP_CONTAINER_SMOKE=1 leaves it out of a quick local run.
+[ "${VAE_SKIP_CONTAINER_SMOKE:-0}" = 1 ] || bash scripts/container_smoke.sh
