@@ -20,7 +20,7 @@ import numpy as np
 from service import codec, queries
 from service.bundle import Bundle
 from service.errors import InvalidInput, NotFound
-from service.servicer import VaeServicer, fresh_seed, input_shapes
+from service.servicer import VaeServicer, check_value_range, fresh_seed, input_shapes
 from vae.oip import grpc_service_pb2 as oip_pb2
 from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae.v1 import vae_pb2
@@ -153,7 +153,9 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         bundle, model = self._model(request.model_name, request.model_version)
         rows = self._input_rows(request, bundle, model)
-        parameters = dict(request.parameters)
+        # Triton's tools add their own hints ("triton_enable_empty_final_response"); they mean
+        # nothing here. Any other unknown parameter is a mistake worth reporting.
+        parameters = {key: value for key, value in request.parameters.items() if not key.startswith("triton_")}
         allowed = ELBO_PARAMETERS if model.part == "elbo" else ()
         if unknown := sorted(set(parameters) - set(allowed)):
             raise InvalidInput(f"parameters {unknown} not understood by {request.model_name}; known: {list(allowed)}")
@@ -197,7 +199,8 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
                 values = values.astype(codec.FLOAT32_LE)
         row_shapes = input_shapes(bundle) if spec.name == "x" else [spec.row_shape]
         shaped = vae_pb2.Tensor(shape=tensor.shape, data=values.tobytes())
-        return codec.rows_from_tensor(shaped, spec.name, row_shapes, self.vae.settings.max_rows)
+        rows = codec.rows_from_tensor(shaped, spec.name, row_shapes, self.vae.settings.max_rows)
+        return check_value_range(rows, bundle) if spec.name == "x" else rows
 
     @staticmethod
     def _requested(request, model: OipModel) -> list[TensorSpec]:

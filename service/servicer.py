@@ -53,6 +53,17 @@ def request_seed(request) -> int:
     return request.seed if request.HasField("seed") else fresh_seed()
 
 
+def check_value_range(x: np.ndarray, bundle: Bundle) -> np.ndarray:
+    """A Bernoulli model's likelihood is defined for x in [0, 1] only; outside it, refuse."""
+    if bundle.manifest.likelihood.name == "bernoulli" and (x.min() < 0.0 or x.max() > 1.0):
+        row, feature = np.argwhere((x < 0.0) | (x > 1.0))[0]
+        raise InvalidInput(
+            f"x: value {x[row, feature]:g} in row {row}, feature {feature} is outside [0, 1], the range of "
+            "this Bernoulli model's data"
+        )
+    return x
+
+
 def model_version(bundle: Bundle) -> vae_pb2.ModelVersion:
     return vae_pb2.ModelVersion(name=bundle.manifest.name, version=bundle.manifest.version)
 
@@ -106,7 +117,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return result
 
     def _inputs(self, request, bundle: Bundle) -> np.ndarray:
-        return codec.rows_from_tensor(request.x, "x", input_shapes(bundle), self.settings.max_rows)
+        x = codec.rows_from_tensor(request.x, "x", input_shapes(bundle), self.settings.max_rows)
+        return check_value_range(x, bundle)
 
     def samples_per_row(self, field: str, value: int, rows: int, low: int) -> int:
         check_range(field, value, low, self.settings.max_k)

@@ -56,6 +56,20 @@ CASES = [
     ),
     ("nan", "Elbo", vae_pb2.ElboRequest(x=with_value(np.nan)), INVALID, r"non-finite value .* in row 1"),
     (
+        "above 1",
+        "Elbo",
+        vae_pb2.ElboRequest(x=with_value(1.5)),
+        INVALID,
+        r"value 1.5 in row 1, feature \d+ is outside \[0, 1\]",
+    ),
+    (
+        "below 0",
+        "ScoreAnomaly",
+        vae_pb2.ScoreAnomalyRequest(x=with_value(-0.25)),
+        INVALID,
+        r"-0.25 .* outside \[0, 1\]",
+    ),
+    (
         "inf",
         "ScoreAnomaly",
         vae_pb2.ScoreAnomalyRequest(x=with_value(np.inf)),
