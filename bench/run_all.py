@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PYTHON = sys.executable
@@ -31,6 +33,11 @@ WORKLOAD_SETTINGS = {
     "encode_b1": ([1, 16], []),
     "sample_10000": ([1, 4], []),
 }
+
+
+def serves(spec: dict, workload: str) -> bool:
+    """The peers (Open Inference Protocol) have no streaming sampler."""
+    return not (spec["protocol"] == "kserve" and workload == "sample_10000")
 
 
 def targets(bundle: Path) -> dict[str, dict]:
@@ -210,20 +217,30 @@ def main() -> int:
             preexec_fn=pinned(server_cpus),
             stdout=subprocess.DEVNULL,
         )
+    chosen = {}
     for name, spec in targets(args.bundle).items():
         if name not in args.targets.split(","):
             continue
         if "needs" in spec and not spec["needs"].exists():
             print(f"skipping {name}: {spec['needs']} missing (bash bench/peers/install.sh)", file=sys.stderr)
             continue
+        chosen[name] = spec
+    runs = sum(
+        1
+        for spec in chosen.values()
+        for workload in workloads
+        if not (spec["protocol"] == "kserve" and workload == "sample_10000")
+    )
+    progress = tqdm(total=runs, desc="benchmark", unit="workload", file=sys.stderr)
+    for name, spec in chosen.items():
         log_path = args.out.parent / f"{name}.log"
         started = time.monotonic()
         process, port = start(spec, server_cpus, log_path)
-        print(f"{name} ready on port {port} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+        progress.write(f"{name} ready on port {port} after {time.monotonic() - started:.1f} s")
         try:
             for workload in workloads:
                 closed, rates = WORKLOAD_SETTINGS[workload]
-                if spec["protocol"] == "kserve" and workload == "sample_10000":
+                if not serves(spec, workload):
                     continue
                 command = [
                     PYTHON,
@@ -250,9 +267,11 @@ def main() -> int:
                 if rates:
                     command += ["--open", ",".join(map(str, rates))]
                 subprocess.run(command, cwd=ROOT, check=True, preexec_fn=pinned(client_cpus), stdout=subprocess.DEVNULL)
-                print(f"  {name} {workload} done", file=sys.stderr)
+                progress.set_postfix_str(f"{name} {workload}")
+                progress.update(1)
         finally:
             stop(process)
+    progress.close()
     return 0
 
 

@@ -158,6 +158,30 @@ def likelihood_record(vae) -> dict:
     }
 
 
+def calibration_scores(vae, x, seed: int, progress: bool | None) -> dict:
+    """Every anomaly score of the validation rows, one score at a time behind a progress bar.
+
+    Each score is computed over all rows in one call: its noise is drawn in one block from the
+    seed (as a served request of these rows would), so the rows cannot be split for progress.
+    """
+    from tqdm import tqdm
+
+    from service.scoring import SCORE_PARAMS, anomaly_scores
+
+    scores = {}
+    names = tqdm(
+        list(SCORE_PARAMS),
+        desc="calibrating",
+        unit="score",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+    )
+    for name in names:
+        names.set_postfix_str(name)
+        scores.update(anomaly_scores(vae, x, [name], seed))
+    return scores
+
+
 def run_training(args: argparse.Namespace) -> dict:
     """Train, export, calibrate, write and verify the bundle; returns the summary JSON object."""
     from export.bundle_writer import golden_examples, publish, staging_dir_for, write_manifest
@@ -166,7 +190,7 @@ def run_training(args: argparse.Namespace) -> dict:
     from export.report import report_dir_for, write_report
     from export.training import EVAL_BINARIZATION_SEED, config_record, evaluation_view, train_vae
     from service.runtime import OnnxVae
-    from service.scoring import SCORE_PARAMS, anomaly_scores, calibration_of
+    from service.scoring import calibration_of
 
     started = time.perf_counter()
     classes = parse_classes(args.classes)
@@ -188,7 +212,7 @@ def run_training(args: argparse.Namespace) -> dict:
     staging = staging_dir_for(args.out)
     graphs = export_vae(result.vae, staging, splits.validation.x[:256])
     vae_onnx = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", config.likelihood)
-    validation_scores = anomaly_scores(vae_onnx, splits.validation.x, list(SCORE_PARAMS), args.seed)
+    validation_scores = calibration_scores(vae_onnx, splits.validation.x, args.seed, args.progress)
     calibration = calibration_of(
         validation_scores,
         args.seed,
