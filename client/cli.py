@@ -69,6 +69,15 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         default=default(30.0),
         help="deadline of each call, or of a whole stream (default: 30)",
     )
+    parser.add_argument("--tls", action="store_true", default=default(False), help="use TLS with the system's CA roots")
+    parser.add_argument("--tls-ca", metavar="CA.pem", default=default(None), help="use TLS, trusting these PEM CAs")
+    parser.add_argument("--tls-cert", metavar="CERT.pem", default=default(None), help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", metavar="KEY.pem", default=default(None), help="key of --tls-cert")
+    parser.add_argument(
+        "--token",
+        default=default(os.environ.get("VAE_TOKEN")),
+        help="bearer token for servers with authentication (default: $VAE_TOKEN; prefer the variable)",
+    )
     parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON object")
     parser.add_argument("--model", default=default(None), help="model name (default: the server's default)")
     parser.add_argument(
@@ -78,6 +87,29 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         default=default(None),
         help="model version (default: the latest)",
     )
+
+
+def _security(args: argparse.Namespace) -> dict:
+    """VaeClient's TLS and token arguments from the flags (files read here, errors as InputError)."""
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as file:
+                return file.read()
+        except OSError as err:
+            raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together")
+    return {
+        "tls": args.tls,
+        "tls_ca": read(args.tls_ca),
+        "tls_cert": read(args.tls_cert),
+        "tls_key": read(args.tls_key),
+        "token": args.token,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample" and args.chunk_size and not args.stream:
         parser.error("--chunk-size needs --stream")
     try:
-        with VaeClient(args.target, timeout_s=args.timeout_s) as client:
+        with VaeClient(args.target, timeout_s=args.timeout_s, **_security(args)) as client:
             return args.handler(client, args)
     except VaeClientError as err:
         print(f"{PROG}: {err.code_name}: {err.details}", file=sys.stderr)

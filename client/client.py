@@ -1,5 +1,6 @@
 """A small typed client for the vae.v1.VaeService gRPC API: numpy in, frozen dataclasses out."""
 
+import collections
 import contextlib
 from collections.abc import Iterator, Sequence
 
@@ -79,6 +80,39 @@ def _sample_result(z: np.ndarray, x_mean: np.ndarray, x: np.ndarray, reply: vae_
     return SampleResult(z, x_mean, x, reply.model.name, reply.model.version, reply.seed)
 
 
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call (works on plaintext channels too,
+    where gRPC's own call credentials are refused)."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self.header],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+
 class VaeClient:
     """A synchronous client for one vae-serve server.
 
@@ -86,17 +120,36 @@ class VaeClient:
     latest version) and raises VaeClientError for any failed call. Arrays go out as float32.
     """
 
-    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
-        """Open an insecure channel to ``target`` ("host:port"); each call gets ``timeout_s`` seconds."""
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        tls_ca: bytes | None = None,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
+        token: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        """Open a channel to ``target`` ("host:port"); each call gets ``timeout_s`` seconds.
+
+        Args:
+            tls_ca: PEM CA certificates to trust (TLS); None with ``tls`` uses the system's roots.
+            tls_cert, tls_key: PEM client certificate and key, for servers that require them (mTLS).
+            token: Bearer token sent with every call as ``authorization: Bearer <token>``.
+            tls: Use TLS even without ``tls_ca`` (a server with a publicly trusted certificate).
+        """
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ]
+        if tls or tls_ca is not None or tls_cert is not None:
+            credentials = grpc.ssl_channel_credentials(tls_ca, tls_key, tls_cert)
+            channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(target, options=options)
+        self._channel = grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
         self._stub = vae_pb2_grpc.VaeServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

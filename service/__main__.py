@@ -35,6 +35,23 @@ FLAGS = {
         int,
         "rows x samples waiting per kind before RESOURCE_EXHAUSTED (default 1048576)",
     ),
+    "--repository-poll": (
+        "repository_poll_s",
+        float,
+        "seconds between model-repository scans for new versions, verified and swapped in live (default 10)",
+    ),
+    "--tls-cert": ("tls_cert", str, "PEM certificate chain: serve TLS only (reloaded when the file changes)"),
+    "--tls-key": ("tls_key", str, "PEM private key of --tls-cert"),
+    "--tls-client-ca": ("tls_client_ca", str, "PEM CA bundle: require client certificates it signed (mutual TLS)"),
+    "--auth-tokens-file": (
+        "auth_tokens_file",
+        str,
+        "file of bearer tokens, one per line: model calls then need 'authorization: Bearer <token>' "
+        "(VAE_AUTH_TOKENS: comma-separated tokens, env only)",
+    ),
+    "--max-concurrent-rpcs": ("max_concurrent_rpcs", int, "calls handled at once (default 1000)"),
+    "--keepalive-time": ("keepalive_time_s", float, "seconds of idle before the server pings (default 60)"),
+    "--max-connection-age": ("max_connection_age_s", float, "seconds before a connection is recycled (default 300)"),
     "--max-rows": ("max_rows", int, "rows per request (default 1024)"),
     "--max-k": ("max_k", int, "samples per row (default 1000)"),
     "--max-row-samples": ("max_row_samples", int, "rows x samples per request (default 262144)"),
@@ -90,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         from service.processes import run_processes
 
         return run_processes(settings, sys.argv[1:] if argv is None else argv)
+    from service.security import SecurityError
     from service.server import StartupError, serve  # imported once settings are valid: grpc is not free
 
     try:
         return asyncio.run(serve(settings))
-    except (BundleError, DeviceUnavailable, StartupError) as error:
+    except (BundleError, DeviceUnavailable, SecurityError, StartupError) as error:
         print(f"vae-serve: error: {error}", file=sys.stderr)
         return 1
 

@@ -73,6 +73,18 @@ class ServerMetrics:
         self.anomalies = Counter(
             "vae_anomalies", "Examples ScoreAnomaly flagged as anomalous, by model.", ["model"], registry=registry
         )
+        self.reloads = Counter(
+            "vae_model_reloads",
+            "New model versions found in the repository, by result (loaded, refused).",
+            ["result"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "vae_auth_failures",
+            "Calls refused UNAUTHENTICATED, by rpc method and reason (missing, malformed, wrong).",
+            ["method", "reason"],
+            registry=registry,
+        )
         self.batch_duration = Histogram(
             "vae_batch_duration_seconds",
             "Run time of one batch (ONNX Runtime and numpy), by batch kind.",

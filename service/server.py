@@ -23,6 +23,8 @@ from service.interceptors import ServiceInterceptor
 from service.metrics import ServerMetrics
 from service.oip import OIP_SERVICE, InferenceServicer
 from service.registry import load_registry
+from service.reload import RepositoryWatcher
+from service.security import TokenAuthInterceptor, load_tokens, server_credentials
 from service.servicer import VaeServicer
 from service.settings import Settings
 from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
@@ -48,16 +50,32 @@ class RunningServer:
     metrics: ServerMetrics
     executor: ThreadPoolExecutor
     metrics_httpd: object | None = None
+    watcher: asyncio.Task | None = None  # the model-repository watcher, when hot reload is on
+
+
+def milliseconds(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
         # A second server on the same port must fail to bind, not silently share it, unless it is
         # one of this server's own processes (--processes).
         ("grpc.so_reuseport", int(settings.reuse_port)),
+        ("grpc.keepalive_time_ms", milliseconds(settings.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", milliseconds(settings.keepalive_timeout_s)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", milliseconds(settings.min_client_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_connection_age_grace_ms", milliseconds(settings.max_connection_age_grace_s)),
     ]
+    if settings.max_connection_age_s is not None:
+        options.append(("grpc.max_connection_age_ms", milliseconds(settings.max_connection_age_s)))
+    if settings.max_connection_idle_s is not None:
+        options.append(("grpc.max_connection_idle_ms", milliseconds(settings.max_connection_idle_s)))
+    return options
 
 
 async def start(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
@@ -66,8 +84,17 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     metrics.queue_limit_rows.set(settings.max_queue_rows)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
     servicer = VaeServicer(settings, metrics, executor)
-    interceptor = ServiceInterceptor(metrics, tuple(f"/{service}/" for service in MODEL_SERVICES))
-    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
+    protected = tuple(f"/{service}/" for service in MODEL_SERVICES)
+    interceptor = ServiceInterceptor(metrics, protected)
+    tokens = load_tokens(settings)
+    # Authentication first: a refused call never reaches the handlers or their metrics.
+    interceptors = [TokenAuthInterceptor(tokens, protected, metrics), interceptor] if tokens else [interceptor]
+    log.info("authentication: %s", f"bearer tokens ({len(tokens)} accepted)" if tokens else "off")
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
     vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -78,8 +105,16 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     if settings.reflection:
         names = (*MODEL_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
+    credentials = server_credentials(settings)
+    log.info(
+        "transport: %s",
+        "plaintext" if credentials is None else "TLS" + (" with client certificates" if settings.tls_client_ca else ""),
+    )
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        port = (
+            server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+        )
     except RuntimeError:
         address = f"{settings.host}:{settings.port}"
         raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
@@ -109,11 +144,16 @@ async def load_models(running: RunningServer, settings: Settings) -> None:
         await running.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     running.metrics.serving.set(1)
     log.info("SERVING %s with providers %s", sorted(registry.models), registry.providers)
+    if settings.model_repository is not None and settings.repository_poll_s is not None:
+        watcher = RepositoryWatcher(settings, running.servicer, running.metrics, running.executor)
+        running.watcher = asyncio.ensure_future(watcher.run())
 
 
 async def drain(running: RunningServer, grace_s: float) -> None:
     """NOT_SERVING at once, refuse new calls, let in-flight calls finish within ``grace_s``."""
     await running.health.drain()
+    if running.watcher is not None:
+        running.watcher.cancel()
     running.metrics.serving.set(0)
     log.info("draining: %d in-flight calls have %.1f s to finish", running.interceptor.active_calls, grace_s)
     await running.server.stop(grace_s)  # refuses new calls at once, cancels what is left after grace_s

@@ -5,7 +5,7 @@ variable (e.g. ``VAE_PORT=8001``) or by the matching ``vae-serve`` flag, which w
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,10 @@ class Settings(BaseSettings):
 
     model_repository: Path | None = None
     """A directory of ``<name>/<version>/`` bundles; every version is loaded, the latest is the default."""
+
+    repository_poll_s: float | None = Field(default=10.0, gt=0)
+    """With a model repository: seconds between scans for new versions, which are verified and
+    swapped in without a restart (unset: load once at start)."""
 
     host: str = "127.0.0.1"
     """Address the gRPC server binds. Use 0.0.0.0 in a container."""
@@ -48,6 +52,46 @@ class Settings(BaseSettings):
 
     worker_threads: int = Field(default=4, ge=1)
     """Threads that run inference, so the event loop never blocks on ONNX Runtime."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server. With ``tls_key`` the gRPC port speaks TLS only; changed
+    files are picked up at the next handshake, without a restart."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
+    tls_client_ca: Path | None = None
+    """PEM CA certificates: clients must present a certificate signed by one (mutual TLS)."""
+
+    auth_tokens_file: Path | None = None
+    """File of accepted bearer tokens, one per line ('#' comments). Calls to VaeService and the
+    Open Inference Protocol then need ``authorization: Bearer <token>``; health stays open."""
+
+    auth_tokens: SecretStr | None = None
+    """Accepted bearer tokens, comma-separated (``VAE_AUTH_TOKENS`` only: no flag, so tokens stay
+    out of process listings)."""
+
+    max_concurrent_rpcs: int | None = Field(default=1000, ge=1)
+    """Calls handled at once; gRPC answers RESOURCE_EXHAUSTED beyond it, before any work."""
+
+    keepalive_time_s: float = Field(default=60.0, gt=0)
+    """The server pings a connection idle this long, to find peers that vanished."""
+
+    keepalive_timeout_s: float = Field(default=20.0, gt=0)
+    """A ping unanswered this long closes the connection."""
+
+    min_client_ping_interval_s: float = Field(default=10.0, ge=0)
+    """Clients may ping at most this often; faster pingers get GOAWAY (gRPC's ping-flood defence)."""
+
+    max_connection_age_s: float | None = Field(default=300.0, gt=0)
+    """Connections are closed gracefully after this age, so clients re-resolve DNS and spread over
+    new pods (client-side round_robin behind a headless Service)."""
+
+    max_connection_age_grace_s: float = Field(default=30.0, ge=0)
+    """Calls still running on an aged connection get this long to finish."""
+
+    max_connection_idle_s: float | None = Field(default=600.0, gt=0)
+    """Connections with no call for this long are closed."""
 
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl and similar tools rely on it)."""
@@ -100,11 +144,21 @@ class Settings(BaseSettings):
     max_send_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest reply the server sends."""
 
-    @field_validator("bundle", "model_repository", mode="before")
+    @field_validator(
+        "bundle", "model_repository", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value):
         # An image that bakes in VAE_BUNDLE is switched to a mounted repository with VAE_BUNDLE=.
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both --tls-cert and --tls-key (VAE_TLS_CERT, VAE_TLS_KEY), or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> "Settings":

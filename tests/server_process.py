@@ -27,10 +27,15 @@ class ServerProcess:
     port: int
     metrics_url: str | None
     log_path: Path
+    credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if self.credentials is None:
+            self.channel = grpc.insecure_channel(address)
+        else:
+            self.channel = grpc.secure_channel(address, self.credentials)
 
     @property
     def stub(self) -> vae_pb2_grpc.VaeServiceStub:
@@ -77,7 +82,13 @@ def launch(*args: str, env: dict | None = None, metrics: bool = True) -> tuple[s
     return process, lines, log_path
 
 
-def start_server(*args: str, env: dict | None = None, metrics: bool = True, timeout_s: float = 60) -> ServerProcess:
+def start_server(
+    *args: str,
+    env: dict | None = None,
+    metrics: bool = True,
+    timeout_s: float = 60,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> ServerProcess:
     """Start vae-serve, read the addresses it prints, wait until health says SERVING."""
     process, lines, log_path = launch(*args, env=env, metrics=metrics)
     port, metrics_url = None, None
@@ -90,7 +101,7 @@ def start_server(*args: str, env: dict | None = None, metrics: bool = True, time
             port = int(line.rsplit(":", 1)[1])
         elif line.startswith("vae-serve metrics on "):
             metrics_url = line.split(" on ", 1)[1]
-    server = ServerProcess(process, port, metrics_url, log_path)
+    server = ServerProcess(process, port, metrics_url, log_path, credentials)
     while True:
         try:
             if server.health_status() == SERVING:

@@ -1,0 +1,139 @@
+"""TLS (optionally mutual) for the gRPC port, and bearer-token authentication of model calls.
+
+TLS uses grpcio's dynamic server credentials: at each new handshake gRPC asks for the current
+certificate configuration, and this module re-reads the PEM files only when one of them changed on
+disk, so a renewed certificate (cert-manager, a rotated Secret) takes effect without a restart.
+
+Tokens come from a file (one per line, ``#`` comments) and/or ``VAE_AUTH_TOKENS`` (comma-separated).
+Every call to a model service must carry ``authorization: Bearer <token>``; a missing or wrong one
+is answered UNAUTHENTICATED. Tokens are compared in constant time against every accepted token (no
+early exit) and never logged. Health and reflection stay open: probes carry no secrets.
+"""
+
+import hmac
+import logging
+from pathlib import Path
+
+import grpc
+
+from service.metrics import ServerMetrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+BEARER = "bearer "
+
+
+class SecurityError(RuntimeError):
+    """TLS material or the token file cannot be used; the message says which file and why."""
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SecurityError(f"cannot read the {what} {path}: {error.strerror}") from None
+
+
+class _CertificateFiles:
+    """The PEM files of the server's TLS identity, re-read when their modification times change."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.paths = {"cert": settings.tls_cert, "key": settings.tls_key, "client_ca": settings.tls_client_ca}
+        self.stamps: tuple | None = None
+
+    def _stamps(self) -> tuple:
+        return tuple(path.stat().st_mtime_ns if path else None for path in self.paths.values())
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        pem = {name: _read(path, f"TLS {name.replace('_', ' ')} file") for name, path in self.paths.items() if path}
+        self.stamps = self._stamps()
+        return grpc.ssl_server_certificate_configuration([(pem["key"], pem["cert"])], pem.get("client_ca"))
+
+    def changed(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each handshake: a new configuration if the files changed, else None."""
+        try:
+            if self._stamps() == self.stamps:
+                return None
+            configuration = self.configuration()
+        except (OSError, SecurityError) as error:  # keep serving with the old certificate
+            log.error("TLS files changed but cannot be reloaded, keeping the current ones: %s", error)
+            return None
+        log.info("TLS certificate reloaded from %s", self.paths["cert"])
+        return configuration
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials for the gRPC port, or None for plaintext."""
+    if settings.tls_cert is None:
+        return None
+    files = _CertificateFiles(settings)
+    initial = files.configuration()
+    # Validate now: a bad key or certificate must stop the start, not fail every handshake later.
+    grpc.ssl_server_credentials(
+        [(_read(settings.tls_key, "TLS key file"), _read(settings.tls_cert, "TLS cert file"))],
+        root_certificates=_read(settings.tls_client_ca, "TLS client CA file") if settings.tls_client_ca else None,
+        require_client_auth=settings.tls_client_ca is not None,
+    )
+    return grpc.dynamic_ssl_server_credentials(
+        initial, files.changed, require_client_authentication=settings.tls_client_ca is not None
+    )
+
+
+def load_tokens(settings: Settings) -> list[bytes]:
+    """Every accepted token; empty means authentication is off."""
+    tokens = []
+    if settings.auth_tokens_file is not None:
+        for line in _read(settings.auth_tokens_file, "token file").decode().splitlines():
+            if (token := line.strip()) and not token.startswith("#"):
+                tokens.append(token)
+    if settings.auth_tokens is not None:
+        tokens += [token.strip() for token in settings.auth_tokens.get_secret_value().split(",") if token.strip()]
+    if (settings.auth_tokens_file is not None or settings.auth_tokens is not None) and not tokens:
+        raise SecurityError("authentication is configured but no token was found (empty token file or VAE_AUTH_TOKENS)")
+    return [token.encode() for token in tokens]
+
+
+def _token_matches(presented: bytes, tokens: list[bytes]) -> bool:
+    matched = False
+    for token in tokens:  # no early exit: the time taken does not say which token came close
+        matched |= hmac.compare_digest(presented, token)
+    return matched
+
+
+def _deny(message: str):
+    async def deny(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return deny
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """UNAUTHENTICATED for calls to ``protected`` services without an accepted bearer token."""
+
+    def __init__(self, tokens: list[bytes], protected: tuple[str, ...], metrics: ServerMetrics) -> None:
+        self.tokens = tokens
+        self.protected = protected
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        if not handler_call_details.method.startswith(self.protected):
+            return await continuation(handler_call_details)
+        values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
+        if not values:
+            return self._refuse(handler_call_details, "missing")
+        header = values[0] if isinstance(values[0], str) else values[0].decode(errors="replace")
+        if not header.lower().startswith(BEARER):
+            return self._refuse(handler_call_details, "malformed")
+        if not _token_matches(header[len(BEARER) :].strip().encode(), self.tokens):
+            return self._refuse(handler_call_details, "wrong")
+        return await continuation(handler_call_details)
+
+    def _refuse(self, handler_call_details, reason: str) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        self.metrics.auth_failures.labels(method, reason).inc()
+        message = {
+            "missing": "missing credentials: send the metadata 'authorization: Bearer <token>'",
+            "malformed": "malformed authorization metadata: expected 'Bearer <token>'",
+            "wrong": "invalid token",
+        }[reason]
+        return grpc.unary_unary_rpc_method_handler(_deny(message))
