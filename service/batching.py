@@ -13,8 +13,11 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   cannot come, because its next request waits for this reply; sixteen concurrent clients fill a
   batch instead of trickling into batches of one or two, each paying the per-run overhead.
   ``max_batch_wait_s`` stays the bound.
-- The queue is bounded by cost: a request that would overflow it is rejected at once
-  (``Overloaded``), never left to block. A request alone above ``max_batch_cost`` still runs, alone.
+- Admission is bounded by cost: the work accepted and not yet answered (queued or running) never
+  exceeds ``max_queue_cost``; a request that would overflow it is rejected at once
+  (``Overloaded``), never left to block. So N calls sent at once against a bound of Q calls' cost
+  see exactly N - Q rejections, however the batches happen to form. A request alone above
+  ``max_batch_cost`` still runs, alone.
 - A request whose deadline passed while queued is answered ``DeadlineExpired`` and never run; a
   cancelled request is dropped.
 """
@@ -31,7 +34,7 @@ from service.errors import DeadlineExpired, Overloaded
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
 
-@dataclass
+@dataclass(eq=False)  # identity: items may hold arrays
 class _Pending:
     item: Any
     cost: int
@@ -77,6 +80,7 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
         self._unanswered = 0  # submitted items without a result yet, queued or running
+        self._admitted_cost = 0  # their cost: what admission control bounds
         self._running_items = 0
         self._expected_callers = 1.0
         self._last_arrival = clock()
@@ -87,10 +91,10 @@ class DynamicBatcher:
 
     async def submit(self, item: Any, cost: int, timeout_s: float | None = None) -> Any:
         """Queue ``item`` and wait for its result. ``timeout_s``: the caller's remaining deadline."""
-        if self._queued_cost + cost > self.max_queue_cost:
+        if self._admitted_cost + cost > self.max_queue_cost:
             raise Overloaded(
-                f"server busy: {self._queued_cost} rows queued, this request adds {cost}, limit "
-                f"{self.max_queue_cost}; retry with backoff"
+                f"server busy: {self._admitted_cost} rows queued or running, this request adds {cost}, "
+                f"limit {self.max_queue_cost}; retry with backoff"
             )
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._collect())
@@ -101,14 +105,26 @@ class DynamicBatcher:
         self._queue.append(pending)
         self._set_queued(self._queued_cost + cost)
         self._unanswered += 1
+        self._admitted_cost += cost
         decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
         self._expected_callers = max(float(self._unanswered), self._expected_callers * decay)
         self._last_arrival = now
         self._arrived.set()
         try:
             return await pending.future
+        except asyncio.CancelledError:
+            self._withdraw(pending)  # the caller went away: free its place in the queue now
+            raise
         finally:
             self._unanswered -= 1
+            self._admitted_cost -= cost
+
+    def _withdraw(self, pending: _Pending) -> None:
+        try:
+            self._queue.remove(pending)
+        except ValueError:
+            return  # already taken into a batch, which drops or discards it
+        self._set_queued(self._queued_cost - pending.cost)
 
     def _set_queued(self, cost: int) -> None:
         self._queued_cost = cost

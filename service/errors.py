@@ -49,6 +49,8 @@ class Overloaded(ServiceError):
     """The request queue is full; the client should retry later."""
 
     status_name = "RESOURCE_EXHAUSTED"
+    # Sent as the trailer grpc-retry-pushback-ms, which gRPC's own retry policy honours.
+    retry_after_ms = 100
 
 
 class DeadlineExpired(ServiceError):

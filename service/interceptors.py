@@ -89,6 +89,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         except Exception as error:
             code, message = _status_for(error)
             self._record(method, code.name, started)
+            if retry_after_ms := getattr(error, "retry_after_ms", None):
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))
             await context.abort(code, message)
         else:
             self._record(method, _status_name(context), started)

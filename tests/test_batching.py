@@ -122,21 +122,22 @@ def test_a_wrong_number_of_results_fails_the_whole_batch():
     run(scenario())
 
 
-def test_a_full_queue_rejects_at_once():
+def test_admission_bounds_queued_and_running_work_and_rejects_at_once():
     async def scenario():
         runner = Runner(gated=True)
-        batcher = DynamicBatcher(runner, max_batch_cost=1, max_batch_wait_s=0.0, max_queue_cost=10)
-        running = asyncio.ensure_future(batcher.submit("running", cost=1))
+        batcher = DynamicBatcher(runner, max_batch_cost=4, max_batch_wait_s=0.0, max_queue_cost=10)
+        running = asyncio.ensure_future(batcher.submit("running", cost=4))
         await runner.started.wait()
-        assert batcher.queued_cost == 0
-        queued = [asyncio.ensure_future(batcher.submit(index, cost=5)) for index in range(2)]
+        assert batcher.queued_cost == 0  # running, no longer queued, but still admitted
+        queued = asyncio.ensure_future(batcher.submit("queued", cost=6))
         await asyncio.sleep(0)
-        assert batcher.queued_cost == 10
-        with pytest.raises(Overloaded, match="10 rows queued, this request adds 1, limit 10"):
+        assert batcher.queued_cost == 6
+        with pytest.raises(Overloaded, match="10 rows queued or running, this request adds 1, limit 10"):
             await batcher.submit("one too many", cost=1)
         runner.gate.set()
-        await asyncio.gather(running, *queued)
+        await asyncio.gather(running, queued)
         assert batcher.queued_cost == 0
+        assert await batcher.submit("fits again", cost=10) == ("result", "fits again")
 
     run(scenario())
 
@@ -171,7 +172,10 @@ def test_a_cancelled_caller_is_dropped():
         gone = asyncio.ensure_future(batcher.submit("gone", cost=1))
         stays = asyncio.ensure_future(batcher.submit("stays", cost=1))
         await asyncio.sleep(0)
+        assert batcher.queued_cost == 2
         gone.cancel()
+        await asyncio.sleep(0)
+        assert batcher.queued_cost == 1  # withdrawn at once, not when a batch would have taken it
         runner.gate.set()
         assert await stays == ("result", "stays")
         await running

@@ -2,6 +2,7 @@
 and a full queue answers RESOURCE_EXHAUSTED while accepted calls complete.
 """
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -49,41 +50,86 @@ def test_batched_replies_equal_unbatched_ones(digits_bundle, requests_mix):
         assert batched.stop() == 0 and unbatched.stop() == 0
 
 
-def test_full_queue_rejects_at_once_and_accepted_calls_complete(digits_bundle):
-    # One runner, one worker thread, a queue of 3 heavy calls (each 1024 rows x 100 samples).
+def test_overload_rejects_exactly_the_calls_beyond_the_bound(digits_bundle):
+    # A bound of 3 heavy calls (1024 rows x 200 samples each, about half a second of work apiece)
+    # and 12 sent at once: all 12 arrive before the first finishes, so exactly 9 are refused.
+    cost = 1024 * 200
     server = start_server(
-        "--bundle",
-        str(digits_bundle),
-        "--batch-runners",
-        "1",
-        "--worker-threads",
-        "1",
-        "--max-batch-rows",
-        "102400",
-        "--max-queue-rows",
-        str(3 * 102400),
-    )
+        "--bundle", str(digits_bundle), "--worker-threads", "1",
+        "--max-batch-rows", str(cost), "--max-queue-rows", str(3 * cost),
+    )  # fmt: skip
     x = np.random.default_rng(0).random((1024, 64), dtype=np.float32)
-    calls = [vae_pb2.ElboRequest(x=tensor(x), k=100, seed=seed) for seed in range(12)]
+    calls = [vae_pb2.ElboRequest(x=tensor(x), k=200, seed=seed) for seed in range(12)]
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
-            futures = [pool.submit(server.stub.Elbo, request, timeout=120) for request in calls]
+            futures = [pool.submit(server.stub.Elbo.with_call, request, timeout=120) for request in calls]
             outcomes = []
             for future in futures:
                 try:
-                    outcomes.append(future.result())
+                    outcomes.append(future.result()[0])
                 except grpc.RpcError as error:
                     outcomes.append(error)
         rejected = [outcome for outcome in outcomes if isinstance(outcome, grpc.RpcError)]
         accepted = [outcome for outcome in outcomes if not isinstance(outcome, grpc.RpcError)]
-        assert rejected and accepted, "12 heavy calls against a queue of 3 must see both outcomes"
+        assert len(rejected) == 9 and len(accepted) == 3
         for error in rejected:
-            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry" in error.details()
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry with backoff" in error.details()
+            assert ("grpc-retry-pushback-ms", "100") in tuple(error.trailing_metadata())
         for reply in accepted:
             assert len(reply.iwae) == 1024 and np.all(np.isfinite(reply.iwae))
         assert server.health_status() == SERVING
         counted = samples(scrape(server.metrics_url))
-        assert counted[("vae_requests_total", (("code", "RESOURCE_EXHAUSTED"), ("method", "Elbo")))] == len(rejected)
+        assert counted[("vae_requests_total", (("code", "RESOURCE_EXHAUSTED"), ("method", "Elbo")))] == 9
+        assert counted[("vae_requests_total", (("code", "OK"), ("method", "Elbo")))] == 3
         assert counted[("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1")))] == 0
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_never_run(digits_bundle):
+    server = start_server("--bundle", str(digits_bundle), "--worker-threads", "1", "--max-batch-rows", "204800")
+    heavy = vae_pb2.ElboRequest(x=tensor(np.random.default_rng(0).random((1024, 64))), k=200, seed=1)
+    hurried = vae_pb2.ElboRequest(x=tensor(np.full((7, 64), 0.5)), k=1, seed=2)
+    try:
+        before = samples(scrape(server.metrics_url))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            running = pool.submit(server.stub.Elbo, heavy, timeout=120)
+            deadline = time.monotonic() + 30
+            while samples(scrape(server.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as caught:
+                server.stub.Elbo(hurried, timeout=0.05)  # queued behind the heavy call, expires there
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert len(running.result().iwae) == 1024
+        after = samples(scrape(server.metrics_url))
+        key = ("vae_batch_rows_sum", (("kind", "elbo"),))
+        assert after[key] - before.get(key, 0.0) == 1024 * 200  # the 7 hurried rows never ran
+        assert after[("vae_requests_in_flight", (("method", "Elbo"),))] == 0
+        assert after[("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1")))] == 0
+    finally:
+        assert server.stop() == 0
+
+
+def test_client_cancellation_releases_everything(digits_bundle):
+    server = start_server("--bundle", str(digits_bundle), "--worker-threads", "1")
+    x = tensor(np.random.default_rng(0).random((1024, 64)))
+    try:
+        calls = [server.stub.Elbo.future(vae_pb2.ElboRequest(x=x, k=200, seed=seed), timeout=120) for seed in range(4)]
+        deadline = time.monotonic() + 30
+        while samples(scrape(server.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for call in calls:
+            call.cancel()
+        deadline = time.monotonic() + 30
+        while samples(scrape(server.metrics_url))[("vae_requests_in_flight", (("method", "Elbo"),))] != 0:
+            assert time.monotonic() < deadline, "cancelled calls still counted in flight"
+            time.sleep(0.05)
+        counted = samples(scrape(server.metrics_url))
+        assert counted[("vae_requests_total", (("code", "CANCELLED"), ("method", "Elbo")))] == 4
+        assert counted[("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1")))] == 0
+        assert server.health_status() == SERVING
+        assert len(server.stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.full((1, 64), 0.5))), timeout=30).elbo) == 1
     finally:
         assert server.stop() == 0

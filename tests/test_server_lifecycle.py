@@ -145,23 +145,23 @@ def test_settings_are_validated_before_start():
     assert result.returncode == 2 and "device" in result.stderr
 
 
-def test_sigterm_drains_in_flight_calls(digits_bundle, server):
-    # One inference thread and heavy calls (1024 rows x 256 samples each): the calls queue up, so
-    # most are still in flight when SIGTERM arrives.
+def test_sigterm_drains_50_in_flight_calls(digits_bundle, server):
+    # One inference thread busy with three heavy calls (1024 rows x 256 samples, ~2 s in all), and
+    # 50 lighter calls queued behind them: all 53 are in flight when SIGTERM arrives.
     grace_s = 60
-    draining = start_server(
-        "--bundle", str(digits_bundle), "--worker-threads", "1", "--grace", str(grace_s), "--max-queue-rows", "4000000"
-    )
-    x = np.random.default_rng(0).random((1024, 64), dtype=np.float32)
-    requests = [vae_pb2.ElboRequest(x=tensor(x), k=256, seed=seed) for seed in range(12)]
+    draining = start_server("--bundle", str(digits_bundle), "--worker-threads", "1", "--grace", str(grace_s))
+    heavy = vae_pb2.ElboRequest(x=tensor(np.random.default_rng(1).random((1024, 64))), k=256, seed=0)
+    x = np.random.default_rng(0).random((256, 64), dtype=np.float32)
+    requests = [vae_pb2.ElboRequest(x=tensor(x), k=16, seed=seed) for seed in range(50)]
     watch = draining.health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-    with ThreadPoolExecutor(max_workers=12) as pool:
+    with ThreadPoolExecutor(max_workers=53) as pool:
+        blockers = [pool.submit(draining.stub.Elbo, heavy, timeout=120) for _ in range(3)]
         futures = [pool.submit(draining.stub.Elbo, request, timeout=120) for request in requests]
         deadline = time.monotonic() + 30
-        while samples(scrape(draining.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 12:
+        while samples(scrape(draining.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 53:
             assert time.monotonic() < deadline, "calls never arrived"
-            time.sleep(0.02)
+            time.sleep(0.01)
         started = time.monotonic()
         draining.process.send_signal(signal.SIGTERM)
         assert next(watch).status == NOT_SERVING  # at once, before the calls finish
@@ -169,12 +169,13 @@ def test_sigterm_drains_in_flight_calls(digits_bundle, server):
             draining.stub.GetModelInfo(vae_pb2.GetModelInfoRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         replies = [future.result() for future in futures]
+        assert all(len(blocker.result().elbo) == 1024 for blocker in blockers)
     assert draining.process.wait(timeout=grace_s) == 0
     assert time.monotonic() - started < grace_s
     # Every drained call completed with the right answer: the same as a healthy server's.
     for request, reply in zip(requests, replies, strict=True):
         assert reply.SerializeToString() == server.stub.Elbo(request, timeout=120).SerializeToString()
-    assert "draining: " in draining.log()
+    assert "draining: 53 in-flight calls" in draining.log()
 
 
 def test_reflection_on_by_default_and_off_by_flag(server, digits_bundle):
