@@ -9,8 +9,13 @@ import re
 import grpc
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests import malformed
 from tests.server_process import SERVING, start_server
+from vae.oip import grpc_service_pb2 as oip_pb2
+from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae.v1 import vae_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -224,3 +229,113 @@ def test_server_is_healthy_and_correct_after_the_battery(limited_server):
     reply = limited_server.stub.Elbo(vae_pb2.ElboRequest(x=GOOD_X, k=10, seed=1), timeout=30)
     assert len(reply.elbo) == 3 and all(np.isfinite(reply.iwae))
     assert "Traceback" not in limited_server.log()
+
+
+def call_any(server, rpc: str, request):
+    """VaeService and Open Inference Protocol rpcs alike."""
+    if rpc in ("ModelInfer", "ModelMetadata", "ModelConfig"):
+        return getattr(oip_pb2_grpc.GRPCInferenceServiceStub(server.channel), rpc)(request, timeout=30)
+    return call(server, rpc, request)
+
+
+@pytest.mark.parametrize(
+    "rpc, request_message, status, pattern",
+    [case[1:] for case in malformed.CASES],
+    ids=[case[0] for case in malformed.CASES],
+)
+def test_malformed_battery(limited_server, rpc, request_message, status, pattern):
+    with pytest.raises(grpc.RpcError) as raised:
+        call_any(limited_server, rpc, request_message)
+    assert raised.value.code() == status, raised.value.details()
+    assert re.search(pattern, raised.value.details()), raised.value.details()
+    for leak in ("Traceback", "/tmp/", ".py", "site-packages"):  # no server paths or stack traces
+        assert leak not in raised.value.details()
+
+
+def test_the_battery_is_large_and_covers_every_rpc():
+    assert len(malformed.CASES) + len(CASES) >= 200
+    assert len({case[0] for case in malformed.CASES}) == len(malformed.CASES)
+    covered = {case[1] for case in malformed.CASES}
+    assert covered == {
+        *vae_pb2.DESCRIPTOR.services_by_name["VaeService"].methods_by_name,
+        "ModelInfer",
+        "ModelMetadata",
+        "ModelConfig",
+    }
+
+
+# Property tests: whatever a client sends, the answer is a documented status, never UNKNOWN or
+# INTERNAL, and an OK answer carries finite numbers.
+ANY_TENSOR = st.one_of(
+    st.builds(
+        lambda shape, data: vae_pb2.Tensor(shape=shape, data=data),
+        st.lists(st.integers(-3, 70), max_size=4),
+        st.binary(max_size=1024),
+    ),
+    st.builds(
+        lambda rows, width, values: tensor([rows, width], np.resize(np.asarray(values, "<f4"), rows * width).tobytes()),
+        st.integers(1, 17),
+        st.sampled_from([8, 64]),
+        st.lists(st.floats(-0.5, 1.5, width=32), min_size=1, max_size=64),
+    ),
+)
+PROPERTY_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def floats_in(message):
+    """Every float array of a reply: its Tensors and repeated doubles, nested messages included."""
+    for field, value in message.ListFields():
+        if isinstance(value, vae_pb2.Tensor):
+            yield np.frombuffer(value.data, "<f4")
+        elif field.type == field.TYPE_DOUBLE:
+            yield np.asarray(value, float)
+        elif field.type == field.TYPE_MESSAGE and not field.is_repeated:
+            yield from floats_in(value)
+
+
+def status_of(server, rpc: str, request) -> tuple[grpc.StatusCode, object]:
+    try:
+        return grpc.StatusCode.OK, call_any(server, rpc, request)
+    except grpc.RpcError as error:
+        return error.code(), error
+
+
+@PROPERTY_SETTINGS
+@given(x=ANY_TENSOR, rpc=st.sampled_from(["Encode", "Elbo", "ScoreAnomaly", "Decode"]), k=st.integers(0, 60))
+def test_any_tensor_is_answered_ok_or_invalid_argument(limited_server, x, rpc, k):
+    request = {
+        "Encode": lambda: vae_pb2.EncodeRequest(x=x, num_samples=k % 3),
+        "Elbo": lambda: vae_pb2.ElboRequest(x=x, k=k, seed=1),
+        "ScoreAnomaly": lambda: vae_pb2.ScoreAnomalyRequest(x=x, score=1 + k % 3, seed=1),
+        "Decode": lambda: vae_pb2.DecodeRequest(z=x, num_samples=k % 3),
+    }[rpc]()
+    code, reply = status_of(limited_server, rpc, request)
+    assert code in (grpc.StatusCode.OK, INVALID), (code, reply)
+    if code == grpc.StatusCode.OK:
+        numbers = list(floats_in(reply))
+        assert numbers and all(np.isfinite(value).all() for value in numbers)
+
+
+@PROPERTY_SETTINGS
+@given(
+    datatype=st.one_of(st.sampled_from(["FP32", "FP64", "INT8", "BYTES"]), st.text(max_size=8)),
+    shape=st.lists(st.integers(-2, 70), max_size=3),
+    raw=st.lists(st.binary(max_size=600), max_size=2),
+    model=st.one_of(st.sampled_from(["digits-encoder", "digits-decoder", "digits-elbo"]), st.text(max_size=20)),
+)
+def test_any_oip_infer_is_answered_with_a_documented_status(limited_server, datatype, shape, raw, model):
+    request = oip_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="z" if model.endswith("decoder") else "x", datatype=datatype, shape=shape)
+    request.raw_input_contents.extend(raw)
+    code, reply = status_of(limited_server, "ModelInfer", request)
+    assert code in (grpc.StatusCode.OK, INVALID, NOT_FOUND), (code, reply)
+
+
+@PROPERTY_SETTINGS
+@given(name=st.text(max_size=40), version=st.text(max_size=10))
+def test_any_model_reference_is_found_or_not_found(limited_server, name, version):
+    code, reply = status_of(
+        limited_server, "GetModelInfo", vae_pb2.GetModelInfoRequest(model={"name": name, "version": version})
+    )
+    expected_ok = name in ("", "digits") and version in ("", "1")
+    assert code == (grpc.StatusCode.OK if expected_ok else NOT_FOUND), (code, reply)
