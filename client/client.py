@@ -17,10 +17,8 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # CLI/API score names -> the proto enum; the reverse map names the score a reply says it used.
-SCORE_TYPES: dict[str, int] = {
-    "negative_elbo": vae_pb2.SCORE_TYPE_NEGATIVE_ELBO,
-    "negative_iwae": vae_pb2.SCORE_TYPE_NEGATIVE_IWAE,
-    "reconstruction_error": vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR,
+SCORE_TYPES: dict[str, int] = {  # "negative_elbo" -> SCORE_TYPE_NEGATIVE_ELBO, ... from the proto itself
+    name.removeprefix("SCORE_TYPE_").lower(): value for name, value in vae_pb2.ScoreType.items() if value
 }
 _SCORE_NAMES = {value: name for name, value in SCORE_TYPES.items()}
 

@@ -328,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verify"]:
         return verify_main(argv[1:])
+    if argv[:1] == ["calibrate"]:
+        from export.calibrate import main as calibrate_main
+
+        return calibrate_main(argv[1:])
     args = build_parser().parse_args(argv)
     from export.bundle_writer import PublishError
     from export.onnx_export import ExportError

@@ -57,3 +57,9 @@ class DeadlineExpired(ServiceError):
     """The call's deadline passed while it waited in the queue; it was not run."""
 
     status_name = "DEADLINE_EXCEEDED"
+
+
+class NotCalibrated(ServiceError):
+    """The bundle has no calibration for the requested score (made before that score existed)."""
+
+    status_name = "FAILED_PRECONDITION"

@@ -4,6 +4,8 @@ The exporter calibrates with exactly this code, so a served score and its stored
 come from the same computation.
 """
 
+import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +19,11 @@ SCORE_PARAMS: dict[str, dict[str, int]] = {
     "negative_elbo": {"num_samples": 10},
     "negative_iwae": {"num_samples": 100},
     "reconstruction_error": {},
+    "negative_reconstruction_probability": {"num_samples": 10},
+    "complexity_corrected": {"num_samples": 100},
 }
+# Serra et al.'s compressor stand-in: zlib (DEFLATE) at its strongest level on 8-bit rows.
+COMPRESSION_LEVEL = 9
 # 1001 levels: p-values resolve to 0.1 % anywhere, and to the sample's own resolution in the tails.
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 1001)
 # Rows of decoder output held at once (samples x examples x features), bounding memory to ~64 MB.
@@ -154,13 +160,29 @@ def score_batch(vae: OnnxVae, requests: list[tuple[np.ndarray, str, int]]) -> li
             ],
         )
         for index, bound in zip(sampled, bounds, strict=True):
-            results[index] = -(bound.elbo if requests[index][1] == "negative_elbo" else bound.iwae)
+            results[index] = _bound_score(requests[index][1], bound, requests[index][0])
     plain = [index for index, (_, name, _) in enumerate(requests) if name == "reconstruction_error"]
     if plain:
         errors = reconstruction_errors_batch(vae, [requests[i][0] for i in plain])
         for index, error in zip(plain, errors, strict=True):
             results[index] = error.sum(axis=1, dtype=np.float64)
     return results
+
+
+def compressed_bits(x: np.ndarray) -> np.ndarray:
+    """Per row: the bits zlib needs for the row quantized to 8 bits, round(255 x) clipped to 0..255."""
+    quantized = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    return np.array([8.0 * len(zlib.compress(row.tobytes(), COMPRESSION_LEVEL)) for row in quantized])
+
+
+def _bound_score(name: str, bound: BoundEstimates, x: np.ndarray) -> np.ndarray:
+    if name == "negative_elbo":
+        return -bound.elbo
+    if name == "negative_iwae":
+        return -bound.iwae
+    if name == "negative_reconstruction_probability":
+        return -bound.reconstruction
+    return -bound.iwae / math.log(2.0) - compressed_bits(x)  # complexity_corrected
 
 
 def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 from service import codec, queries
 from service.batching import DynamicBatcher
 from service.bundle import Bundle
-from service.errors import InvalidInput, NotReady
+from service.errors import InvalidInput, NotCalibrated, NotReady
 from service.metrics import ServerMetrics
 from service.registry import ModelRegistry
 from service.scoring import SCORE_PARAMS, decide
@@ -31,6 +31,8 @@ SCORE_NAMES = {
     vae_pb2.SCORE_TYPE_NEGATIVE_ELBO: "negative_elbo",
     vae_pb2.SCORE_TYPE_NEGATIVE_IWAE: "negative_iwae",
     vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR: "reconstruction_error",
+    vae_pb2.SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: "negative_reconstruction_probability",
+    vae_pb2.SCORE_TYPE_COMPLEXITY_CORRECTED: "complexity_corrected",
 }
 SCORE_TYPES = {name: score_type for score_type, name in SCORE_NAMES.items() if score_type}
 DEFAULT_FALSE_POSITIVE_RATE = 0.01
@@ -227,6 +229,11 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         if request.score not in SCORE_NAMES:
             raise InvalidInput(f"score: unknown score type {request.score}; known: {sorted(SCORE_TYPES)}")
         name = SCORE_NAMES[request.score]
+        if name not in bundle.manifest.calibration.scores:
+            raise NotCalibrated(
+                f"score {name}: model {bundle.manifest.name}:{bundle.manifest.version} has no calibration for it; "
+                "recalibrate it with `vae-train calibrate` or choose another score"
+            )
         x = self._inputs(request, bundle)
         samples_per_row = self.samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
         rate, threshold = self._threshold(request)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,26 @@ def test_fashion_mnist_one_class_smoke(tmp_path, capsys):
     )
     assert load_bundle(tmp_path / "fm").manifest.input.shape == [28, 28]
     assert summary["bits_per_dim"] > 0
+
+
+def test_calibrate_writes_a_new_version_with_new_quantiles(digits_bundle, tmp_path, capsys):
+    repository = tmp_path / "repository" / "digits"
+    repository.mkdir(parents=True)
+    shutil.copytree(digits_bundle, repository / "1")
+    exit_code = train.main(
+        ["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--split", "test", "--no-progress"]
+    )
+    captured = capsys.readouterr()
+    assert exit_code == 0, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["bundle"] == str(repository / "2") and summary["version"] == "2"
+    old, new = load_bundle(repository / "1").manifest, load_bundle(repository / "2").manifest  # both verify
+    assert new.version == "2" and "test rows" in new.calibration.data
+    assert set(new.calibration.scores) == set(old.calibration.scores)
+    assert new.calibration.scores["negative_iwae"].quantiles != old.calibration.scores["negative_iwae"].quantiles
+    for name in ("encoder.onnx", "decoder.onnx"):
+        assert (repository / "2" / name).read_bytes() == (repository / "1" / name).read_bytes()
+    assert json.loads((repository / "2" / "manifest.json").read_text())["calibration"]["replaces"]["version"] == "1"
+    # Again without --force: refused, nothing replaced.
+    again = train.main(["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--no-progress"])
+    assert again == 2 and "already exists" in capsys.readouterr().err

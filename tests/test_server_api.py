@@ -4,6 +4,7 @@ same ONNX graphs (own ONNX Runtime sessions, own formulas; nothing from service/
 
 import json
 import math
+import zlib
 
 import numpy as np
 import onnxruntime as ort
@@ -172,6 +173,31 @@ def test_feature_errors_on_request(server, reference, digits_x):
     np.testing.assert_allclose(errors, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_reconstruction_probability_and_complexity_corrected_scores(server, reference, digits_x):
+    seed = 5
+    request = vae_pb2.ScoreAnomalyRequest(
+        x=tensor(digits_x), score=vae_pb2.SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY, seed=seed
+    )
+    reply = server.stub.ScoreAnomaly(request)
+    latent = reference.encode(digits_x[:1])[0].shape[1]
+
+    def eps(k):  # the documented noise of a request: default_rng([seed, 0]), one [k, n, L] block
+        return np.random.default_rng([seed, 0]).standard_normal((k, len(digits_x), latent), dtype=np.float32)
+
+    log_px, _, _ = reference.log_weights(digits_x, eps(10))
+    np.testing.assert_allclose(reply.scores, -log_px.mean(axis=0), rtol=1e-5)
+
+    corrected = server.stub.ScoreAnomaly(
+        vae_pb2.ScoreAnomalyRequest(x=tensor(digits_x), score=vae_pb2.SCORE_TYPE_COMPLEXITY_CORRECTED, seed=seed)
+    )
+    _, log_w, _ = reference.log_weights(digits_x, eps(100))
+    iwae_bits = -(special.logsumexp(log_w, axis=0) - np.log(100)) / np.log(2)
+    quantized = np.clip(np.rint(digits_x * 255), 0, 255).astype(np.uint8)
+    compressed = np.array([8 * len(zlib.compress(row.tobytes(), 9)) for row in quantized])
+    np.testing.assert_allclose(corrected.scores, iwae_bits - compressed, rtol=1e-5)
+    assert np.isfinite(corrected.threshold) and 0 < corrected.p_value[0] <= 1
+
+
 def test_explicit_threshold_and_default_score(server, digits_x):
     noise = np.random.default_rng(0).random((8, 64)).astype(np.float32)
     x = np.concatenate([digits_x[:8], noise])
@@ -190,7 +216,7 @@ def test_model_info_matches_the_manifest(server, reference):
     assert list(info.input_shape) == [8, 8] and info.num_features == 64 and info.latent_dim == 8
     assert info.likelihood == "bernoulli" and info.test.iwae_k == manifest["metrics"]["test"]["iwae_k"]
     assert info.test.iwae_nll_nats == manifest["metrics"]["test"]["iwae_nll_nats"]
-    assert {entry.score for entry in info.calibration} == {1, 2, 3}
+    assert {entry.score for entry in info.calibration} == {1, 2, 3, 4, 5}
     assert list(info.available_versions) == ["1"] and list(info.providers) == ["CPUExecutionProvider"]
     assert info.max_rows == 1024
 

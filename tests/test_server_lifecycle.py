@@ -245,3 +245,23 @@ def test_several_processes_share_the_port(digits_bundle):
         assert server.stop() == 0
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+
+
+def test_a_score_the_bundle_was_not_calibrated_for_is_a_failed_precondition(bundle_copy):
+    path = bundle_copy / MANIFEST_FILE
+    document = json.loads(path.read_text())
+    del document["calibration"]["scores"]["complexity_corrected"]  # as in a bundle made before the score
+    path.write_text(json.dumps(seal(document)))
+    older = start_server("--bundle", str(bundle_copy))
+    try:
+        request = vae_pb2.ScoreAnomalyRequest(
+            x=tensor(np.full((2, 64), 0.5)), score=vae_pb2.SCORE_TYPE_COMPLEXITY_CORRECTED, seed=1
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            older.stub.ScoreAnomaly(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no calibration for it; recalibrate it with `vae-train calibrate`" in raised.value.details()
+        request.score = vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR  # the scores it has still work
+        assert len(older.stub.ScoreAnomaly(request, timeout=30).scores) == 2
+    finally:
+        assert older.stop() == 0

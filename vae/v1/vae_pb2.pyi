@@ -13,10 +13,14 @@ class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_TYPE_NEGATIVE_ELBO: _ClassVar[ScoreType]
     SCORE_TYPE_NEGATIVE_IWAE: _ClassVar[ScoreType]
     SCORE_TYPE_RECONSTRUCTION_ERROR: _ClassVar[ScoreType]
+    SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: _ClassVar[ScoreType]
+    SCORE_TYPE_COMPLEXITY_CORRECTED: _ClassVar[ScoreType]
 SCORE_TYPE_UNSPECIFIED: ScoreType
 SCORE_TYPE_NEGATIVE_ELBO: ScoreType
 SCORE_TYPE_NEGATIVE_IWAE: ScoreType
 SCORE_TYPE_RECONSTRUCTION_ERROR: ScoreType
+SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: ScoreType
+SCORE_TYPE_COMPLEXITY_CORRECTED: ScoreType
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "data")
