@@ -321,15 +321,20 @@ def _report_coder(
     return 0
 
 
+def _image_model(client: VaeClient, args: argparse.Namespace) -> tuple[str | None, str | None, tuple[int, ...]]:
+    """(model, version, image shape) for a --png command: the version whose shape was read is the
+    one called afterwards, even if a newer one is loaded meanwhile. Without --png: no shape."""
+    if not args.png:
+        return args.model, args.model_version, ()
+    info = client.info(args.model, args.model_version)
+    image_shape = tuple(int(dim) for dim in info.input_shape)
+    if len(image_shape) != 2:
+        raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)}")
+    return info.model.name, info.model.version, image_shape
+
+
 def _cmd_sample(client: VaeClient, args: argparse.Namespace) -> int:
-    model, version, image_shape = args.model, args.model_version, ()
-    if args.png:
-        info = client.info(model, version)
-        image_shape = tuple(int(dim) for dim in info.input_shape)
-        if len(image_shape) != 2:
-            raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)} (use --out)")
-        # Sample from the very version whose shape we read, even if a newer one is loaded meanwhile.
-        model, version = info.model.name, info.model.version
+    model, version, image_shape = _image_model(client, args)
     if args.stream:
         result = client.sample_stream(args.n, args.chunk_size, args.seed, args.temperature, model, version)
     else:
@@ -394,13 +399,7 @@ def _cmd_elbo(client: VaeClient, args: argparse.Namespace) -> int:
 
 def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
     x = load_rows(args.input)
-    model, version, image_shape = args.model, args.model_version, ()
-    if args.png:
-        info = client.info(model, version)
-        image_shape = tuple(int(dim) for dim in info.input_shape)
-        if len(image_shape) != 2:
-            raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)}")
-        model, version = info.model.name, info.model.version
+    model, version, image_shape = _image_model(client, args)
     result = client.score(
         x, args.score, args.fpr, args.threshold, args.seed, model, version, feature_errors=bool(args.png)
     )

@@ -51,15 +51,15 @@ def test_batched_replies_equal_unbatched_ones(digits_bundle, requests_mix):
 
 
 def test_overload_rejects_exactly_the_calls_beyond_the_bound(digits_bundle):
-    # A bound of 3 heavy calls (1024 rows x 200 samples each, about half a second of work apiece)
+    # A bound of 3 heavy calls (1024 rows x 256 samples each, over half a second of work apiece)
     # and 12 sent at once: all 12 arrive before the first finishes, so exactly 9 are refused.
-    cost = 1024 * 200
+    cost = 1024 * 256
     server = start_server(
         "--bundle", str(digits_bundle), "--worker-threads", "1",
         "--max-batch-rows", str(cost), "--max-queue-rows", str(3 * cost),
     )  # fmt: skip
     x = np.random.default_rng(0).random((1024, 64), dtype=np.float32)
-    calls = [vae_pb2.ElboRequest(x=tensor(x), k=200, seed=seed) for seed in range(12)]
+    calls = [vae_pb2.ElboRequest(x=tensor(x), k=256, seed=seed) for seed in range(12)]
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
             futures = [pool.submit(server.stub.Elbo.with_call, request, timeout=120) for request in calls]
