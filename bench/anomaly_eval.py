@@ -112,13 +112,56 @@ def false_positive_rates(client: VaeClient, model: str, x_normal: np.ndarray, sc
     return rates
 
 
+def markdown(results: dict) -> str:
+    """The tables of docs/anomaly.md from a summary.json."""
+    scores = list(results["auroc"])
+    classes = list(next(iter(results["auroc"].values())))
+    lines = ["| class | " + " | ".join(scores) + " |", "|---|" + "---|" * len(scores)]
+    for name in classes:
+        row = [max(results["auroc"][score][name] for score in scores)]
+        cells = [
+            f"**{results['auroc'][s][name]}**"
+            if results["auroc"][s][name] == row[0]
+            else str(results["auroc"][s][name])
+            for s in scores
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{results['mean_auroc'][s]}**" for s in scores) + " |")
+    lines += ["", "| published (mean one-class AUROC) | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in results["published"].items()]
+    lines += ["", "| score | observed FPR at 1 %: mean (range over classes) | at 5 % |", "|---|---|---|"]
+    for score in scores:
+        cells = []
+        for level in ("1%", "5%"):
+            values = [by_level[level] for by_level in results["fpr"][score].values()]
+            cells.append(f"{np.mean(values):.2f} % ({min(values):.1f}-{max(values):.1f})")
+        lines.append(f"| {score} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| score | digits (frame) vs Fashion model | Fashion vs digits (frame) model "
+        "| digits (centred) vs Fashion model | Fashion vs digits model, centred digits |",
+        "|---|---|---|---|---|",
+    ]
+    for score in scores:
+        frame, centred = results["ood"][score]["frame"], results["ood"][score]["centred"]
+        lines.append(
+            f"| {score} | {frame['digits_vs_fashion_model']} | {frame['fashion_vs_digits_model']} | "
+            f"{centred['digits_vs_fashion_model']} | {centred['fashion_vs_digits_model']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/anomaly"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--scores", default=",".join(SCORE_TYPES))
+    parser.add_argument("--report", type=Path, help="print the markdown tables of this summary.json and exit")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads(args.report.read_text())))
+        return 0
     repository = args.work / "repository"
     classes = [int(c) for c in args.classes.split(",")]
     score_names = args.scores.split(",")

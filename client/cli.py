@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = command("score", _cmd_score, "anomaly score of each row of INPUT.npy (higher: more anomalous)")
     score.add_argument("input", metavar="INPUT.npy")
-    score.add_argument("--score", choices=list(SCORE_TYPES), default="negative_iwae", help="(default: negative_iwae)")
+    score.add_argument(
+        "--score", choices=list(SCORE_TYPES), default="reconstruction_error", help="(default: reconstruction_error)"
+    )
     threshold = score.add_mutually_exclusive_group()
     threshold.add_argument("--fpr", type=_open_fraction, help="flag at this false-positive rate on calibration data")
     threshold.add_argument("--threshold", type=_finite_float, help="flag scores above this value")

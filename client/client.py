@@ -381,7 +381,7 @@ class VaeClient:
     def score(
         self,
         x: npt.ArrayLike,
-        score: str = "negative_iwae",
+        score: str = "reconstruction_error",
         false_positive_rate: float | None = None,
         threshold: float | None = None,
         seed: int | None = None,
@@ -393,7 +393,7 @@ class VaeClient:
 
         Args:
             x: The inputs, [n, D] or [n, *input_shape].
-            score: One of "negative_elbo", "negative_iwae", "reconstruction_error".
+            score: A name of SCORE_TYPES; the default, reconstruction_error, is the best measured.
             false_positive_rate: Flag scores above the calibration quantile at 1 - this, in (0, 1).
             threshold: Flag scores above this value. At most one of the two; neither: the server's default.
             seed: Seed; None lets the server pick one.

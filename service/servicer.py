@@ -27,7 +27,7 @@ BATCH_FUNCTIONS = {
     "feature_errors": queries.feature_errors_batch,
 }
 SCORE_NAMES = {
-    vae_pb2.SCORE_TYPE_UNSPECIFIED: "negative_iwae",
+    vae_pb2.SCORE_TYPE_UNSPECIFIED: "reconstruction_error",  # the best measured: docs/anomaly.md
     vae_pb2.SCORE_TYPE_NEGATIVE_ELBO: "negative_elbo",
     vae_pb2.SCORE_TYPE_NEGATIVE_IWAE: "negative_iwae",
     vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR: "reconstruction_error",

@@ -201,12 +201,17 @@ def test_reconstruction_probability_and_complexity_corrected_scores(server, refe
 def test_explicit_threshold_and_default_score(server, digits_x):
     noise = np.random.default_rng(0).random((8, 64)).astype(np.float32)
     x = np.concatenate([digits_x[:8], noise])
-    reply = server.stub.ScoreAnomaly(vae_pb2.ScoreAnomalyRequest(x=tensor(x), score_threshold=40.0, seed=2))
+    request = vae_pb2.ScoreAnomalyRequest(x=tensor(x), score=vae_pb2.SCORE_TYPE_NEGATIVE_IWAE, score_threshold=40.0)
+    reply = server.stub.ScoreAnomaly(request)
     assert reply.score == vae_pb2.SCORE_TYPE_NEGATIVE_IWAE and reply.threshold == 40.0
     assert list(reply.is_anomaly) == list(np.asarray(reply.scores) > 40.0)
     assert all(reply.is_anomaly[8:]), "uniform noise must look anomalous to a digits model"
     assert 0 <= reply.false_positive_rate <= 1
     assert min(reply.p_value[8:]) > 0
+    # No score named: the reconstruction error, the best score measured (docs/anomaly.md).
+    default = server.stub.ScoreAnomaly(vae_pb2.ScoreAnomalyRequest(x=tensor(x), seed=2))
+    assert default.score == vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR
+    assert all(default.is_anomaly[8:]) and not any(default.is_anomaly[:8])
 
 
 def test_model_info_matches_the_manifest(server, reference):
