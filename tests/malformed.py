@@ -125,7 +125,13 @@ def vae_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
         ("Encode rows x samples", "Encode", vae_pb2.EncodeRequest(x=x16, num_samples=30), INVALID, r"16 rows x 30"),
         ("Decode samples 51", "Decode", vae_pb2.DecodeRequest(z=z16, num_samples=51), INVALID, r"num_samples: 51"),
         ("Decode rows x samples", "Decode", vae_pb2.DecodeRequest(z=z16, num_samples=30), INVALID, r"16 rows x 30"),
-        ("ScoreAnomaly iwae cost", "ScoreAnomaly", vae_pb2.ScoreAnomalyRequest(x=x10), INVALID, r"score samples: 100"),
+        (
+            "ScoreAnomaly iwae cost",
+            "ScoreAnomaly",
+            vae_pb2.ScoreAnomalyRequest(x=x10, score=2),
+            INVALID,
+            r"score samples: 100",
+        ),
     ]
     for rpc, limit in (("Sample", 64), ("SampleStream", 200)):
         cases += [

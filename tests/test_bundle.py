@@ -12,6 +12,7 @@ import pytest
 from service.bundle import load_bundle
 from service.errors import BundleError
 from service.manifest import MANIFEST_FILE, file_sha256, manifest_digest, seal
+from service.scoring import SCORE_PARAMS
 
 
 def rewrite_manifest(bundle: Path, edit) -> None:
@@ -48,7 +49,7 @@ def test_manifest_records_metrics_calibration_and_parity(digits_bundle):
     assert test.iwae_nll_nats <= -test.elbo_nats  # IWAE is the tighter bound
     assert test.bits_per_dim == pytest.approx(test.iwae_nll_nats / (64 * np.log(2)))
     assert "seed" in manifest.metrics.binarization
-    assert set(manifest.calibration.scores) == {"negative_elbo", "negative_iwae", "reconstruction_error"}
+    assert set(manifest.calibration.scores) == set(SCORE_PARAMS)
     for score in manifest.calibration.scores.values():
         assert len(score.quantiles) == len(manifest.calibration.quantile_levels) == 1001
         assert np.all(np.diff(score.quantiles) >= 0)

@@ -115,7 +115,7 @@ CASES = [
     (
         "iwae score cost",
         "ScoreAnomaly",
-        vae_pb2.ScoreAnomalyRequest(x=tensor([5, 64])),
+        vae_pb2.ScoreAnomalyRequest(x=tensor([5, 64]), score=vae_pb2.SCORE_TYPE_NEGATIVE_IWAE),
         INVALID,
         r"score samples: 100 is out of range",
     ),
