@@ -2,8 +2,9 @@
 run it, drain it on SIGTERM.
 
 Start-up order: bind the port (health NOT_SERVING), load and verify every bundle off the event
-loop, then report SERVING. A bundle that fails verification stops the server before it ever
-reports SERVING.
+loop, then report SERVING. One of several processes sharing a port (``--processes``) loads first
+and binds after, so no connection reaches it before it can serve. A bundle that fails verification
+stops the server before it ever reports SERVING.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ from service.health import HealthService
 from service.interceptors import ServiceInterceptor
 from service.metrics import ServerMetrics
 from service.oip import OIP_SERVICE, InferenceServicer
-from service.registry import load_registry
+from service.registry import ModelRegistry, load_registry
 from service.reload import RepositoryWatcher
 from service.security import TokenAuthInterceptor, load_tokens, server_credentials
 from service.servicer import VaeServicer
@@ -132,9 +133,10 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     return running
 
 
-async def load_models(running: RunningServer, settings: Settings) -> None:
-    """Load and verify every bundle, then report SERVING."""
-    registry = await asyncio.get_running_loop().run_in_executor(running.executor, load_registry, settings)
+async def load_models(running: RunningServer, settings: Settings, registry: ModelRegistry | None = None) -> None:
+    """Load and verify every bundle (unless ``registry`` is already loaded), then report SERVING."""
+    if registry is None:
+        registry = await asyncio.get_running_loop().run_in_executor(running.executor, load_registry, settings)
     running.servicer.registry = registry
     for bundle in registry.bundles():
         running.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
@@ -178,9 +180,14 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    preloaded = None
+    if settings.reuse_port:
+        # One of several processes on a shared port: bind only once the models are verified, so the
+        # kernel never hands this process a connection that it would have to refuse as not ready.
+        preloaded = await loop.run_in_executor(None, load_registry, settings)
     running = await start(settings)
     announce(settings, running)
-    loading = asyncio.ensure_future(load_models(running, settings))
+    loading = asyncio.ensure_future(load_models(running, settings, preloaded))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if loading.done() and loading.exception() is not None:
