@@ -238,17 +238,22 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         samples_per_row = self.samples_per_row("score samples", SCORE_PARAMS[name].get("num_samples", 1), len(x), 1)
         rate, threshold = self._threshold(request)
         seed = request_seed(request)
-        item = queries.ScoreItem(x, name, seed)
-        scores = await self.compute("ScoreAnomaly", bundle, "score", item, len(x), len(x) * samples_per_row, context)
+        errors = None
+        if request.return_feature_errors:
+            item = queries.FeatureErrorsItem(x)
+            rows = len(x) if name == "reconstruction_error" else 0  # counted once per request
+            errors = await self.compute("ScoreAnomaly", bundle, "feature_errors", item, rows, len(x), context)
+        if errors is not None and name == "reconstruction_error":
+            scores = errors.sum(axis=1, dtype=np.float64)  # the score is their row sum: not computed twice
+        else:
+            item = queries.ScoreItem(x, name, seed)
+            cost = len(x) * samples_per_row
+            scores = await self.compute("ScoreAnomaly", bundle, "score", item, len(x), cost, context)
         decision = decide(scores, bundle.manifest.calibration.scores[name], rate, threshold)
         model = f"{bundle.manifest.name}:{bundle.manifest.version}"
         self.metrics.scored.labels(model).inc(len(scores))
         self.metrics.anomalies.labels(model).inc(int(decision.is_anomaly.sum()))
-        feature_errors = None
-        if request.return_feature_errors:
-            item = queries.FeatureErrorsItem(x)
-            errors = await self.compute("ScoreAnomaly", bundle, "feature_errors", item, 0, len(x), context)
-            feature_errors = codec.to_tensor(errors)
+        feature_errors = None if errors is None else codec.to_tensor(errors)
         return vae_pb2.ScoreAnomalyResponse(
             model=model_version(bundle),
             score=SCORE_TYPES[name],

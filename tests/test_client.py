@@ -51,7 +51,9 @@ def test_elbo_and_score_as_json(server, digits_npy, tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with VaeClient(f"127.0.0.1:{server.port}") as client:
         scored = client.score(np.load(digits_npy), "reconstruction_error", feature_errors=True)
+        plain = client.score(np.load(digits_npy), "reconstruction_error")
     np.testing.assert_allclose(scored.feature_errors.sum(axis=1), scored.scores, rtol=1e-5)
+    np.testing.assert_array_equal(scored.scores, plain.scores)  # same score with or without the errors
 
 
 def test_encode_decode_and_sample_files(server, digits_npy, tmp_path):
