@@ -65,6 +65,20 @@ def save(path: str, write: Callable[[BinaryIO], None]) -> str:
     return path
 
 
+def _matplotlib():
+    """(Figure, FigureCanvasAgg), or InputError if matplotlib is missing.
+
+    Imported here: matplotlib is slow to import and only --png needs it. The Agg canvas renders
+    off-screen, with no GUI backend and no pyplot global state.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError('--png needs matplotlib: pip install "matplotlib>=3.8,<4"') from None
+    return Figure, FigureCanvasAgg
+
+
 def write_png_grid(path: str, images: np.ndarray) -> str:
     """Tile grey images [n, height, width] with values in [0, 1] into one near-square PNG.
 
@@ -74,13 +88,7 @@ def write_png_grid(path: str, images: np.ndarray) -> str:
     Raises:
         InputError: If matplotlib is missing or the file cannot be written.
     """
-    try:
-        # Imported here: matplotlib is slow to import and only --png needs it. The Agg canvas
-        # renders off-screen, with no GUI backend and no pyplot global state.
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise InputError('--png needs matplotlib: pip install "matplotlib>=3.8,<4"') from None
+    Figure, FigureCanvasAgg = _matplotlib()
     count, height, width = images.shape
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
@@ -113,11 +121,7 @@ def write_png_heatmaps(path: str, images: np.ndarray, errors: np.ndarray, captio
     Raises:
         InputError: If matplotlib is missing or the file cannot be written.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise InputError('--png needs matplotlib: pip install "matplotlib>=3.8,<4"') from None
+    Figure, FigureCanvasAgg = _matplotlib()
     count = len(images)
     figure = Figure(figsize=(4.4, 2.1 * count), dpi=100)
     axes = figure.subplots(count, 2, squeeze=False)

@@ -44,9 +44,13 @@ class _CertificateFiles:
     def _stamps(self) -> tuple:
         return tuple(path.stat().st_mtime_ns if path else None for path in self.paths.values())
 
-    def configuration(self) -> grpc.ServerCertificateConfiguration:
+    def read(self) -> dict[str, bytes]:
         pem = {name: _read(path, f"TLS {name.replace('_', ' ')} file") for name, path in self.paths.items() if path}
         self.stamps = self._stamps()
+        return pem
+
+    def configuration(self, pem: dict[str, bytes] | None = None) -> grpc.ServerCertificateConfiguration:
+        pem = self.read() if pem is None else pem
         return grpc.ssl_server_certificate_configuration([(pem["key"], pem["cert"])], pem.get("client_ca"))
 
     def changed(self) -> grpc.ServerCertificateConfiguration | None:
@@ -67,11 +71,12 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None:
         return None
     files = _CertificateFiles(settings)
-    initial = files.configuration()
+    pem = files.read()  # once: the initial configuration and the start-up check use the same bytes
+    initial = files.configuration(pem)
     # Validate now: a bad key or certificate must stop the start, not fail every handshake later.
     grpc.ssl_server_credentials(
-        [(_read(settings.tls_key, "TLS key file"), _read(settings.tls_cert, "TLS cert file"))],
-        root_certificates=_read(settings.tls_client_ca, "TLS client CA file") if settings.tls_client_ca else None,
+        [(pem["key"], pem["cert"])],
+        root_certificates=pem.get("client_ca"),
         require_client_auth=settings.tls_client_ca is not None,
     )
     return grpc.dynamic_ssl_server_credentials(

@@ -2,7 +2,6 @@
 and a full queue answers RESOURCE_EXHAUSTED while accepted calls complete.
 """
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.server_process import SERVING, start_server, tensor
-from tests.test_server_lifecycle import samples, scrape
+from tests.test_server_lifecycle import ELBO_IN_FLIGHT, samples, scrape, wait_for_elbo_in_flight
 from vae.v1 import vae_pb2
 
 
@@ -94,10 +93,7 @@ def test_a_call_whose_deadline_passes_in_the_queue_is_never_run(digits_bundle):
         before = samples(scrape(server.metrics_url))
         with ThreadPoolExecutor(max_workers=2) as pool:
             running = pool.submit(server.stub.Elbo, heavy, timeout=120)
-            deadline = time.monotonic() + 30
-            while samples(scrape(server.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_for_elbo_in_flight(server, lambda calls: calls >= 1, "the heavy call never arrived")
             with pytest.raises(grpc.RpcError) as caught:
                 server.stub.Elbo(hurried, timeout=0.05)  # queued behind the heavy call, expires there
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -105,7 +101,7 @@ def test_a_call_whose_deadline_passes_in_the_queue_is_never_run(digits_bundle):
         after = samples(scrape(server.metrics_url))
         key = ("vae_batch_rows_sum", (("kind", "elbo"),))
         assert after[key] - before.get(key, 0.0) == 1024 * 200  # the 7 hurried rows never ran
-        assert after[("vae_requests_in_flight", (("method", "Elbo"),))] == 0
+        assert after[ELBO_IN_FLIGHT] == 0
         assert after[("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1")))] == 0
     finally:
         assert server.stop() == 0
@@ -116,16 +112,10 @@ def test_client_cancellation_releases_everything(digits_bundle):
     x = tensor(np.random.default_rng(0).random((1024, 64)))
     try:
         calls = [server.stub.Elbo.future(vae_pb2.ElboRequest(x=x, k=200, seed=seed), timeout=120) for seed in range(4)]
-        deadline = time.monotonic() + 30
-        while samples(scrape(server.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for_elbo_in_flight(server, lambda calls: calls >= 4, "calls never arrived")
         for call in calls:
             call.cancel()
-        deadline = time.monotonic() + 30
-        while samples(scrape(server.metrics_url))[("vae_requests_in_flight", (("method", "Elbo"),))] != 0:
-            assert time.monotonic() < deadline, "cancelled calls still counted in flight"
-            time.sleep(0.05)
+        wait_for_elbo_in_flight(server, lambda calls: calls == 0, "cancelled calls still counted in flight")
         counted = samples(scrape(server.metrics_url))
         assert counted[("vae_requests_total", (("code", "CANCELLED"), ("method", "Elbo")))] == 4
         assert counted[("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1")))] == 0

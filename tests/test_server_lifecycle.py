@@ -39,6 +39,17 @@ def samples(text: str) -> dict[tuple, float]:
     }
 
 
+ELBO_IN_FLIGHT = ("vae_requests_in_flight", (("method", "Elbo"),))
+
+
+def wait_for_elbo_in_flight(server, reached, what: str, timeout_s: float = 30.0) -> None:
+    """Poll /metrics until ``reached(Elbo calls in flight)`` holds; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not reached(samples(scrape(server.metrics_url)).get(ELBO_IN_FLIGHT, 0)):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_metrics_count_every_call(server):
     x = tensor(np.full((5, 64), 0.25))
     before = samples(scrape(server.metrics_url))
@@ -58,7 +69,7 @@ def test_metrics_count_every_call(server):
     assert delta("vae_batch_duration_seconds_count", kind="elbo") >= 1  # 3 calls, one batch or more
     assert delta("vae_batch_rows_sum", kind="elbo") == 3 * 5 * 4  # rows x k of the 3 accepted calls
     assert delta("vae_examples_total", method="Elbo") == 15
-    assert after[("vae_requests_in_flight", (("method", "Elbo"),))] == 0
+    assert after[ELBO_IN_FLIGHT] == 0
     info = [key for key in after if key[0] == "vae_model_info"]
     assert len(info) == 1 and dict(info[0][1])["name"] == "digits" and dict(info[0][1])["version"] == "1"
     assert after[("vae_serving", ())] == 1
@@ -158,10 +169,7 @@ def test_sigterm_drains_50_in_flight_calls(digits_bundle, server):
     with ThreadPoolExecutor(max_workers=53) as pool:
         blockers = [pool.submit(draining.stub.Elbo, heavy, timeout=120) for _ in range(3)]
         futures = [pool.submit(draining.stub.Elbo, request, timeout=120) for request in requests]
-        deadline = time.monotonic() + 30
-        while samples(scrape(draining.metrics_url)).get(("vae_requests_in_flight", (("method", "Elbo"),)), 0) < 53:
-            assert time.monotonic() < deadline, "calls never arrived"
-            time.sleep(0.01)
+        wait_for_elbo_in_flight(draining, lambda calls: calls >= 53, "calls never arrived")
         started = time.monotonic()
         draining.process.send_signal(signal.SIGTERM)
         assert next(watch).status == NOT_SERVING  # at once, before the calls finish
