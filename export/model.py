@@ -126,25 +126,45 @@ class Vae(nn.Module):
         self.decoder = decoder
         self.likelihood = likelihood
 
-    def loss(self, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training loss = mean of -(recon - kl_weight * KL), mean ELBO) with one reparameterised draw."""
+    def loss(self, x: torch.Tensor, kl_weight: float, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, mean ELBO estimate) for a batch.
+
+        One draw: the loss is the mean of -(recon - kl_weight * KL) with the closed-form KL.
+        ``num_samples`` > 1: the loss is the negative IWAE-k bound (Burda et al. 2016), the
+        log-mean-exp over k reparameterised draws of log p(x|z) + kl_weight * (log p(z) - log q(z|x)).
+        The ELBO returned for the progress log is the mean single-draw estimate in both cases.
+        """
+        if num_samples > 1:
+            return self._iwae_loss(x, kl_weight, num_samples)
         mean, logvar = self.encoder(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         reconstruction = self.decoder.log_prob(x, self.decoder(z))
         kl = kl_to_standard_normal(mean, logvar)
         return -(reconstruction - kl_weight * kl).mean(), (reconstruction - kl).mean()
 
+    def _iwae_loss(self, x: torch.Tensor, kl_weight: float, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(x)
+        log_px_z, log_pz, log_qz = self._log_density_terms(x, mean, logvar, num_samples)
+        log_weights = log_px_z + kl_weight * (log_pz - log_qz)
+        bound = torch.logsumexp(log_weights, 0) - math.log(num_samples)
+        return -bound.mean(), (log_px_z + log_pz - log_qz).mean()
+
+    def _log_density_terms(
+        self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, num_samples: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log p(x|z), log p(z), log q(z|x)), each [samples, batch], for reparameterised z ~ q(z|x)."""
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(num_samples, *mean.shape)
+        outputs = self.decoder(z.reshape(-1, z.shape[-1]))
+        outputs = tuple(value.reshape(num_samples, len(x), -1) for value in outputs)
+        log_pz = (-0.5 * (LOG_2PI + z**2)).sum(-1)
+        return self.decoder.log_prob(x, outputs), log_pz, diag_normal_log_prob(z, mean, logvar)
+
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(log w [samples, batch], closed-form ELBO [batch]) with w = p(x|z) p(z) / q(z|x)."""
         mean, logvar = self.encoder(x)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(num_samples, *mean.shape)
-        outputs = self.decoder(z.reshape(-1, z.shape[-1]))
-        outputs = tuple(value.reshape(num_samples, len(x), -1) for value in outputs)
-        log_px_z = self.decoder.log_prob(x, outputs)
-        log_pz = (-0.5 * (LOG_2PI + z**2)).sum(-1)
-        log_weights = log_px_z + log_pz - diag_normal_log_prob(z, mean, logvar)
-        return log_weights, log_px_z.mean(0) - kl_to_standard_normal(mean, logvar)
+        log_px_z, log_pz, log_qz = self._log_density_terms(x, mean, logvar, num_samples)
+        return log_px_z + log_pz - log_qz, log_px_z.mean(0) - kl_to_standard_normal(mean, logvar)
 
 
 def build_vae(

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of linear KL warm-up (0: none)")
     parser.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
+    parser.add_argument(
+        "--train-samples",
+        type=int,
+        default=1,
+        help="importance samples per example in the training objective: 1 = ELBO (default), k > 1 = IWAE-k bound",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iwae-k", type=int, default=1000, help="importance samples of the test NLL")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
@@ -111,9 +117,13 @@ def resolve_config(args: argparse.Namespace):
         kl_warmup_epochs=args.kl_warmup,
         patience=args.patience or recipe["patience"],
         seed=args.seed,
+        train_samples=args.train_samples,
     )
-    if min(config.latent_dim, config.epochs, config.batch_size, config.patience, args.iwae_k) < 1 or config.lr <= 0:
-        raise DataError("--latent-dim, --epochs, --batch-size, --patience, --iwae-k and --lr must be positive")
+    counts = (config.latent_dim, config.epochs, config.batch_size, config.patience, config.train_samples, args.iwae_k)
+    if min(counts) < 1 or config.lr <= 0:
+        raise DataError(
+            "--latent-dim, --epochs, --batch-size, --patience, --train-samples, --iwae-k and --lr must be positive"
+        )
     return config
 
 
