@@ -99,6 +99,11 @@ def default_name(dataset: str, classes: tuple[int, ...] | None) -> str:
     return base if classes is None else f"{base}-class-{'-'.join(map(str, classes))}"
 
 
+def _given_or(value, default):
+    """The flag's value when given (0 included, so that it is refused, not replaced), else the recipe's."""
+    return default if value is None else value
+
+
 def resolve_config(args: argparse.Namespace):
     from export.training import TrainConfig
 
@@ -109,21 +114,23 @@ def resolve_config(args: argparse.Namespace):
     config = TrainConfig(
         likelihood=args.likelihood,
         binarize=binarize,
-        hidden=args.hidden or recipe["hidden"],
-        latent_dim=args.latent_dim or recipe["latent_dim"],
-        epochs=args.epochs or recipe["epochs"],
-        batch_size=args.batch_size or recipe["batch_size"],
-        lr=args.lr or recipe["lr"],
+        hidden=_given_or(args.hidden, recipe["hidden"]),
+        latent_dim=_given_or(args.latent_dim, recipe["latent_dim"]),
+        epochs=_given_or(args.epochs, recipe["epochs"]),
+        batch_size=_given_or(args.batch_size, recipe["batch_size"]),
+        lr=_given_or(args.lr, recipe["lr"]),
         kl_warmup_epochs=args.kl_warmup,
-        patience=args.patience or recipe["patience"],
+        patience=_given_or(args.patience, recipe["patience"]),
         seed=args.seed,
         train_samples=args.train_samples,
     )
     counts = (config.latent_dim, config.epochs, config.batch_size, config.patience, config.train_samples, args.iwae_k)
-    if min(counts) < 1 or config.lr <= 0:
+    if min(counts) < 1 or not config.lr > 0:
         raise DataError(
             "--latent-dim, --epochs, --batch-size, --patience, --train-samples, --iwae-k and --lr must be positive"
         )
+    if not config.kl_warmup_epochs >= 0:
+        raise DataError("--kl-warmup must be 0 (none) or a positive number of epochs")
     return config
 
 

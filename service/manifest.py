@@ -79,9 +79,14 @@ class GoldenCase(_Strict):
     outputs: dict[str, list[list[float]]]
 
 
+# Golden tolerances are read from the manifest, which anyone can edit and reseal: the loader caps
+# them, so a resealed manifest cannot widen them until any graph passes.
+MAX_GOLDEN_TOLERANCE = 1e-3
+
+
 class Golden(_Strict):
-    atol: float = Field(gt=0)
-    rtol: float = Field(ge=0)
+    atol: float = Field(gt=0, le=MAX_GOLDEN_TOLERANCE)
+    rtol: float = Field(ge=0, le=MAX_GOLDEN_TOLERANCE)
     encoder: GoldenCase
     decoder: GoldenCase
 

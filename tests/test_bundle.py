@@ -97,6 +97,15 @@ def test_wrong_golden_output_is_refused(bundle_copy):
         load_bundle(bundle_copy)
 
 
+def test_golden_tolerances_cannot_be_widened(bundle_copy):
+    def widen(document):
+        document["golden"]["atol"] = 1.0
+
+    rewrite_manifest(bundle_copy, widen)
+    with pytest.raises(BundleError, match=r"(?s)manifest schema.*golden\.atol.*less than or equal to 0\.001"):
+        load_bundle(bundle_copy)
+
+
 def test_a_different_model_with_matching_checksums_is_refused(bundle_copy, tmp_path, capsys):
     # Swap in the decoder of another training run and fix up every checksum: only the golden
     # outputs can tell that these graphs are not the model the manifest describes.
@@ -158,9 +167,16 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
 
 
-def test_loader_never_imports_torch(digits_bundle):
+def test_serving_side_never_imports_torch(digits_bundle):
+    # Every module of service/ and client/ (the serving image has no torch), then a real load.
+    modules = sorted(
+        f"{path.parent.name}.{path.stem}"
+        for package in ("service", "client")
+        for path in (Path(__file__).resolve().parent.parent / package).glob("*.py")
+    )
     program = (
-        "import sys\n"
+        "import importlib, sys\n"
+        f"for module in {modules!r}: importlib.import_module(module)\n"
         "from service.bundle import load_bundle\n"
         f"bundle = load_bundle({str(digits_bundle)!r})\n"
         "assert bundle.manifest.name == 'digits'\n"

@@ -90,6 +90,17 @@ def test_existing_output_needs_force(tmp_path, digits_bundle, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--epochs", "0"), ("--latent-dim", "0"), ("--batch-size", "0"), ("--lr", "0"), ("--kl-warmup", "-1")],
+)
+def test_zero_or_negative_settings_are_refused_not_replaced(tmp_path, capsys, flag, value):
+    exit_code = train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), flag, value])
+    assert exit_code == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_bernoulli_refuses_real_valued_data(sensor_npy, tmp_path, capsys):
     records, _ = sensor_npy
     exit_code = train.main(["--dataset", f"npy:{records}", "--out", str(tmp_path / "x"), "--epochs", "1"])
