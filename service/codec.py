@@ -6,6 +6,8 @@ from service.errors import InvalidInput
 from vae.v1 import vae_pb2
 
 FLOAT32_LE = np.dtype("<f4")
+# Tensor.dtype -> the numpy type of its bytes; every other value is refused.
+WIRE_TYPES = {vae_pb2.DATA_TYPE_FLOAT32: FLOAT32_LE, vae_pb2.DATA_TYPE_FLOAT64: np.dtype("<f8")}
 
 
 def to_tensor(array: np.ndarray) -> vae_pb2.Tensor:
@@ -25,9 +27,14 @@ def rows_from_tensor(
         row_shapes: accepted shapes of one row, e.g. [(64,), (8, 8)]; the first one's size is the width.
         max_rows: the server's per-request row limit.
     Raises:
-        InvalidInput: empty, wrong shape, byte length not matching the shape, too many rows, or
-            non-finite values.
+        InvalidInput: unsupported dtype, empty, wrong shape, byte length not matching the shape, too
+            many rows, or non-finite values.
     """
+    wire_type = WIRE_TYPES.get(tensor.dtype)
+    if wire_type is None:
+        raise InvalidInput(
+            f"{field}: dtype {tensor.dtype} is not supported; send DATA_TYPE_FLOAT32 (the default) or DATA_TYPE_FLOAT64"
+        )
     shape = tuple(tensor.shape)
     expected = " or ".join(str(["n", *row]) for row in row_shapes)
     if not shape:
@@ -40,13 +47,16 @@ def rows_from_tensor(
     if rows > max_rows:
         raise InvalidInput(f"{field}: {rows} rows exceeds the limit of {max_rows} per request")
     width = int(np.prod(row_shapes[0]))
-    expected_bytes = rows * width * FLOAT32_LE.itemsize
+    expected_bytes = rows * width * wire_type.itemsize
     if len(tensor.data) != expected_bytes:
         raise InvalidInput(
             f"{field}: {len(tensor.data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
-            "(float32, little-endian)"
+            f"({'float32' if wire_type == FLOAT32_LE else 'float64'}, little-endian)"
         )
-    values = np.frombuffer(tensor.data, dtype=FLOAT32_LE).reshape(rows, width)
+    values = np.frombuffer(tensor.data, dtype=wire_type).reshape(rows, width)
+    if wire_type != FLOAT32_LE:
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
+            values = values.astype(FLOAT32_LE)
     if not np.isfinite(values).all():
         bad_row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise InvalidInput(f"{field}: non-finite value (NaN or infinity) in row {bad_row}")

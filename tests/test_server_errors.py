@@ -59,6 +59,29 @@ CASES = [
         INVALID,
         r"1536 bytes.*needs 768 \(float32",
     ),
+    (
+        "unknown dtype",
+        "Encode",
+        vae_pb2.EncodeRequest(x=vae_pb2.Tensor(shape=[3, 64], data=b"\0" * 768, dtype=7)),
+        INVALID,
+        r"x: dtype 7 is not supported; send DATA_TYPE_FLOAT32",
+    ),
+    (
+        "float64 declared, float32 bytes",
+        "Encode",
+        vae_pb2.EncodeRequest(x=vae_pb2.Tensor(shape=[3, 64], data=b"\0" * 768, dtype=vae_pb2.DATA_TYPE_FLOAT64)),
+        INVALID,
+        r"768 bytes.*needs 1536 \(float64",
+    ),
+    (
+        "float64 beyond float32",
+        "Decode",
+        vae_pb2.DecodeRequest(
+            z=vae_pb2.Tensor(shape=[1, 8], data=np.full((1, 8), 1e300).tobytes(), dtype=vae_pb2.DATA_TYPE_FLOAT64)
+        ),
+        INVALID,
+        r"z: non-finite value .* in row 0",
+    ),
     ("nan", "Elbo", vae_pb2.ElboRequest(x=with_value(np.nan)), INVALID, r"non-finite value .* in row 1"),
     (
         "above 1",
@@ -212,6 +235,16 @@ def test_bad_input_gets_its_status_and_message(limited_server, rpc, request_mess
     assert raised.value.code() == status, raised.value.details()
     assert raised.value.details() and re.search(pattern, raised.value.details()), raised.value.details()
     assert "Traceback" not in raised.value.details() and "/" not in raised.value.details().replace("../../etc", "")
+
+
+def test_float64_input_is_answered_like_its_float32_rounding(limited_server):
+    x64 = np.random.default_rng(5).random((3, 64))
+    as_float64 = vae_pb2.Tensor(shape=[3, 64], data=x64.astype("<f8").tobytes(), dtype=vae_pb2.DATA_TYPE_FLOAT64)
+    as_float32 = tensor([3, 64], x64.astype("<f4").tobytes())
+    replies = [
+        limited_server.stub.Elbo(vae_pb2.ElboRequest(x=x, k=5, seed=3), timeout=30) for x in (as_float64, as_float32)
+    ]
+    assert replies[0].SerializeToString() == replies[1].SerializeToString()
 
 
 def test_oversize_message_is_resource_exhausted(limited_server):

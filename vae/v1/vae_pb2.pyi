@@ -7,6 +7,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_TYPE_FLOAT32: _ClassVar[DataType]
+    DATA_TYPE_FLOAT64: _ClassVar[DataType]
+
 class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCORE_TYPE_UNSPECIFIED: _ClassVar[ScoreType]
@@ -15,6 +20,8 @@ class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_TYPE_RECONSTRUCTION_ERROR: _ClassVar[ScoreType]
     SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: _ClassVar[ScoreType]
     SCORE_TYPE_COMPLEXITY_CORRECTED: _ClassVar[ScoreType]
+DATA_TYPE_FLOAT32: DataType
+DATA_TYPE_FLOAT64: DataType
 SCORE_TYPE_UNSPECIFIED: ScoreType
 SCORE_TYPE_NEGATIVE_ELBO: ScoreType
 SCORE_TYPE_NEGATIVE_IWAE: ScoreType
@@ -23,12 +30,14 @@ SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: ScoreType
 SCORE_TYPE_COMPLEXITY_CORRECTED: ScoreType
 
 class Tensor(_message.Message):
-    __slots__ = ("shape", "data")
+    __slots__ = ("shape", "data", "dtype")
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    dtype: DataType
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., dtype: _Optional[_Union[DataType, str]] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")
