@@ -1,5 +1,6 @@
 """ONNX Runtime sessions for one VAE: numpy in, numpy out. No grpc, no asyncio, no torch."""
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,9 @@ ENCODER_OUTPUTS = ("z_mean", "z_logvar")
 DECODER_INPUT = "z"
 DECODER_OUTPUTS = {"bernoulli": ("logits",), "gaussian": ("mean", "log_scale")}
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+CUDA = "CUDAExecutionProvider"
+
+log = logging.getLogger(__name__)
 
 
 def make_session(
@@ -93,13 +97,14 @@ def providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if CUDA in available:
+        return [CUDA, "CPUExecutionProvider"]
     if device == "cuda":
         raise DeviceUnavailable(
-            f"--device cuda: this onnxruntime build has no CUDAExecutionProvider (it has {available}); "
+            f"device cuda (--device / VAE_DEVICE): this onnxruntime build has no {CUDA} (it has {available}); "
             "install onnxruntime-gpu with a matching CUDA runtime, or use --device cpu or auto"
         )
+    log.warning("device auto: this onnxruntime build has no %s (it has %s); serving on the CPU", CUDA, available)
     return ["CPUExecutionProvider"]
 
 
@@ -107,10 +112,13 @@ def check_device(sessions: Sequence[ort.InferenceSession], device: str) -> list[
     """The providers really in use; for ``cuda``, fail if a session silently fell back to the CPU
     (ONNX Runtime does that when the CUDA libraries fail to load)."""
     in_use = sessions[0].get_providers()
-    for session in sessions:
-        if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise DeviceUnavailable(
-                "--device cuda: ONNX Runtime could not initialise CUDA for this model (see its log above); "
-                "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu or auto"
-            )
+    fell_back = device != "cpu" and CUDA in ort.get_available_providers()
+    fell_back = fell_back and any(CUDA not in session.get_providers() for session in sessions)
+    if fell_back and device == "cuda":
+        raise DeviceUnavailable(
+            "device cuda (--device / VAE_DEVICE): ONNX Runtime could not initialise CUDA for this model "
+            "(see its log above); check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu or auto"
+        )
+    if fell_back:
+        log.warning("device auto: ONNX Runtime could not initialise CUDA for this model; it runs on the CPU")
     return in_use

@@ -25,6 +25,7 @@ from service.metrics import ServerMetrics
 from service.oip import OIP_SERVICE, InferenceServicer
 from service.registry import ModelRegistry, load_registry
 from service.reload import RepositoryWatcher
+from service.runtime import providers_for
 from service.security import TokenAuthInterceptor, load_tokens, server_credentials
 from service.servicer import VaeServicer
 from service.settings import Settings
@@ -180,6 +181,8 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.device == "cuda":
+        providers_for("cuda")  # refused before the port is bound: no "listening" line, then an error
     preloaded = None
     if settings.reuse_port:
         # One of several processes on a shared port: bind only once the models are verified, so the

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.manifest import MANIFEST_FILE, seal
-from tests.server_process import VAE_SERVE, launch, start_server, tensor
+from tests.server_process import SERVING, VAE_SERVE, ServerProcess, launch, start_server, tensor
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -135,6 +135,43 @@ def test_damaged_bundle_is_never_served(bundle_copy):
     assert printed and printed[0].startswith("vae-serve listening on ")  # bound, but never SERVING
 
 
+def repository_of_copies(bundle: Path, root: Path, versions: int) -> Path:
+    """``versions`` resealed copies of one bundle as digits/1 .. digits/N."""
+    for version in range(1, versions + 1):
+        target = root / "digits" / str(version)
+        shutil.copytree(bundle, target)
+        manifest = target / MANIFEST_FILE
+        document = json.loads(manifest.read_text())
+        document["version"] = str(version)
+        manifest.write_text(json.dumps(seal(document)))
+    return root
+
+
+def test_not_serving_and_unavailable_until_every_bundle_is_verified(digits_bundle, tmp_path):
+    # 100 bundles take ~1 s to verify here (~15 ms each), against ~20 ms from the "listening" line
+    # to the first health answer: the loading window is observed, not guessed.
+    repository = repository_of_copies(digits_bundle, tmp_path / "repo", 100)
+    process, lines, log_path = launch("--model-repository", str(repository), metrics=False)
+    line = lines.get(timeout=60)
+    assert line is not None and line.startswith("vae-serve listening on "), log_path.read_text()
+    server = ServerProcess(process, int(line.rsplit(":", 1)[1]), None, log_path, None)
+    try:
+        assert server.health_status() == NOT_SERVING
+        assert server.health_status("vae.v1.VaeService") == NOT_SERVING
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.GetModelInfo(vae_pb2.GetModelInfoRequest(), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "still loading and verifying" in raised.value.details()
+        deadline = time.monotonic() + 60
+        while server.health_status() != SERVING:
+            assert time.monotonic() < deadline and process.poll() is None, server.log()
+            time.sleep(0.02)
+        info = server.stub.GetModelInfo(vae_pb2.GetModelInfoRequest(), timeout=10)
+        assert info.model.version == "100" and len(info.available_versions) == 100
+    finally:
+        assert server.stop() == 0
+
+
 def test_cuda_asked_but_unavailable_is_a_clear_error(digits_bundle):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime build has CUDA; the GPU path is exercised on a GPU machine")
@@ -145,8 +182,22 @@ def test_cuda_asked_but_unavailable_is_a_clear_error(digits_bundle):
         timeout=60,
     )
     assert result.returncode == 1
-    assert "--device cuda" in result.stderr and "CUDAExecutionProvider" in result.stderr
+    assert "device cuda (--device / VAE_DEVICE)" in result.stderr and "CUDAExecutionProvider" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout, "refused before binding the port"
+
+
+def test_device_auto_without_cuda_says_it_serves_on_the_cpu(digits_bundle):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA; auto picks it (exercised on a GPU machine)")
+    process = start_server("--bundle", str(digits_bundle), "--device", "auto")
+    try:
+        assert process.health_status() == SERVING
+        assert "device auto: this onnxruntime build has no CUDAExecutionProvider" in process.log()
+        reply = process.stub.GetModelInfo(vae_pb2.GetModelInfoRequest(), timeout=30)
+        assert list(reply.providers) == ["CPUExecutionProvider"]
+    finally:
+        assert process.stop() == 0
 
 
 def test_settings_are_validated_before_start():
