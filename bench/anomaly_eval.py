@@ -15,6 +15,7 @@ Prints one JSON line per result and writes the summary to WORK/summary.json.
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -42,12 +43,20 @@ PUBLISHED = {  # mean one-class AUROC on Fashion-MNIST, as the issue quotes them
 }
 
 
-def train(repository: Path, name: str, dataset: str, epochs: int, seed: int, classes: str | None = None) -> float:
+def train(
+    repository: Path,
+    name: str,
+    dataset: str,
+    epochs: int,
+    seed: int,
+    classes: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> float:
     out = repository / name / "1"
     if (out / "manifest.json").exists():
         return 0.0
     command = [VAE_TRAIN, "--dataset", dataset, "--out", str(out), "--name", name, "--version", "1"]
-    command += ["--epochs", str(epochs), "--seed", str(seed), "--no-progress", "--iwae-k", "100"]
+    command += ["--epochs", str(epochs), "--seed", str(seed), "--no-progress", "--iwae-k", "100", *extra]
     if classes is not None:
         command += ["--classes", classes]
     started = time.perf_counter()
@@ -161,6 +170,11 @@ def main() -> int:
     parser.add_argument("--skip-ood", action="store_true", help="one-class protocol only, no OOD models")
     parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--scores", default=",".join(SCORE_TYPES))
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help="more vae-train flags for every model, e.g. '--likelihood gaussian --decoder-scale shared'",
+    )
     parser.add_argument("--report", type=Path, help="print the markdown tables of this summary.json and exit")
     args = parser.parse_args()
     if args.report:
@@ -169,23 +183,27 @@ def main() -> int:
     repository = args.work / "repository"
     classes = [int(c) for c in args.classes.split(",")]
     score_names = args.scores.split(",")
+    extra = tuple(shlex.split(args.train_args))
     started = time.perf_counter()
     train_seconds = {
-        f"fashion-c{c}": train(repository, f"fashion-c{c}", "fashion-mnist", args.epochs, args.seed, str(c))
+        f"fashion-c{c}": train(repository, f"fashion-c{c}", "fashion-mnist", args.epochs, args.seed, str(c), extra)
         for c in classes
     }
     if not args.skip_ood:
-        train_seconds["fashion-all"] = train(repository, "fashion-all", "fashion-mnist", args.epochs, args.seed)
+        train_seconds["fashion-all"] = train(
+            repository, "fashion-all", "fashion-mnist", args.epochs, args.seed, None, extra
+        )
         digits_train = args.work / "digits28.npy"
         np.save(digits_train, digits_28(centred=False))
         train_seconds["digits28"] = train(
-            repository, "digits28", f"npy:{digits_train}", max(args.epochs, 100), args.seed
+            repository, "digits28", f"npy:{digits_train}", max(args.epochs, 100), args.seed, None, extra
         )
     source = load_source("fashion-mnist")
     test_x, test_y = source.test.x, source.test.y
     results = {
         "epochs": args.epochs,
         "seed": args.seed,
+        "train_args": args.train_args,
         "train_seconds": train_seconds,
         "auroc": {},
         "fpr": {},

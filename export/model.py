@@ -80,21 +80,30 @@ class BernoulliDecoder(nn.Module):
 
 
 class GaussianDecoder(nn.Module):
-    """z -> (mean, log_scale) in raw feature units, with a learned per-feature scale.
+    """z -> (mean, log_scale) in raw feature units, with a learned scale that does not depend on z.
 
     In standardized units the scale is MIN_STANDARDIZED_SCALE + softplus(rho_d); the graph maps
     both parameters back through the feature scaling, so log p(x|z) is a density over the raw features.
+    ``shared_scale``: one rho for every feature (with a scaling shared by every feature, one sigma for
+    the whole input: Rybkin et al. 2021's calibrated decoder, suited to pixels in one unit).
     """
 
     output_names = ("mean", "log_scale")
 
-    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int, scaling: FeatureScaling) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        scaling: FeatureScaling,
+        shared_scale: bool = False,
+    ) -> None:
         super().__init__()
         self.scaling = scaling
         self.body = mlp([latent_dim, *hidden])
         self.mean = nn.Linear(hidden[-1], num_features)
         # softplus(0.5413) = 1: start at unit standardized scale.
-        self.rho = nn.Parameter(torch.full((num_features,), 0.5413))
+        self.rho = nn.Parameter(torch.full((1 if shared_scale else num_features,), 0.5413))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         standardized_mean = self.mean(self.body(z))
@@ -174,14 +183,16 @@ def build_vae(
     likelihood: str,
     loc: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
+    shared_scale: bool = False,
 ) -> Vae:
-    """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs."""
+    """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs;
+    ``shared_scale`` (Gaussian only) learns one decoder scale for all features instead of one each."""
     scaling = FeatureScaling(num_features, loc, scale)
     encoder = Encoder(num_features, hidden, latent_dim, scaling)
     if likelihood == "bernoulli":
         decoder = BernoulliDecoder(num_features, list(reversed(hidden)), latent_dim)
     elif likelihood == "gaussian":
-        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, scaling)
+        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, scaling, shared_scale)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}")
     return Vae(encoder, decoder, likelihood)

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bernoulli for data in [0,1], gaussian for real-valued features",
     )
     parser.add_argument(
+        "--decoder-scale",
+        choices=("per-feature", "shared"),
+        help="gaussian only: a learned scale per feature (default), or one shared by all features "
+        "(calibrated decoder; for pixels or other features in one unit)",
+    )
+    parser.add_argument(
         "--binarize",
         choices=("dynamic", "none"),
         help="dynamic: resample x~Bernoulli(x) every batch (default for bernoulli)",
@@ -123,7 +129,10 @@ def resolve_config(args: argparse.Namespace):
         patience=_given_or(args.patience, recipe["patience"]),
         seed=args.seed,
         train_samples=args.train_samples,
+        decoder_scale=args.decoder_scale or "per-feature",
     )
+    if args.decoder_scale is not None and args.likelihood != "gaussian":
+        raise DataError("--decoder-scale applies to --likelihood gaussian only")
     counts = (config.latent_dim, config.epochs, config.batch_size, config.patience, config.train_samples, args.iwae_k)
     if min(counts) < 1 or not config.lr > 0:
         raise DataError(
@@ -166,7 +175,11 @@ def likelihood_record(vae) -> dict:
         "parameters": {
             "decoder_outputs": ["mean", "log_scale"],
             "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
-            "scale": "learned per feature, floored at min_standardized_scale * feature_scale",
+            "scale": (
+                "learned, one value shared by every feature, floored at min_standardized_scale * feature_scale"
+                if decoder.rho.numel() == 1
+                else "learned per feature, floored at min_standardized_scale * feature_scale"
+            ),
             "min_standardized_scale": MIN_STANDARDIZED_SCALE,
             "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
             "feature_loc": decoder.scaling.loc.tolist(),

@@ -42,6 +42,9 @@ class TrainConfig:
     # Importance samples per example in the objective: 1 trains on the ELBO, k > 1 on the IWAE-k
     # bound (Burda et al. 2016), which costs k decoder passes per example and tightens log p(x).
     train_samples: int = 1
+    # Gaussian only: "per-feature" standardizes each feature and learns a scale per feature;
+    # "shared" standardizes by one mean and std over all features and learns one scale for all.
+    decoder_scale: str = "per-feature"
 
 
 @dataclass
@@ -59,11 +62,18 @@ def evaluation_view(x: np.ndarray, config: TrainConfig) -> np.ndarray:
     return binarize(x, EVAL_BINARIZATION_SEED) if config.binarize == "dynamic" else x
 
 
-def standardization(train_x: np.ndarray, likelihood: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def standardization(
+    train_x: np.ndarray, likelihood: str, decoder_scale: str = "per-feature"
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if likelihood != "gaussian":
         return None, None
-    loc = train_x.mean(axis=0)
-    scale = np.maximum(train_x.std(axis=0), MIN_FEATURE_STD)
+    if decoder_scale == "shared":
+        # One unit for the whole input (pixels): a per-pixel std would blow up near-constant borders.
+        loc = np.full(train_x.shape[1], train_x.mean(), dtype=np.float32)
+        scale = np.full(train_x.shape[1], max(float(train_x.std()), MIN_FEATURE_STD), dtype=np.float32)
+    else:
+        loc = train_x.mean(axis=0)
+        scale = np.maximum(train_x.std(axis=0), MIN_FEATURE_STD)
     return torch.from_numpy(loc), torch.from_numpy(scale)
 
 
@@ -80,8 +90,9 @@ def train_vae(
     """Train from scratch. The same config and data give the same weights (fixed seed, CPU)."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    loc, scale = standardization(train_x, config.likelihood)
-    vae = build_vae(train_x.shape[1], config.hidden, config.latent_dim, config.likelihood, loc, scale)
+    loc, scale = standardization(train_x, config.likelihood, config.decoder_scale)
+    shared = config.decoder_scale == "shared"
+    vae = build_vae(train_x.shape[1], config.hidden, config.latent_dim, config.likelihood, loc, scale, shared)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     data = torch.from_numpy(train_x)
     validation_view = evaluation_view(validation_x, config)

@@ -69,3 +69,23 @@ def test_vae_train_with_iwae_objective_writes_a_verified_bundle(tmp_path, capsys
 def test_train_samples_must_be_positive(tmp_path, capsys):
     assert train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), "--train-samples", "0"]) != 0
     assert "--train-samples" in capsys.readouterr().err
+
+
+def test_gaussian_decoder_with_one_shared_scale(tmp_path, capsys):
+    out = tmp_path / "shared"
+    run_vae_train(
+        capsys, "--dataset", "digits", "--likelihood", "gaussian", "--decoder-scale", "shared", "--out", str(out)
+    )
+    bundle = load_bundle(out)
+    assert bundle.manifest.training["decoder_scale"] == "shared"
+    z = np.random.default_rng(3).normal(size=(5, bundle.manifest.latent_dim)).astype(np.float32)
+    log_scale = bundle.vae.decode(z)["log_scale"]
+    # One sigma for every pixel and every z: the calibrated decoder of Rybkin et al. 2021.
+    assert log_scale.shape == (5, 64) and np.ptp(log_scale) == 0.0
+    parameters = bundle.manifest.likelihood.parameters
+    assert "shared by every feature" in parameters["scale"] and np.ptp(parameters["feature_scale"]) == 0.0
+
+
+def test_decoder_scale_needs_a_gaussian_likelihood(tmp_path, capsys):
+    assert train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), "--decoder-scale", "shared"]) == 2
+    assert "--decoder-scale applies to --likelihood gaussian only" in capsys.readouterr().err
