@@ -84,8 +84,11 @@ class GaussianDecoder(nn.Module):
 
     In standardized units the scale is MIN_STANDARDIZED_SCALE + softplus(rho_d); the graph maps
     both parameters back through the feature scaling, so log p(x|z) is a density over the raw features.
-    ``shared_scale``: one rho for every feature (with a scaling shared by every feature, one sigma for
-    the whole input: Rybkin et al. 2021's calibrated decoder, suited to pixels in one unit).
+    ``shared_scale``: one sigma for every feature (with a scaling shared by every feature), set
+    analytically as in Rybkin et al. 2021's optimal-sigma VAE: while training, each batch uses the
+    sigma that maximises its likelihood, sqrt(mean squared error); after each epoch rho is set to
+    the epoch's value, so the exported graph carries it. Gradient steps on a single rho would take
+    thousands of steps to get there.
     """
 
     output_names = ("mean", "log_scale")
@@ -104,6 +107,27 @@ class GaussianDecoder(nn.Module):
         self.mean = nn.Linear(hidden[-1], num_features)
         # softplus(0.5413) = 1: start at unit standardized scale.
         self.rho = nn.Parameter(torch.full((1 if shared_scale else num_features,), 0.5413))
+        self.shared_scale = shared_scale
+        self._squared_error = [0.0, 0]  # sum of batch mean squared errors, batches: this epoch's
+
+    def batch_log_scale(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """Shared scale while training: the batch's maximum-likelihood log sigma, floored as the graph's."""
+        mse = ((x - mean) ** 2).mean()
+        self._squared_error[0] += float(mse.detach())
+        self._squared_error[1] += 1
+        floor = math.log(MIN_STANDARDIZED_SCALE) + torch.log(self.scaling.scale[0])
+        return torch.maximum(0.5 * torch.log(mse), floor).expand_as(mean)
+
+    @torch.no_grad()
+    def fix_scale(self) -> None:
+        """Shared scale: set rho so the graph's sigma is the root of this epoch's mean squared error."""
+        total, batches = self._squared_error
+        if not self.shared_scale or batches == 0:
+            return
+        standardized = math.sqrt(total / batches) / float(self.scaling.scale[0]) - MIN_STANDARDIZED_SCALE
+        target = max(standardized, 1e-4)
+        self.rho.fill_(target + math.log(-math.expm1(-target)))  # softplus^-1
+        self._squared_error = [0.0, 0]
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         standardized_mean = self.mean(self.body(z))
@@ -147,7 +171,7 @@ class Vae(nn.Module):
             return self._iwae_loss(x, kl_weight, num_samples)
         mean, logvar = self.encoder(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        reconstruction = self.decoder.log_prob(x, self.decoder(z))
+        reconstruction = self.decoder.log_prob(x, self._training_outputs(x, self.decoder(z)))
         kl = kl_to_standard_normal(mean, logvar)
         return -(reconstruction - kl_weight * kl).mean(), (reconstruction - kl).mean()
 
@@ -164,9 +188,15 @@ class Vae(nn.Module):
         """(log p(x|z), log p(z), log q(z|x)), each [samples, batch], for reparameterised z ~ q(z|x)."""
         z = mean + torch.exp(0.5 * logvar) * torch.randn(num_samples, *mean.shape)
         outputs = self.decoder(z.reshape(-1, z.shape[-1]))
-        outputs = tuple(value.reshape(num_samples, len(x), -1) for value in outputs)
+        outputs = self._training_outputs(x, tuple(value.reshape(num_samples, len(x), -1) for value in outputs))
         log_pz = (-0.5 * (LOG_2PI + z**2)).sum(-1)
         return self.decoder.log_prob(x, outputs), log_pz, diag_normal_log_prob(z, mean, logvar)
+
+    def _training_outputs(self, x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The decoder's outputs, with a shared Gaussian scale replaced by the batch's optimum in training."""
+        if not (self.training and getattr(self.decoder, "shared_scale", False)):
+            return outputs
+        return outputs[0], self.decoder.batch_log_scale(x, outputs[0])
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
