@@ -175,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         with VaeClient(args.target, timeout_s=args.timeout_s, **_security(args)) as client:
             return args.handler(client, args)
     except VaeClientError as err:
-        print(f"{PROG}: {err.code_name}: {err.details}", file=sys.stderr)
+        _error(args, f"{err.code_name}: {err.details}", {"code": err.code_name, "message": err.details})
         return 1
     except InputError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
+        _error(args, str(err), {"code": "INPUT", "message": str(err)})
         return 2
     except KeyboardInterrupt:
         return 130
@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away: stop quietly, and keep Python's exit-time flush quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _error(args: argparse.Namespace, text: str, payload: dict) -> None:
+    """Errors go to stderr: one line of text, or with --json one object {"error": {code, message}}."""
+    print(json.dumps({"error": payload}) if args.json else f"{PROG}: {text}", file=sys.stderr)
 
 
 def _emit(args: argparse.Namespace, payload: dict, lines: list[str]) -> None:

@@ -95,6 +95,12 @@ def test_errors_exit_nonzero_with_the_status(server, tmp_path):
     assert result.returncode == 1 and "NOT_FOUND" in result.stderr
     missing = run_client(server, "elbo", str(tmp_path / "absent.npy"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    as_json = run_client(server, "--json", "elbo", str(tmp_path / "wide.npy"))
+    assert as_json.returncode == 1 and as_json.stdout == ""
+    error = json.loads(as_json.stderr)["error"]
+    assert error["code"] == "INVALID_ARGUMENT" and error["message"].startswith("x: shape [2, 65]")
+    missing = run_client(server, "--json", "elbo", str(tmp_path / "absent.npy"))
+    assert missing.returncode == 2 and json.loads(missing.stderr)["error"]["code"] == "INPUT"
     with VaeClient(f"127.0.0.1:{server.port}") as client, pytest.raises(VaeClientError) as raised:
         client.sample(0)
     assert raised.value.code_name == "INVALID_ARGUMENT"
