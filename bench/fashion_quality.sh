@@ -13,8 +13,9 @@ declare -A RECIPES=(
     [deeper]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10"
     [iwae5]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 5"
     [iwae10]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 10"
+    [iwae5long]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 200 --patience 15 --train-samples 5"
 )
-NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(default longer deeper iwae5 iwae10)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(default longer deeper iwae5 iwae10 iwae5long)
 mkdir -p "$OUT"
 echo "| recipe | command | epochs (best) | wall s | test ELBO nats | test NLL nats (IWAE k=1000) | bits/dim |"
 echo "|---|---|---|---|---|---|---|"
