@@ -79,6 +79,7 @@ class DynamicBatcher:
         self._runners = asyncio.Semaphore(concurrency)
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self._waiting: set[_Pending] = set()  # callers still waiting, queued or running: for abandon()
         self._unanswered = 0  # submitted items without a result yet, queued or running
         self._admitted_cost = 0  # their cost: what admission control bounds
         self._running_items = 0
@@ -103,6 +104,7 @@ class DynamicBatcher:
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
         self._queue.append(pending)
+        self._waiting.add(pending)
         self._set_queued(self._queued_cost + cost)
         self._unanswered += 1
         self._admitted_cost += cost
@@ -116,6 +118,7 @@ class DynamicBatcher:
             self._withdraw(pending)  # the caller went away: free its place in the queue now
             raise
         finally:
+            self._waiting.discard(pending)
             self._unanswered -= 1
             self._admitted_cost -= cost
 
@@ -208,6 +211,17 @@ class DynamicBatcher:
                     pending.future.set_result(result)
         finally:
             self._runners.release()
+
+    def abandon(self, error: Exception) -> int:
+        """Answer every caller still waiting, queued or running, with ``error``; returns how many.
+
+        A running batch finishes in its thread and its results are dropped (every answer path
+        skips a future that is already done); queued items are skipped when a batch takes them.
+        """
+        abandoned = [pending for pending in self._waiting if not pending.future.done()]
+        for pending in abandoned:
+            pending.future.set_exception(error)
+        return len(abandoned)
 
     async def close(self) -> None:
         if self._loop_task is not None:

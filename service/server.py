@@ -32,6 +32,9 @@ from service.settings import Settings
 from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+# Drain: how often to check for in-flight calls, and how long answers at the grace's end may take.
+DRAIN_POLL_S = 0.05
+ANSWER_MARGIN_S = 0.5
 log = logging.getLogger(__name__)
 VAE_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
 MODEL_SERVICES = (VAE_SERVICE, OIP_SERVICE)  # each reported by gRPC health, "" for the server
@@ -152,6 +155,18 @@ async def load_models(running: RunningServer, settings: Settings, registry: Mode
         running.watcher = asyncio.ensure_future(watcher.run())
 
 
+async def answer_leftovers(running: RunningServer, grace_s: float) -> None:
+    """At the end of the grace, answer the calls still waiting on a batch UNAVAILABLE."""
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while running.interceptor.active_calls and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(DRAIN_POLL_S)
+    if running.interceptor.active_calls:
+        abandoned = running.servicer.abandon_waiting(
+            f"the server is shutting down and its {grace_s:g} s grace period ended before this call finished; retry"
+        )
+        log.info("grace period over: %d calls still waiting answered UNAVAILABLE", abandoned)
+
+
 async def drain(running: RunningServer, grace_s: float) -> None:
     """NOT_SERVING at once, refuse new calls, let in-flight calls finish within ``grace_s``."""
     await running.health.drain()
@@ -159,7 +174,12 @@ async def drain(running: RunningServer, grace_s: float) -> None:
         running.watcher.cancel()
     running.metrics.serving.set(0)
     log.info("draining: %d in-flight calls have %.1f s to finish", running.interceptor.active_calls, grace_s)
-    await running.server.stop(grace_s)  # refuses new calls at once, cancels what is left after grace_s
+    # gRPC refuses new calls at once. At the end of the grace, calls still waiting on a batch are
+    # answered UNAVAILABLE by us (counted in the metrics, with a reason) rather than cancelled by
+    # gRPC, which would log a CancelledError traceback per call; the margin lets those answers go out.
+    leftovers = asyncio.ensure_future(answer_leftovers(running, grace_s))
+    await running.server.stop(grace_s + ANSWER_MARGIN_S)  # awaited here: refusal starts at once
+    leftovers.cancel()
     running.executor.shutdown(wait=False, cancel_futures=True)
     if running.metrics_httpd is not None:
         running.metrics_httpd.shutdown()

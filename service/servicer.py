@@ -85,6 +85,10 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         self.executor = executor
         self._batchers: dict[tuple[str, str, str], DynamicBatcher] = {}
 
+    def abandon_waiting(self, reason: str) -> int:
+        """Answer every call waiting on a batch with UNAVAILABLE ``reason``; returns how many."""
+        return sum(batcher.abandon(NotReady(reason)) for batcher in self._batchers.values())
+
     def resolve(self, model: vae_pb2.ModelRef) -> Bundle:
         if self.registry is None:
             raise NotReady("the server is still loading and verifying its models; retry shortly")

@@ -237,6 +237,37 @@ def test_sigterm_drains_50_in_flight_calls(digits_bundle, server):
     assert "draining: 53 in-flight calls" in draining.log()
 
 
+def test_calls_left_at_the_end_of_the_grace_are_answered_unavailable(digits_bundle):
+    # 8 calls of 128 rows x 1000 samples (~0.15 s each on one runner) against a 0.5 s grace: some
+    # finish, the rest are answered UNAVAILABLE with the reason, none is cancelled by gRPC.
+    grace_s = 0.5
+    draining = start_server("--bundle", str(digits_bundle), "--grace", str(grace_s))
+    request = vae_pb2.ElboRequest(x=tensor(np.random.default_rng(2).random((128, 64))), k=1000, seed=1)
+
+    def call() -> str:
+        try:
+            return "OK" if len(draining.stub.Elbo(request, timeout=60).elbo) == 128 else "wrong reply"
+        except grpc.RpcError as error:
+            return f"{error.code().name}: {error.details()}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = [pool.submit(call) for _ in range(8)]
+        wait_for_elbo_in_flight(draining, lambda calls: calls >= 8, "calls never arrived")
+        started = time.monotonic()
+        draining.process.send_signal(signal.SIGTERM)
+        assert draining.process.wait(timeout=30) == 0
+        stopped_s = time.monotonic() - started
+        outcomes = [outcome.result() for outcome in outcomes]
+    unavailable = [outcome for outcome in outcomes if outcome != "OK"]
+    assert unavailable, f"every call finished within {grace_s} s: make them heavier ({outcomes})"
+    reason = "UNAVAILABLE: the server is shutting down and its 0.5 s grace period ended before this call finished"
+    assert all(outcome.startswith(reason) for outcome in unavailable), outcomes
+    assert stopped_s < grace_s + 5  # the grace, the answers' margin, and process exit
+    log = draining.log()
+    assert f"grace period over: {len(unavailable)} calls still waiting answered UNAVAILABLE" in log
+    assert "Traceback" not in log and "CancelledError" not in log
+
+
 def test_reflection_on_by_default_and_off_by_flag(server, digits_bundle):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
