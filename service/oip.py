@@ -27,6 +27,8 @@ from vae.v1 import vae_pb2
 
 OIP_SERVICE = oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 FLOAT_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# The same types in vae.v1: inputs go through VaeService's codec, which rounds FP64 to float32.
+WIRE_TYPES = {"FP32": vae_pb2.DATA_TYPE_FLOAT32, "FP64": vae_pb2.DATA_TYPE_FLOAT64}
 CONFIG_TYPES = {"FP32": oip_pb2.TYPE_FP32, "FP64": oip_pb2.TYPE_FP64}
 ELBO_OUTPUTS = ("elbo", "reconstruction", "kl", "iwae", "iwae_standard_error")
 ELBO_PARAMETERS = ("k", "seed")
@@ -187,18 +189,13 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             if tensor.HasField("contents"):
                 raise InvalidInput(f"input {spec.name!r}: both contents and raw_input_contents given; send one")
             data = request.raw_input_contents[0]
-            dtype = FLOAT_TYPES[tensor.datatype]
-            if len(data) % dtype.itemsize:
+            if len(data) % FLOAT_TYPES[tensor.datatype].itemsize:
                 raise InvalidInput(f"input {spec.name!r}: {len(data)} bytes is not a whole number of {tensor.datatype}")
-            values = np.frombuffer(data, dtype=dtype)
         else:
             typed = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.fp64_contents
-            values = np.asarray(typed, dtype=FLOAT_TYPES[tensor.datatype])
-        if values.dtype != codec.FLOAT32_LE:
-            with np.errstate(over="ignore"):  # an FP64 value beyond float32 becomes inf: rejected below
-                values = values.astype(codec.FLOAT32_LE)
+            data = np.asarray(typed, dtype=FLOAT_TYPES[tensor.datatype]).tobytes()
         row_shapes = input_shapes(bundle) if spec.name == "x" else [spec.row_shape]
-        shaped = vae_pb2.Tensor(shape=tensor.shape, data=values.tobytes())
+        shaped = vae_pb2.Tensor(shape=tensor.shape, data=data, dtype=WIRE_TYPES[tensor.datatype])
         rows = codec.rows_from_tensor(shaped, spec.name, row_shapes, self.vae.settings.max_rows)
         return check_value_range(rows, bundle) if spec.name == "x" else rows
 
