@@ -177,7 +177,7 @@ def likelihood_record(vae) -> dict:
             "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
             "scale": (
                 "learned, one value shared by every feature, floored at min_standardized_scale * feature_scale"
-                if decoder.rho.numel() == 1
+                if decoder.shared_scale
                 else "learned per feature, floored at min_standardized_scale * feature_scale"
             ),
             "min_standardized_scale": MIN_STANDARDIZED_SCALE,

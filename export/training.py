@@ -121,7 +121,7 @@ def train_vae(
             optimizer.step()
             elbo_sum += float(elbo.detach()) * len(rows)
         train_elbo = elbo_sum / len(data)
-        if config.decoder_scale == "shared":
+        if shared:
             vae.decoder.fix_scale()
         bounds = evaluate_bounds(vae, validation_view, VALIDATION_SAMPLES, config.seed)
         validation_elbo, validation_iwae = float(bounds.elbo.mean()), float(bounds.iwae.mean())

@@ -51,7 +51,7 @@ def rows_from_tensor(
     if len(tensor.data) != expected_bytes:
         raise InvalidInput(
             f"{field}: {len(tensor.data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
-            f"({'float32' if wire_type == FLOAT32_LE else 'float64'}, little-endian)"
+            f"({wire_type.name}, little-endian)"
         )
     values = np.frombuffer(tensor.data, dtype=wire_type).reshape(rows, width)
     if wire_type != FLOAT32_LE:
