@@ -24,13 +24,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY wheelhouse/ /wheels/
 COPY pyproject.toml README.md ./
+COPY api/ api/
+COPY core/ core/
 COPY service/ service/
 COPY client/ client/
-COPY vae/ vae/
+# The export modules install with the package (they import torch only when training runs, which
+# the image never does: torch is not installed).
+COPY export/ export/
 RUN python3 -m venv /opt/vae
 
 FROM build-base AS build-cpu
-RUN /opt/vae/bin/pip install ".[serve]"
+RUN /opt/vae/bin/pip install .
 
 FROM ${BASE_IMAGE} AS runtime-base
 ARG BUNDLE=models/digits
@@ -61,7 +65,7 @@ ENV VAE_DEVICE=cpu
 FROM build-base AS build-gpu
 # onnxruntime-gpu replaces onnxruntime (both own the `onnxruntime` module); its cuda and cudnn
 # extras bring the CUDA 13 runtime libraries, so the base image stays plain Debian.
-RUN /opt/vae/bin/pip install ".[serve]" \
+RUN /opt/vae/bin/pip install . \
     && /opt/vae/bin/pip uninstall -y onnxruntime \
     && /opt/vae/bin/pip install "onnxruntime-gpu[cuda,cudnn]==1.31.1"
 

@@ -26,9 +26,9 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from client import VaeClient
-from client.client import SCORE_TYPES
-from export.data import load_source
+from vae_serve.client import VaeClient
+from vae_serve.client.client import SCORE_TYPES
+from vae_serve.export.data import load_source
 
 PYTHON = sys.executable
 VAE_TRAIN = str(Path(PYTHON).with_name("vae-train"))

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.workloads import CHANNEL_OPTIONS
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
 
 def zeros(*shape: int) -> vae_pb2.Tensor:

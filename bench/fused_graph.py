@@ -20,9 +20,9 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service import queries
-from service.bundle import load_bundle
-from service.runtime import make_session
+from vae_serve.core import work
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.runtime import make_session
 
 CASES = [  # (requests per batch, rows per request, k)
     (1, 1, 1),
@@ -136,10 +136,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for requests, rows, k in CASES:
         xs = [rng.random((rows, features), dtype=np.float32) for _ in range(requests)]
-        items = [queries.BoundsItem(x, k, seed) for seed, x in enumerate(xs)]
+        items = [work.BoundsItem(x, k, seed) for seed, x in enumerate(xs)]
 
         def served(items=items):
-            return queries.elbo_batch(bundle.vae, items)
+            return work.elbo_batch(bundle.vae, items)
 
         def in_graph(xs=xs, k=k):
             # Each request's noise from its own generator, as served; one graph run for the batch.

@@ -14,17 +14,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.workloads import WORKLOADS, inputs
-from service import queries
-from service.bundle import load_bundle
+from vae_serve.core import work
+from vae_serve.core.bundle import load_bundle
 
 
 def one_call(vae, workload, x, latent_dim):
     if workload.rpc == "Elbo":
-        return queries.elbo_batch(vae, [queries.BoundsItem(x, workload.k, 1)])
+        return work.elbo_batch(vae, [work.BoundsItem(x, workload.k, 1)])
     if workload.rpc == "Encode":
-        return queries.encode_batch(vae, [queries.EncodeItem(x, 0, 1)])
-    sampler = queries.Sampler(latent_dim, 1.0, 1)
-    return [queries.sample_batch(vae, [queries.SampleItem(sampler, 1000)]) for _ in range(workload.rows // 1000)]
+        return work.encode_batch(vae, [work.EncodeItem(x, 0, 1)])
+    sampler = work.Sampler(latent_dim, 1.0, 1)
+    return [work.sample_batch(vae, [work.SampleItem(sampler, 1000)]) for _ in range(workload.rows // 1000)]
 
 
 def measure(bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: float) -> dict:

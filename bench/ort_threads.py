@@ -11,19 +11,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.workloads import WORKLOADS, inputs
-from service import queries
-from service.bundle import load_bundle
+from vae_serve.core import work
+from vae_serve.core.bundle import load_bundle
 
 SECONDS_PER_POINT = 1.5
 
 
 def rate(vae, workload, x) -> float:
-    item = [queries.BoundsItem(x, workload.k, 1)]
+    item = [work.BoundsItem(x, workload.k, 1)]
     for _ in range(20):  # warm-up
-        queries.elbo_batch(vae, item)
+        work.elbo_batch(vae, item)
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < SECONDS_PER_POINT:
-        queries.elbo_batch(vae, item)
+        work.elbo_batch(vae, item)
         calls += 1
     return calls / (time.perf_counter() - started)
 

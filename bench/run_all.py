@@ -139,8 +139,8 @@ def wait_ready(port: int, spec: dict, process: subprocess.Popen, log_path: Path,
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
             if spec["protocol"] == "kserve":
-                from vae.oip import grpc_service_pb2 as service_pb2
-                from vae.oip import grpc_service_pb2_grpc as service_pb2_grpc
+                from vae_serve.api.oip import grpc_service_pb2 as service_pb2
+                from vae_serve.api.oip import grpc_service_pb2_grpc as service_pb2_grpc
 
                 if (
                     service_pb2_grpc.GRPCInferenceServiceStub(channel)

@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client.parser import text_string_to_metric_families
 
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
 VAE_SERVE = str(Path(sys.executable).with_name("vae-serve"))
 CALL_TIMEOUT_S = 20.0

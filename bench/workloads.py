@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def vae_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int)
 
 def kserve_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int):
     """A coroutine factory for an Open Inference Protocol server (Triton, MLServer)."""
-    from vae.oip import grpc_service_pb2 as service_pb2
-    from vae.oip import grpc_service_pb2_grpc as service_pb2_grpc
+    from vae_serve.api.oip import grpc_service_pb2 as service_pb2
+    from vae_serve.api.oip import grpc_service_pb2_grpc as service_pb2_grpc
 
     if workload.rpc == "SampleStream":
         raise NotImplementedError("the peers serve no streaming sampler")

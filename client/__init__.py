@@ -1,7 +1,7 @@
 """A small typed Python client (and the ``vae-client`` CLI) for the vae-serve gRPC API."""
 
-from client.client import VaeClient, VaeClientError
-from client.results import (
+from vae_serve.client.client import VaeClient, VaeClientError
+from vae_serve.client.results import (
     DecodeResult,
     ElboResult,
     EncodeResult,

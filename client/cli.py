@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from client.client import SCORE_TYPES, VaeClient, VaeClientError
-from client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
-from client.results import DecodeResult, EncodeResult
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.client.client import SCORE_TYPES, VaeClient, VaeClientError
+from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
+from vae_serve.client.results import DecodeResult, EncodeResult
 
 PROG = "vae-client"
 DEFAULT_TARGET = "127.0.0.1:50051"

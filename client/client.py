@@ -10,9 +10,9 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.results import DecodeResult, ElboResult, EncodeResult, SampleResult, ScoreResult
-from client.tensors import from_tensor, to_tensor
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.client.results import DecodeResult, ElboResult, EncodeResult, SampleResult, ScoreResult
+from vae_serve.client.tensors import from_tensor, to_tensor
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
 
 # Explicitly little-endian, so the bytes on the wire are right on a big-endian host too.
 _WIRE_DTYPE = np.dtype("<f4")

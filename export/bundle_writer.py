@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.model import Vae
-from service.bundle import load_bundle
-from service.manifest import MANIFEST_FILE, file_sha256, seal
-from service.runtime import ENCODER_OUTPUTS
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.manifest import MANIFEST_FILE, file_sha256, seal
+from vae_serve.core.runtime import ENCODER_OUTPUTS
+from vae_serve.export.model import Vae
 
 GOLDEN_EXAMPLES = 4
 # Multi-line lists of numbers are folded onto one line in manifest.json: indented structure,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.data import DataError, load_source, make_splits, parse_classes
+from vae_serve.export.data import DataError, load_source, make_splits, parse_classes
 
 SPLITS = ("validation", "train", "test", "all")
 
@@ -63,11 +63,11 @@ def calibration_rows(args: argparse.Namespace) -> np.ndarray:
 
 
 def recalibrate(args: argparse.Namespace) -> dict:
-    from export.bundle_writer import publish, staging_dir_for, write_manifest
-    from export.train import calibration_scores
-    from service.bundle import load_bundle
-    from service.manifest import MANIFEST_FILE
-    from service.scoring import calibration_of
+    from vae_serve.core.bundle import load_bundle
+    from vae_serve.core.manifest import MANIFEST_FILE
+    from vae_serve.core.scoring import calibration_of
+    from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
+    from vae_serve.export.train import calibration_scores
 
     bundle = load_bundle(args.bundle)  # verified: never recalibrate a damaged model
     document = json.loads((args.bundle / MANIFEST_FILE).read_text())
@@ -101,8 +101,8 @@ def recalibrate(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from export.bundle_writer import PublishError
-    from service.errors import BundleError
+    from vae_serve.core.errors import BundleError
+    from vae_serve.export.bundle_writer import PublishError
 
     try:
         summary = recalibrate(args)

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import torch
 
-from export.model import Vae
-from service.runtime import DECODER_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, make_session
+from vae_serve.core.runtime import DECODER_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, make_session
+from vae_serve.export.model import Vae
 
 # Max |torch - ONNX Runtime| allowed on any output, in the output's units (logits, nats of
 # log-variance, raw feature units). float32 kernels differ by ~1e-6 here; 1e-4 leaves room for

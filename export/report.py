@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.runtime import OnnxVae
-from service.scoring import QUANTILE_LEVELS
+from vae_serve.core.runtime import OnnxVae
+from vae_serve.core.scoring import QUANTILE_LEVELS
 
 GRID_SIDE = 8
 REPORT_FALSE_POSITIVE_RATE = 0.01

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from export.data import DataError, Splits, load_source, make_splits, parse_classes
+from vae_serve.export.data import DataError, Splits, load_source, make_splits, parse_classes
 
 # Defaults by kind of data; any flag given overrides its entry. "images" is fashion-mnist and
 # idx:DIR (the 784-400-20 recipe of the quality target in docs/benchmarks.md).
@@ -111,7 +111,7 @@ def _given_or(value, default):
 
 
 def resolve_config(args: argparse.Namespace):
-    from export.training import TrainConfig
+    from vae_serve.export.training import TrainConfig
 
     recipe = recipe_for(args.dataset)
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
@@ -167,7 +167,7 @@ def likelihood_record(vae) -> dict:
             "name": "bernoulli",
             "parameters": {"decoder_outputs": ["logits"], "log_prob": "sum_d x_d * l_d - softplus(l_d)"},
         }
-    from export.model import MIN_STANDARDIZED_SCALE
+    from vae_serve.export.model import MIN_STANDARDIZED_SCALE
 
     decoder = vae.decoder
     return {
@@ -196,7 +196,7 @@ def calibration_scores(vae, x, seed: int, progress: bool | None) -> dict:
     """
     from tqdm import tqdm
 
-    from service.scoring import SCORE_PARAMS, anomaly_scores
+    from vae_serve.core.scoring import SCORE_PARAMS, anomaly_scores
 
     scores = {}
     names = tqdm(
@@ -214,13 +214,13 @@ def calibration_scores(vae, x, seed: int, progress: bool | None) -> dict:
 
 def run_training(args: argparse.Namespace) -> dict:
     """Train, export, calibrate, write and verify the bundle; returns the summary JSON object."""
-    from export.bundle_writer import golden_examples, publish, staging_dir_for, write_manifest
-    from export.evaluate import evaluate_bounds
-    from export.onnx_export import PARITY_TOLERANCE, export_vae
-    from export.report import report_dir_for, write_report
-    from export.training import EVAL_BINARIZATION_SEED, config_record, evaluation_view, train_vae
-    from service.runtime import OnnxVae
-    from service.scoring import calibration_of
+    from vae_serve.core.runtime import OnnxVae
+    from vae_serve.core.scoring import calibration_of
+    from vae_serve.export.bundle_writer import golden_examples, publish, staging_dir_for, write_manifest
+    from vae_serve.export.evaluate import evaluate_bounds
+    from vae_serve.export.onnx_export import PARITY_TOLERANCE, export_vae
+    from vae_serve.export.report import report_dir_for, write_report
+    from vae_serve.export.training import EVAL_BINARIZATION_SEED, config_record, evaluation_view, train_vae
 
     started = time.perf_counter()
     classes = parse_classes(args.classes)
@@ -329,8 +329,8 @@ def verify_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vae-train verify", description="Verify a model bundle without torch.")
     parser.add_argument("--bundle", required=True, type=Path)
     args = parser.parse_args(argv)
-    from service.bundle import load_bundle
-    from service.errors import BundleError
+    from vae_serve.core.bundle import load_bundle
+    from vae_serve.core.errors import BundleError
 
     try:
         manifest = load_bundle(args.bundle).manifest
@@ -359,13 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["verify"]:
         return verify_main(argv[1:])
     if argv[:1] == ["calibrate"]:
-        from export.calibrate import main as calibrate_main
+        from vae_serve.export.calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from export.bundle_writer import PublishError
-    from export.onnx_export import ExportError
-    from service.errors import BundleError
+    from vae_serve.core.errors import BundleError
+    from vae_serve.export.bundle_writer import PublishError
+    from vae_serve.export.onnx_export import ExportError
 
     try:
         summary = run_training(args)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export.evaluate import binarize, evaluate_bounds
-from export.model import Vae, build_vae
+from vae_serve.export.evaluate import binarize, evaluate_bounds
+from vae_serve.export.model import Vae, build_vae
 
 # Validation ELBO per epoch averages this many posterior draws per example: enough that early
 # stopping reacts to the model, not to Monte-Carlo noise.

@@ -69,7 +69,7 @@ mmdebstrap --quiet --variant=minbase --include=python3,python3-venv bookworm "$W
 
 log "wheelhouse"
 .venv/bin/python -m pip download --quiet --disable-pip-version-check --dest wheelhouse "setuptools>=68" wheel
-.venv/bin/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse ".[serve]"
+.venv/bin/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse .
 
 if [ ! -f models/digits/manifest.json ]; then
     log "training the digits bundle the image bakes in"
@@ -111,7 +111,7 @@ import urllib.request
 import grpc
 import numpy as np
 
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
 port, metrics_port = sys.argv[1:]
 stub = vae_pb2_grpc.VaeServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))

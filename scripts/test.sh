@@ -23,11 +23,11 @@ done
 # and numpy < 2, so it lives in a venv of its own, never in the project's.
 [ -x .venvs/tritonclient/bin/python ] || "$PYTHON" -m venv .venvs/tritonclient
 .venvs/tritonclient/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc]==2.51.0"
-# The committed vae/v1 and vae/oip must be exactly what the pinned grpcio-tools generates from protos/.
+# The committed api/ must be exactly what the pinned grpcio-tools generates from protos/.
 generated="$(mktemp -d)"
 trap 'rm -rf "$generated"' EXIT
 bash scripts/gen_protos.sh "$generated"
-diff -r --exclude=__pycache__ "$generated/vae" vae
+diff -r --exclude=__pycache__ "$generated/api" api
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

@@ -1,1 +1,2 @@
-"""vae-serve runtime side: bundle loading, ONNX Runtime execution and VAE math. Never imports torch."""
+"""The gRPC server: settings, the data plane, the VaeService and Open Inference Protocol adapters,
+errors to statuses, metrics, health, security and the server lifecycle. Never imports torch."""

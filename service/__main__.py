@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.errors import BundleError
-from service.runtime import DeviceUnavailable
-from service.settings import Settings
+from vae_serve.core.errors import BundleError
+from vae_serve.core.runtime import DeviceUnavailable
+from vae_serve.service.settings import Settings
 
 # Flag -> Settings field. Every flag defaults to None ("not given"), so VAE_* variables and the
 # class defaults apply unless the flag is on the command line.
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vae-serve: invalid settings: {problems}", file=sys.stderr)
         return 2
     if settings.processes > 1:
-        from service.processes import run_processes
+        from vae_serve.service.processes import run_processes
 
         return run_processes(settings, sys.argv[1:] if argv is None else argv)
-    from service.security import SecurityError
-    from service.server import StartupError, serve  # imported once settings are valid: grpc is not free
+    from vae_serve.service.security import SecurityError
+    from vae_serve.service.server import StartupError, serve  # imported once settings are valid: grpc is not free
 
     try:
         return asyncio.run(serve(settings))

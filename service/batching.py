@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import DeadlineExpired, Overloaded
+from vae_serve.core.errors import DeadlineExpired, Overloaded
 
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from service.errors import InvalidInput
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.core.errors import InvalidInput
 
 FLOAT32_LE = np.dtype("<f4")
 # Tensor.dtype -> the numpy type of its bytes; every other value is refused.

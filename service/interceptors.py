@@ -12,8 +12,8 @@ import time
 
 import grpc
 
-from service.errors import ServiceError
-from service.metrics import ServerMetrics
+from vae_serve.core.errors import ServiceError
+from vae_serve.service.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from service.batching import BatchObserver
+from vae_serve.service.batching import BatchObserver
 
 # Rows per batch: powers of 4 from a single row to the largest configurable batches.
 BATCH_ROWS_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import codec, queries
-from service.bundle import Bundle
-from service.errors import InvalidInput, NotFound
-from service.servicer import VaeServicer, check_value_range, fresh_seed, input_shapes
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.core import work
+from vae_serve.core.bundle import Bundle
+from vae_serve.core.errors import InvalidInput, NotFound
+from vae_serve.service import codec
+from vae_serve.service.servicer import VaeServicer, check_value_range, fresh_seed, input_shapes
 
 OIP_SERVICE = oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 FLOAT_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -210,12 +211,12 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return [by_name[output.name] for output in request.outputs]
 
     async def _infer_encoder(self, bundle: Bundle, x: np.ndarray, parameters, context):
-        item = queries.EncodeItem(x, 0, 0)
+        item = work.EncodeItem(x, 0, 0)
         z_mean, z_logvar, _ = await self.vae.compute("ModelInfer", bundle, "encode", item, len(x), len(x), context)
         return {"z_mean": z_mean, "z_logvar": z_logvar}, {}
 
     async def _infer_decoder(self, bundle: Bundle, z: np.ndarray, parameters, context):
-        item = queries.DecodeItem(z, 0, 0)
+        item = work.DecodeItem(z, 0, 0)
         params, _ = await self.vae.compute("ModelInfer", bundle, "decode", item, len(z), len(z), context)
         return params, {}
 
@@ -225,7 +226,7 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         seed = fresh_seed() if seed is None else seed
         if not 0 <= seed < 2**64:
             raise InvalidInput(f"parameter 'seed': {seed} must be in 0..2^64-1")
-        item = queries.BoundsItem(x, k, seed)
+        item = work.BoundsItem(x, k, seed)
         bounds = await self.vae.compute("ModelInfer", bundle, "elbo", item, len(x), len(x) * k, context)
         outputs = {name: getattr(bounds, name) for name in ELBO_OUTPUTS}
         return outputs, {"seed": oip_pb2.InferParameter(uint64_param=seed)}

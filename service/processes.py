@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from service.settings import Settings
+from vae_serve.service.settings import Settings
 
 POLL_S = 0.2
 
@@ -32,7 +32,7 @@ def child_command(argv: list[str], port: int, metrics_port: int | None) -> list[
     extra = ["--processes", "1", "--reuse-port", "--port", str(port)]
     if metrics_port is not None:
         extra += ["--metrics-port", str(metrics_port)]
-    return [sys.executable, "-m", "service", *argv, *extra]
+    return [sys.executable, "-P", "-m", "vae_serve.service", *argv, *extra]
 
 
 def run_processes(settings: Settings, argv: list[str]) -> int:

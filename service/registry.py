@@ -8,11 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.bundle import Bundle, load_bundle
-from service.errors import BundleError, NotFound
-from service.manifest import MANIFEST_FILE
-from service.runtime import check_device, providers_for
-from service.settings import Settings
+from vae_serve.core.bundle import Bundle, load_bundle
+from vae_serve.core.errors import BundleError, NotFound
+from vae_serve.core.manifest import MANIFEST_FILE
+from vae_serve.core.runtime import check_device, providers_for
+from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 

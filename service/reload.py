@@ -15,10 +15,10 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from service.bundle import load_bundle
-from service.errors import BundleError
-from service.registry import ModelRegistry, repository_entries
-from service.settings import Settings
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.errors import BundleError
+from vae_serve.service.registry import ModelRegistry, repository_entries
+from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 

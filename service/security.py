@@ -16,8 +16,8 @@ from pathlib import Path
 
 import grpc
 
-from service.metrics import ServerMetrics
-from service.settings import Settings
+from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 BEARER = "bearer "

@@ -19,18 +19,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from service.health import HealthService
-from service.interceptors import ServiceInterceptor
-from service.metrics import ServerMetrics
-from service.oip import OIP_SERVICE, InferenceServicer
-from service.registry import ModelRegistry, load_registry
-from service.reload import RepositoryWatcher
-from service.runtime import providers_for
-from service.security import TokenAuthInterceptor, load_tokens, server_credentials
-from service.servicer import VaeServicer
-from service.settings import Settings
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.core.runtime import providers_for
+from vae_serve.service.health import HealthService
+from vae_serve.service.interceptors import ServiceInterceptor
+from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.oip import OIP_SERVICE, InferenceServicer
+from vae_serve.service.registry import ModelRegistry, load_registry
+from vae_serve.service.reload import RepositoryWatcher
+from vae_serve.service.security import TokenAuthInterceptor, load_tokens, server_credentials
+from vae_serve.service.servicer import VaeServicer
+from vae_serve.service.settings import Settings
 
 # Drain: how often to check for in-flight calls, and how long answers at the grace's end may take.
 DRAIN_POLL_S = 0.05

@@ -8,23 +8,24 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from service import codec, queries
-from service.batching import DynamicBatcher
-from service.bundle import Bundle
-from service.errors import InvalidInput, NotCalibrated, NotReady
-from service.metrics import ServerMetrics
-from service.registry import ModelRegistry
-from service.scoring import SCORE_PARAMS, decide
-from service.settings import Settings
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.core import work
+from vae_serve.core.bundle import Bundle
+from vae_serve.core.errors import InvalidInput, NotCalibrated, NotReady
+from vae_serve.core.scoring import SCORE_PARAMS, decide
+from vae_serve.service import codec
+from vae_serve.service.batching import DynamicBatcher
+from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.registry import ModelRegistry
+from vae_serve.service.settings import Settings
 
 BATCH_FUNCTIONS = {
-    "encode": queries.encode_batch,
-    "decode": queries.decode_batch,
-    "sample": queries.sample_batch,
-    "elbo": queries.elbo_batch,
-    "score": queries.score_batch,
-    "feature_errors": queries.feature_errors_batch,
+    "encode": work.encode_batch,
+    "decode": work.decode_batch,
+    "sample": work.sample_batch,
+    "elbo": work.elbo_batch,
+    "score": work.score_batch,
+    "feature_errors": work.feature_errors_batch,
 }
 SCORE_NAMES = {
     vae_pb2.SCORE_TYPE_UNSPECIFIED: "reconstruction_error",  # the best measured: docs/anomaly.md
@@ -140,7 +141,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         x = self._inputs(request, bundle)
         num_samples = self.samples_per_row("num_samples", request.num_samples, len(x), 0)
         seed = request_seed(request)
-        item = queries.EncodeItem(x, num_samples, seed)
+        item = work.EncodeItem(x, num_samples, seed)
         z_mean, z_logvar, samples = await self.compute("Encode", bundle, "encode", item, len(x), len(x), context)
         reply = vae_pb2.EncodeResponse(
             model=model_version(bundle), z_mean=codec.to_tensor(z_mean), z_logvar=codec.to_tensor(z_logvar), seed=seed
@@ -154,7 +155,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         z = codec.rows_from_tensor(request.z, "z", [(bundle.manifest.latent_dim,)], self.settings.max_rows)
         num_samples = self.samples_per_row("num_samples", request.num_samples, len(z), 0)
         seed = request_seed(request)
-        item = queries.DecodeItem(z, num_samples, seed)
+        item = work.DecodeItem(z, num_samples, seed)
         params, samples = await self.compute("Decode", bundle, "decode", item, len(z), len(z), context)
         reply = vae_pb2.DecodeResponse(model=model_version(bundle), seed=seed)
         if "probs" in params:
@@ -166,15 +167,15 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             reply.x_samples.CopyFrom(codec.to_tensor(samples))
         return reply
 
-    def _sampler(self, request, bundle: Bundle) -> tuple[queries.Sampler, int]:
+    def _sampler(self, request, bundle: Bundle) -> tuple[work.Sampler, int]:
         temperature = request.temperature if request.HasField("temperature") else 1.0
         if not (math.isfinite(temperature) and temperature > 0):
             raise InvalidInput(f"temperature: {temperature} must be a finite number > 0")
         seed = request_seed(request)
-        return queries.Sampler(bundle.manifest.latent_dim, temperature, seed), seed
+        return work.Sampler(bundle.manifest.latent_dim, temperature, seed), seed
 
     @staticmethod
-    def _sample_reply(bundle: Bundle, samples: queries.Samples, seed: int, offset: int) -> vae_pb2.SampleResponse:
+    def _sample_reply(bundle: Bundle, samples: work.Samples, seed: int, offset: int) -> vae_pb2.SampleResponse:
         return vae_pb2.SampleResponse(
             model=model_version(bundle),
             z=codec.to_tensor(samples.z),
@@ -188,9 +189,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         bundle = self.resolve(request.model)
         count = check_range("n", request.n, 1, self.settings.max_sample_n)
         sampler, seed = self._sampler(request, bundle)
-        samples = await self.compute(
-            "Sample", bundle, "sample", queries.SampleItem(sampler, count), count, count, context
-        )
+        samples = await self.compute("Sample", bundle, "sample", work.SampleItem(sampler, count), count, count, context)
         return self._sample_reply(bundle, samples, seed, 0)
 
     async def SampleStream(self, request, context):
@@ -201,7 +200,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         sampler, seed = self._sampler(request, bundle)
         for offset in range(0, count, chunk):
             rows = min(chunk, count - offset)
-            item = queries.SampleItem(sampler, rows)
+            item = work.SampleItem(sampler, rows)
             samples = await self.compute("SampleStream", bundle, "sample", item, rows, rows, context)
             yield self._sample_reply(bundle, samples, seed, offset)
 
@@ -210,7 +209,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         x = self._inputs(request, bundle)
         k = self.samples_per_row("k", request.k or 1, len(x), 1)
         seed = request_seed(request)
-        bounds = await self.compute("Elbo", bundle, "elbo", queries.BoundsItem(x, k, seed), len(x), len(x) * k, context)
+        bounds = await self.compute("Elbo", bundle, "elbo", work.BoundsItem(x, k, seed), len(x), len(x) * k, context)
         nats_to_bits_per_dim = -1.0 / (x.shape[1] * math.log(2.0))
         reply = vae_pb2.ElboResponse(
             model=model_version(bundle),
@@ -244,13 +243,13 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         seed = request_seed(request)
         errors = None
         if request.return_feature_errors:
-            item = queries.FeatureErrorsItem(x)
+            item = work.FeatureErrorsItem(x)
             rows = len(x) if name == "reconstruction_error" else 0  # counted once per request
             errors = await self.compute("ScoreAnomaly", bundle, "feature_errors", item, rows, len(x), context)
         if errors is not None and name == "reconstruction_error":
             scores = errors.sum(axis=1, dtype=np.float64)  # the score is their row sum: not computed twice
         else:
-            item = queries.ScoreItem(x, name, seed)
+            item = work.ScoreItem(x, name, seed)
             cost = len(x) * samples_per_row
             scores = await self.compute("ScoreAnomaly", bundle, "score", item, len(x), cost, context)
         decision = decide(scores, bundle.manifest.calibration.scores[name], rate, threshold)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import train
+from vae_serve.export import train
 
 # Small but real: enough epochs that the model is clearly better than chance, few enough to keep
 # the whole suite in seconds. IWAE k is lowered from 1000 for the same reason.

@@ -7,8 +7,8 @@ and the digits bundle (64 features, 8 latents, Bernoulli).
 import grpc
 import numpy as np
 
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.v1 import vae_pb2
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.v1 import vae_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
 VAE_SERVE = str(Path(sys.executable).with_name("vae-serve"))
 SERVING = health_pb2.HealthCheckResponse.SERVING

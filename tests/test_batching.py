@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from service.batching import DynamicBatcher
-from service.errors import DeadlineExpired, Overloaded
+from vae_serve.core.errors import DeadlineExpired, Overloaded
+from vae_serve.service.batching import DynamicBatcher
 
 LONG_S = 3600.0  # a wait that would hang the test if the batcher relied on it
 

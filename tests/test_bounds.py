@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from export.data import load_source, make_splits
-from export.evaluate import binarize
-from service.bundle import load_bundle
-from service.scoring import anomaly_scores, estimate_bounds
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.scoring import anomaly_scores, estimate_bounds
+from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.evaluate import binarize
 
 
 def validation_rows(count: int = 120) -> np.ndarray:

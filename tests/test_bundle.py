@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
-from service.errors import BundleError
-from service.manifest import MANIFEST_FILE, file_sha256, manifest_digest, seal
-from service.scoring import SCORE_PARAMS
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.errors import BundleError
+from vae_serve.core.manifest import MANIFEST_FILE, file_sha256, manifest_digest, seal
+from vae_serve.core.scoring import SCORE_PARAMS
 
 
 def rewrite_manifest(bundle: Path, edit) -> None:
@@ -109,7 +109,7 @@ def test_golden_tolerances_cannot_be_widened(bundle_copy):
 def test_a_different_model_with_matching_checksums_is_refused(bundle_copy, tmp_path, capsys):
     # Swap in the decoder of another training run and fix up every checksum: only the golden
     # outputs can tell that these graphs are not the model the manifest describes.
-    from export import train
+    from vae_serve.export import train
 
     other = tmp_path / "other"
     assert (
@@ -170,14 +170,14 @@ def test_not_a_bundle(tmp_path):
 def test_serving_side_never_imports_torch(digits_bundle):
     # Every module of service/ and client/ (the serving image has no torch), then a real load.
     modules = sorted(
-        f"{path.parent.name}.{path.stem}"
-        for package in ("service", "client")
+        f"vae_serve.{path.parent.name}.{path.stem}"
+        for package in ("core", "service", "client")
         for path in (Path(__file__).resolve().parent.parent / package).glob("*.py")
     )
     program = (
         "import importlib, sys\n"
         f"for module in {modules!r}: importlib.import_module(module)\n"
-        "from service.bundle import load_bundle\n"
+        "from vae_serve.core.bundle import load_bundle\n"
         f"bundle = load_bundle({str(digits_bundle)!r})\n"
         "assert bundle.manifest.name == 'digits'\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))\n"

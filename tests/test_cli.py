@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import train
-from service.bundle import load_bundle
 from tests.conftest import run_vae_train
+from vae_serve.core.bundle import load_bundle
+from vae_serve.export import train
 
 RESULT_KEYS = {
     "bundle",

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import VaeClient, VaeClientError
-from export.data import load_source, make_splits
+from vae_serve.client import VaeClient, VaeClientError
+from vae_serve.export.data import load_source, make_splits
 
 VAE_CLIENT = str(Path(sys.executable).with_name("vae-client"))
 

@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from export import train
-from export.data import (
+from vae_serve.export import train
+from vae_serve.export.data import (
     FASHION_MNIST_HINT,
     DataError,
     Part,

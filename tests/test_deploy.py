@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server_process import tensor
 from tests.test_server_lifecycle import scrape
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.model import build_vae
-from export.onnx_export import PARITY_TOLERANCE, export_vae
+from vae_serve.export.model import build_vae
+from vae_serve.export.onnx_export import PARITY_TOLERANCE, export_vae
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -47,7 +47,7 @@ def test_exported_graphs_match_torch_for_any_batch_size(tmp_path, likelihood):
 def test_training_writes_a_report_beside_the_bundle(request, bundle_fixture):
     import matplotlib.image
 
-    from export.report import report_dir_for
+    from vae_serve.export.report import report_dir_for
 
     bundle = request.getfixturevalue(bundle_fixture)
     report = report_dir_for(bundle)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tests.server_process import SERVING, start_server, tensor
 from tests.test_server_lifecycle import copy_as_version, samples, scrape
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
 
 
 class Traffic:

@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.server_process import SERVING, tensor
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 # scripts/test.sh makes this venv; `pip install "tritonclient[grpc]==2.51.0"` into any venv works too.

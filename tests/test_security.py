@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import VaeClient, VaeClientError
-from service.server import server_options
-from service.settings import Settings
 from tests.server_process import start_server, tensor
 from tests.test_server_lifecycle import samples, scrape
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.client import VaeClient, VaeClientError
+from vae_serve.service.server import server_options
+from vae_serve.service.settings import Settings
 
 VAE_CLIENT = str(Path(sys.executable).with_name("vae-client"))
 TOKENS = ("alpha-7f3c9e", "beta-11d2aa")

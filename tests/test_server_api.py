@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from scipy import special
 
-from export.data import load_source, make_splits
 from tests.server_process import SERVING, tensor
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.export.data import load_source, make_splits
 
 
 def array(message: vae_pb2.Tensor) -> np.ndarray:

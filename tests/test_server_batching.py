@@ -10,7 +10,7 @@ import pytest
 
 from tests.server_process import SERVING, start_server, tensor
 from tests.test_server_lifecycle import ELBO_IN_FLIGHT, samples, scrape, wait_for_elbo_in_flight
-from vae.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2
 
 
 @pytest.fixture(scope="module")

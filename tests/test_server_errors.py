@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from tests import malformed
 from tests.server_process import SERVING, start_server
-from vae.oip import grpc_service_pb2 as oip_pb2
-from vae.oip import grpc_service_pb2_grpc as oip_pb2_grpc
-from vae.v1 import vae_pb2
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
+from vae_serve.api.v1 import vae_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

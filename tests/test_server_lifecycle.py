@@ -18,9 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.manifest import MANIFEST_FILE, seal
 from tests.server_process import SERVING, VAE_SERVE, ServerProcess, launch, start_server, tensor
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.core.manifest import MANIFEST_FILE, seal
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from export import train
-from export.data import load_source, make_splits
-from export.model import build_vae
-from service import vae_math
-from service.bundle import load_bundle
 from tests.conftest import run_vae_train
+from vae_serve.core import vae_math
+from vae_serve.core.bundle import load_bundle
+from vae_serve.export import train
+from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.model import build_vae
 
 
 def numpy_iwae_objective(vae, x: np.ndarray, noise: np.ndarray, kl_weight: float) -> tuple[float, float]:

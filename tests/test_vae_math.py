@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import special, stats
 
-from export import model as torch_model
-from service import vae_math
+from vae_serve.core import vae_math
+from vae_serve.export import model as torch_model
 
 
 def test_kl_closed_form_matches_monte_carlo():

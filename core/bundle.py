@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from service.errors import BundleError
-from service.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_digest
-from service.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
+from vae_serve.core.errors import BundleError
+from vae_serve.core.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_digest
+from vae_serve.core.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from vae.v1 import vae_pb2 as vae_dot_v1_dot_vae__pb2
+from vae_serve.api.v1 import vae_pb2 as vae_dot_v1_dot_vae__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import scoring, vae_math
-from service.errors import OutputInvalid
-from service.runtime import OnnxVae
-from service.scoring import split_rows
+from vae_serve.core import scoring, vae_math
+from vae_serve.core.errors import OutputInvalid
+from vae_serve.core.runtime import OnnxVae
+from vae_serve.core.scoring import split_rows
 
 STREAM_OBSERVED = 1
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import vae_math
-from service.runtime import OnnxVae
+from vae_serve.core import vae_math
+from vae_serve.core.runtime import OnnxVae
 
 # Each score's parameters are part of its definition: calibration quantiles are only valid for the
 # parameters they were computed with. k=100 for IWAE follows the usual anomaly-detection protocol.

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service import vae_math
+from vae_serve.core import vae_math
 
 ENCODER_INPUT = "x"
 ENCODER_OUTPUTS = ("z_mean", "z_logvar")
