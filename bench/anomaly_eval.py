@@ -1,7 +1,7 @@
 """Anomaly-score evaluation through the served API (issue 7).
 
 One-class Fashion-MNIST protocol: for each class c, a VAE trained on class c's training images only
-(`vae-train --dataset fashion-mnist --classes c`), served by one vae-serve from a model repository;
+(`vae-train train --dataset fashion-mnist --classes c`), served by one vae-serve from a model repository;
 the whole test set (10,000 images) scored by ScoreAnomaly through the gRPC client with every score;
 AUROC with "not class c" as the anomaly label. Also: calibration honesty (the observed
 false-positive rate on class c's own test images at requested rates of 1 % and 5 %), and an
@@ -55,7 +55,7 @@ def train(
     out = repository / name / "1"
     if (out / "manifest.json").exists():
         return 0.0
-    command = [VAE_TRAIN, "--dataset", dataset, "--out", str(out), "--name", name, "--version", "1"]
+    command = [VAE_TRAIN, "train", "--dataset", dataset, "--out", str(out), "--name", name, "--version", "1"]
     command += ["--epochs", str(epochs), "--seed", str(seed), "--no-progress", "--iwae-k", "100", *extra]
     if classes is not None:
         command += ["--classes", classes]
@@ -173,7 +173,7 @@ def main() -> int:
     parser.add_argument(
         "--train-args",
         default="",
-        help="more vae-train flags for every model, e.g. '--likelihood gaussian --decoder-scale shared'",
+        help="more vae-train train flags for every model, e.g. '--likelihood gaussian --decoder-scale shared'",
     )
     parser.add_argument("--report", type=Path, help="print the markdown tables of this summary.json and exit")
     args = parser.parse_args()

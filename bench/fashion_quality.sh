@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fashion-MNIST likelihood benchmark (run by hand; needs `apt-get install -y dataset-fashion-mnist`).
-# Trains each recipe below with vae-train, then prints one markdown row per recipe for
+# Trains each recipe below with vae-train train, then prints one markdown row per recipe for
 # docs/benchmarks.md: command, epochs run, wall time, test ELBO and test NLL by IWAE k=1000.
 # Usage: bash bench/fashion_quality.sh [OUT_DIR] [RECIPE_NAME ...]   (default: all recipes)
 set -euo pipefail
@@ -23,8 +23,8 @@ for name in "${NAMES[@]}"; do
     args="--dataset fashion-mnist --out $OUT/$name --force --seed 0 ${RECIPES[$name]}"
     started=$(date +%s.%N)
     # shellcheck disable=SC2086
-    "$VAE_TRAIN" $args > "$OUT/$name.json" 2> "$OUT/$name.log"
-    python3 - "$OUT/$name.json" "$name" "vae-train $args" "$started" <<'PY'
+    "$VAE_TRAIN" train $args > "$OUT/$name.json" 2> "$OUT/$name.log"
+    python3 - "$OUT/$name.json" "$name" "vae-train train $args" "$started" <<'PY'
 import json, sys, time
 wall = time.time() - float(sys.argv[4])
 result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from vae_serve.core.errors import BundleError
-from vae_serve.core.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_digest
+from vae_serve.core.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest, file_sha256, manifest_digest
 from vae_serve.core.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
 
 
@@ -37,9 +37,10 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise BundleError(f"{path}: top level must be a JSON object")
-    if document.get("format_version") != 1:
+    if document.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{path}: format_version {document.get('format_version')!r} is not supported (this reader understands 1)"
+            f"{path}: format_version {document.get('format_version')!r} is not supported "
+            f"(this reader understands {FORMAT_VERSION})"
         )
     try:
         manifest = Manifest.model_validate(document)

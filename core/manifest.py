@@ -7,10 +7,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
+# The one format this code reads and writes; the schema's ``format_version`` admits only this value.
 FORMAT_VERSION = 1
 # A file name inside a bundle: no directories, no dot-files, so a manifest can never point outside.
 SAFE_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 SHA256_HEX = r"^[0-9a-f]{64}$"
+# A model name or version: it becomes a directory name in a model repository.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
@@ -96,10 +99,12 @@ class FileEntry(_Strict):
     size_bytes: int = Field(ge=0)
 
 
-class Manifest(_Strict):
-    format_version: Literal[1]
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+class ManifestBody(_Strict):
+    """What a writer describes: everything but the checksums that seal it (``Manifest``)."""
+
+    format_version: Literal[1]  # FORMAT_VERSION (a Literal needs the value itself)
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=NAME_PATTERN)
     created_at: str
     producer: dict[str, str]
     input: InputSpec
@@ -111,8 +116,17 @@ class Manifest(_Strict):
     export: dict[str, Any]
     calibration: Calibration
     golden: Golden
+
+
+class Manifest(ManifestBody):
+    """A sealed manifest, as ``manifest.json`` holds it: the body, its files' checksums and its own."""
+
     files: dict[str, FileEntry]
     manifest_sha256: str = Field(pattern=SHA256_HEX)
+
+    def body(self) -> ManifestBody:
+        """This manifest without its seal, for a writer to amend; keys a newer writer added are kept."""
+        return ManifestBody.model_validate(self.model_dump(exclude={"files", "manifest_sha256"}))
 
 
 def manifest_digest(document: dict[str, Any]) -> str:
@@ -128,6 +142,30 @@ def manifest_digest(document: dict[str, Any]) -> str:
 def seal(document: dict[str, Any]) -> dict[str, Any]:
     """Return ``document`` with ``manifest_sha256`` set to its digest."""
     return {**document, "manifest_sha256": manifest_digest(document)}
+
+
+def seal_manifest(body: ManifestBody, files: dict[str, FileEntry]) -> Manifest:
+    """Seal a manifest body.
+
+    The digest is taken over the body's JSON-mode dump with ``files`` added: the very document
+    ``manifest.json`` holds, from which ``read_manifest`` recomputes it.
+
+    Args:
+        body: what the manifest describes (typically from the exporter, or ``Manifest.body()``).
+        files: sha256 and size of every file of the bundle but manifest.json.
+
+    Returns:
+        The sealed, validated manifest; ``model_dump(mode="json")`` is what to write.
+
+    Raises:
+        pydantic.ValidationError: the result breaks the schema (a body from ``model_copy(update=...)``
+            is not validated until here).
+    """
+    document = {
+        **body.model_dump(mode="json"),
+        "files": {name: entry.model_dump(mode="json") for name, entry in files.items()},
+    }
+    return Manifest.model_validate(seal(document))
 
 
 def file_sha256(path) -> str:

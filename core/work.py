@@ -1,20 +1,28 @@
-"""What each rpc computes, for a batch of requests at once: numpy and an OnnxVae, no grpc.
+"""The kinds of work a served model does, each for a batch of requests at once: numpy and an OnnxVae.
 
-Every function takes a list of request items and returns one result per item, in order (the
-batcher's contract). Concatenating the items' rows and running each graph once is the point; each
-item's randomness still comes only from its own seed, via ``numpy.random.default_rng([seed,
-stream])``: stream 0 for latent noise, stream 1 for observation noise. So a reply never depends on
-which other requests shared its batch, and a streamed sample equals the unary one.
+Every item names its ``kind``, the ``rows`` it carries (what the examples metric counts) and its
+``cost`` (rows the graphs will process: what batches and queues are bounded by). ``WORK_KINDS[kind]``
+takes a list of items and returns one result per item, in order (the batcher's contract); a result
+that is an exception belongs to its own item alone. Concatenating the items' rows and running each
+graph once is the point; each item's randomness still comes only from its own seed, via
+``numpy.random.default_rng([seed, stream])``: stream 0 for latent noise, stream 1 for observation
+noise. So a reply never depends on which other requests shared its batch, and a streamed sample
+equals the unary one.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from vae_serve.core import scoring, vae_math
+from vae_serve.core import vae_math
+from vae_serve.core.bounds import BoundEstimates, estimate_bounds_batch, latent_generator, split_rows
+from vae_serve.core.calibration import Decision, decide
 from vae_serve.core.errors import OutputInvalid
+from vae_serve.core.manifest import ScoreCalibration
 from vae_serve.core.runtime import OnnxVae
-from vae_serve.core.scoring import split_rows
+from vae_serve.core.scores import ScoreRequest, score_batch, score_named
 
 STREAM_OBSERVED = 1
 
@@ -23,23 +31,15 @@ def observed_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAM_OBSERVED])
 
 
-def check_finite(name: str, *arrays: np.ndarray | None) -> None:
-    """A non-finite model output is a server-side failure, never a successful reply."""
-    for array in arrays:
-        if array is not None and not np.isfinite(array).all():
-            raise OutputInvalid(f"the model produced non-finite {name} for this input")
-
-
-def guarded(results: list, name: str, arrays_of) -> list:
-    """Each result whose arrays are not all finite becomes an OutputInvalid for its caller alone."""
-    checked = []
-    for result in results:
-        try:
-            check_finite(name, *arrays_of(result))
-            checked.append(result)
-        except OutputInvalid as error:
-            checked.append(error)
-    return checked
+def guarded(results: list, name: str, arrays_of: Callable) -> list:
+    """Each result with a non-finite array becomes an OutputInvalid for its caller alone: a
+    non-finite model output is a server-side failure, never a successful reply."""
+    return [
+        OutputInvalid(f"the model produced non-finite {name} for this input")
+        if any(array is not None and not np.isfinite(array).all() for array in arrays_of(result))
+        else result
+        for result in results
+    ]
 
 
 def draw_observations(vae: OnnxVae, decoded: dict[str, np.ndarray], count: int, rng: np.random.Generator) -> np.ndarray:
@@ -58,9 +58,16 @@ def split_decoded(decoded: dict[str, np.ndarray], counts: list[int]) -> list[dic
 
 @dataclass(frozen=True)
 class EncodeItem:
+    kind: ClassVar[str] = "encode"
     x: np.ndarray
-    num_samples: int
-    seed: int
+    num_samples: int = 0
+    seed: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.x)
+
+    cost = rows
 
 
 def encode_batch(vae: OnnxVae, items: list[EncodeItem]) -> list:
@@ -71,16 +78,23 @@ def encode_batch(vae: OnnxVae, items: list[EncodeItem]) -> list:
     for item, mean, logvar in zip(items, means, logvars, strict=True):
         draws = None
         if item.num_samples:
-            draws = vae_math.sample_posterior(mean, logvar, item.num_samples, scoring.latent_generator(item.seed))
+            draws = vae_math.sample_posterior(mean, logvar, item.num_samples, latent_generator(item.seed))
         results.append((mean, logvar, draws))
     return guarded(results, "posterior parameters", lambda result: result)
 
 
 @dataclass(frozen=True)
 class DecodeItem:
+    kind: ClassVar[str] = "decode"
     z: np.ndarray
-    num_samples: int
-    seed: int
+    num_samples: int = 0
+    seed: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.z)
+
+    cost = rows
 
 
 def likelihood_params(vae: OnnxVae, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -117,7 +131,7 @@ class Sampler:
     def __init__(self, latent_dim: int, temperature: float, seed: int) -> None:
         self.latent_dim = latent_dim
         self.temperature = temperature
-        self.latent_rng = scoring.latent_generator(seed)
+        self.latent_rng = latent_generator(seed)
         self.observed_rng = observed_generator(seed)
 
     def latents(self, rows: int) -> np.ndarray:
@@ -126,16 +140,24 @@ class Sampler:
 
 @dataclass(frozen=True)
 class SampleItem:
+    kind: ClassVar[str] = "sample"
     sampler: Sampler
-    rows: int
+    count: int
+
+    @property
+    def rows(self) -> int:
+        return self.count
+
+    cost = rows
 
 
 def sample_batch(vae: OnnxVae, items: list[SampleItem]) -> list:
     """-> Samples per item: z from the prior, E[x|z], and one draw of x."""
-    latents = [item.sampler.latents(item.rows) for item in items]
+    latents = [item.sampler.latents(item.count) for item in items]
     decoded_all = vae.decode(np.concatenate(latents))
     results = []
-    for item, z, decoded in zip(items, latents, split_decoded(decoded_all, [item.rows for item in items]), strict=True):
+    decoded_parts = split_decoded(decoded_all, [item.count for item in items])
+    for item, z, decoded in zip(items, latents, decoded_parts, strict=True):
         x = draw_observations(vae, decoded, 1, item.sampler.observed_rng)[0]
         results.append(Samples(z, vae.expected_x(decoded), x))
     return guarded(results, "samples", lambda result: (result.x_mean, result.x))
@@ -143,38 +165,71 @@ def sample_batch(vae: OnnxVae, items: list[SampleItem]) -> list:
 
 @dataclass(frozen=True)
 class BoundsItem:
+    kind: ClassVar[str] = "elbo"
     x: np.ndarray
     k: int
     seed: int
 
+    @property
+    def rows(self) -> int:
+        return len(self.x)
 
-def elbo_batch(vae: OnnxVae, items: list[BoundsItem]) -> list:
-    """-> scoring.BoundEstimates per item."""
-    requests = [(item.x, item.k, scoring.latent_generator(item.seed)) for item in items]
-    return guarded(
-        scoring.estimate_bounds_batch(vae, requests), "likelihood bounds", lambda bounds: (bounds.elbo, bounds.iwae)
-    )
+    @property
+    def cost(self) -> int:
+        return len(self.x) * self.k
+
+
+def elbo_batch(vae: OnnxVae, items: list[BoundsItem]) -> list[BoundEstimates | OutputInvalid]:
+    """-> BoundEstimates per item."""
+    requests = [(item.x, item.k, latent_generator(item.seed)) for item in items]
+    return guarded(estimate_bounds_batch(vae, requests), "likelihood bounds", lambda bounds: (bounds.elbo, bounds.iwae))
 
 
 @dataclass(frozen=True)
 class ScoreItem:
+    """One ScoreAnomaly request: the score, its calibration and the threshold to decide at."""
+
+    kind: ClassVar[str] = "score"
     x: np.ndarray
     name: str
     seed: int
+    calibration: ScoreCalibration
+    false_positive_rate: float | None  # exactly one of these two is set
+    threshold: float | None
+    feature_errors: bool = False
 
+    @property
+    def rows(self) -> int:
+        return len(self.x)
 
-def score_batch(vae: OnnxVae, items: list[ScoreItem]) -> list:
-    """-> per-example scores per item."""
-    scores = scoring.score_batch(vae, [(item.x, item.name, item.seed) for item in items])
-    return guarded(scores, "anomaly scores", lambda values: (values,))
+    @property
+    def cost(self) -> int:
+        # Sampled scores decode num_samples rows per example; the reconstruction pass decodes one.
+        samples = score_named(self.name).num_samples
+        return len(self.x) * (max(samples, 1) + (1 if samples and self.feature_errors else 0))
 
 
 @dataclass(frozen=True)
-class FeatureErrorsItem:
-    x: np.ndarray
+class ScoreOutcome:
+    scores: np.ndarray
+    decision: Decision
+    feature_errors: np.ndarray | None
 
 
-def feature_errors_batch(vae: OnnxVae, items: list[FeatureErrorsItem]) -> list:
-    """-> per-feature squared reconstruction errors [n, D] per item."""
-    errors = scoring.reconstruction_errors_batch(vae, [item.x for item in items])
-    return guarded(errors, "reconstruction errors", lambda values: (values,))
+def score_anomaly_batch(vae: OnnxVae, items: list[ScoreItem]) -> list:
+    """-> ScoreOutcome per item: scores, the decision against the calibration, optional errors."""
+    requests = [ScoreRequest(item.x, item.name, item.seed, item.feature_errors) for item in items]
+    outcomes = [
+        ScoreOutcome(scores, decide(scores, item.calibration, item.false_positive_rate, item.threshold), errors)
+        for item, (scores, errors) in zip(items, score_batch(vae, requests), strict=True)
+    ]
+    return guarded(outcomes, "anomaly scores", lambda outcome: (outcome.scores, outcome.feature_errors))
+
+
+WORK_KINDS: dict[str, Callable[[OnnxVae, list], list]] = {
+    EncodeItem.kind: encode_batch,
+    DecodeItem.kind: decode_batch,
+    SampleItem.kind: sample_batch,
+    BoundsItem.kind: elbo_batch,
+    ScoreItem.kind: score_anomaly_batch,
+}

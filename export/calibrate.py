@@ -2,52 +2,27 @@
 retraining, as a new bundle version.
 
 The graphs are copied unchanged; the manifest gets a new version, a new calibration (every score of
-``service.scoring.SCORE_PARAMS``, computed through ONNX Runtime by the serving code, as at training
-time) and a record of what it replaced; it is sealed, verified by the serving loader and published
-atomically. In a model repository (``REPO/<name>/<version>/``) the new version lands beside the old
-one by default, where a running server's repository watcher verifies it and swaps it in.
+the score registry ``vae_serve.core.scores.SCORES``, computed through ONNX Runtime by the serving code, as at
+training time) and a record of what it replaced; it is sealed, verified by the serving loader and
+published atomically. In a model repository (``REPO/<name>/<version>/``) the new version lands
+beside the old one by default, where a running server's repository watcher verifies it and swaps
+it in. Needs no torch.
 """
 
 import argparse
-import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 
+from vae_serve.core.bundle import load_bundle
+from vae_serve.core.manifest import Calibration, Manifest, ManifestBody
+from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
+from vae_serve.export.calibration import calibrate
 from vae_serve.export.data import DataError, load_source, make_splits, parse_classes
-
-SPLITS = ("validation", "train", "test", "all")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vae-train calibrate",
-        description="Recalibrate a bundle's anomaly scores on normal data; writes a new bundle version.",
-    )
-    parser.add_argument("--bundle", required=True, type=Path, help="the bundle to recalibrate")
-    parser.add_argument("--dataset", required=True, help="normal data: digits, fashion-mnist, idx:DIR or npy:PATH")
-    parser.add_argument("--data-dir", type=Path, help="folder of the fashion-mnist files")
-    parser.add_argument("--labels", type=Path, help="labels .npy for npy:PATH (with --classes)")
-    parser.add_argument("--classes", help="only these labels are normal, e.g. 3 or 0,3")
-    parser.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="validation",
-        help="rows to calibrate on (default: validation; all: every row)",
-    )
-    parser.add_argument("--version", help="the new version (default: the old one + 1 when numeric)")
-    parser.add_argument("--out", type=Path, help="where to write it (default: beside the bundle, named by version)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled scores' noise (default 0)")
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
-    return parser
 
 
 def next_version(version: str, requested: str | None) -> str:
+    """``requested`` if given, else ``version`` + 1; a version that is not a number needs ``requested``."""
     if requested:
         return requested
     if version.isdigit():
@@ -56,61 +31,52 @@ def next_version(version: str, requested: str | None) -> str:
 
 
 def calibration_rows(args: argparse.Namespace) -> np.ndarray:
+    """The ``--split`` rows of ``--dataset`` (``all``: every row)."""
     splits = make_splits(load_source(args.dataset, args.data_dir, args.labels), parse_classes(args.classes))
     if args.split == "all":
         return np.concatenate([splits.train.x, splits.validation.x, splits.test.x])
     return getattr(splits, args.split).x
 
 
-def recalibrate(args: argparse.Namespace) -> dict:
-    from vae_serve.core.bundle import load_bundle
-    from vae_serve.core.manifest import MANIFEST_FILE
-    from vae_serve.core.scoring import calibration_of
-    from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
-    from vae_serve.export.train import calibration_scores
+def check_rows(x: np.ndarray, manifest: Manifest) -> None:
+    """The rows fit the model: as many features, and in [0, 1] for a Bernoulli likelihood."""
+    if x.shape[1] != manifest.input.num_features:
+        raise DataError(f"--dataset rows have {x.shape[1]} features; the model takes {manifest.input.num_features}")
+    if manifest.likelihood.name == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        raise DataError("a Bernoulli model's data lie in [0, 1]; these rows do not")
 
+
+def recalibrated(manifest: Manifest, version: str, calibration: Calibration) -> ManifestBody:
+    """``manifest`` as ``version`` with ``calibration``, which records the calibration it replaces.
+    Everything else, keys a newer writer added included, is kept."""
+    replaces = {"version": manifest.version, "data": manifest.calibration.data}
+    return manifest.body().model_copy(
+        update={"version": version, "calibration": calibration.model_copy(update={"replaces": replaces})}
+    )
+
+
+def recalibrate(args: argparse.Namespace) -> dict:
+    """Write the recalibrated bundle; returns the summary JSON object.
+
+    Args:
+        args: the flags of ``vae-train calibrate``.
+
+    Raises:
+        DataError, PublishError: bad flags or data, or the destination exists without ``--force``.
+        BundleError: the bundle (or the new one) does not verify.
+    """
     bundle = load_bundle(args.bundle)  # verified: never recalibrate a damaged model
-    document = json.loads((args.bundle / MANIFEST_FILE).read_text())
-    version = next_version(document["version"], args.version)
+    version = next_version(bundle.manifest.version, args.version)
     out = args.out or args.bundle.with_name(version)
     if out.exists() and not args.force:
         raise DataError(f"{out} already exists; pass --force to replace it")
     x = calibration_rows(args)
-    if x.shape[1] != bundle.manifest.input.num_features:
-        raise DataError(
-            f"--dataset rows have {x.shape[1]} features; the model takes {bundle.manifest.input.num_features}"
-        )
-    if bundle.manifest.likelihood.name == "bernoulli" and (x.min() < 0 or x.max() > 1):
-        raise DataError("a Bernoulli model's data lie in [0, 1]; these rows do not")
-    scores = calibration_scores(bundle.vae, x, args.seed, args.progress)
+    check_rows(x, bundle.manifest)
     description = f"{args.dataset} {args.split} rows ({len(x)} examples), recalibrated by vae-train calibrate"
-    previous = {"version": document["version"], "data": document["calibration"]["data"]}
-    document.update(
-        version=version,
-        calibration={**calibration_of(scores, args.seed, description), "replaces": previous},
-    )
+    _, calibration = calibrate(bundle.vae, x, args.seed, description, args.progress)
     staging = staging_dir_for(out)
-    for graph in document["graphs"].values():
-        shutil.copy2(args.bundle / graph["file"], staging / graph["file"])
-    document.pop("manifest_sha256", None)
-    document.pop("files", None)
-    write_manifest(staging, document)
+    for graph in bundle.manifest.graphs.values():
+        shutil.copy2(args.bundle / graph.file, staging / graph.file)
+    write_manifest(staging, recalibrated(bundle.manifest, version, calibration))
     publish(staging, out, args.force)
-    return {"bundle": str(out), "name": document["name"], "version": version, "calibration_examples": len(x)}
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    from vae_serve.core.errors import BundleError
-    from vae_serve.export.bundle_writer import PublishError
-
-    try:
-        summary = recalibrate(args)
-    except (DataError, PublishError) as error:
-        print(f"vae-train calibrate: error: {error}", file=sys.stderr)
-        return 2
-    except BundleError as error:
-        print(f"vae-train calibrate: bundle refused: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary), flush=True)
-    return 0
+    return {"bundle": str(out), "name": bundle.manifest.name, "version": version, "calibration_examples": len(x)}

@@ -17,6 +17,8 @@ from vae_serve.export.model import Vae
 # log-variance, raw feature units). float32 kernels differ by ~1e-6 here; 1e-4 leaves room for
 # other CPUs' vector widths while still catching any real export error.
 PARITY_TOLERANCE = 1e-4
+# Parity is measured on at most this many validation rows.
+PARITY_EXAMPLES = 256
 BATCH_AXIS = "batch"
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_serve.core.calibration import QUANTILE_LEVELS
+from vae_serve.core.manifest import Calibration
 from vae_serve.core.runtime import OnnxVae
-from vae_serve.core.scoring import QUANTILE_LEVELS
 
 GRID_SIDE = 8
 REPORT_FALSE_POSITIVE_RATE = 0.01
@@ -89,10 +90,10 @@ def _reconstructions(plt, vae: OnnxVae, x: np.ndarray, example_shape, path: Path
     plt.close(figure)
 
 
-def _scores(plt, scores: dict[str, np.ndarray], calibration: dict, path: Path) -> None:
+def _scores(plt, scores: dict[str, np.ndarray], calibration: Calibration, path: Path) -> None:
     figure, axes_list = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4), squeeze=False)
     for axes, (name, values) in zip(axes_list[0], scores.items(), strict=True):
-        quantiles = calibration["scores"][name]["quantiles"]
+        quantiles = calibration.scores[name].quantiles
         threshold = float(np.interp(1.0 - REPORT_FALSE_POSITIVE_RATE, QUANTILE_LEVELS, quantiles))
         axes.hist(values, bins=50, color="tab:blue", alpha=0.8)
         axes.axvline(threshold, color="tab:red", label=f"threshold at {REPORT_FALSE_POSITIVE_RATE:.0%} FPR")
@@ -113,7 +114,7 @@ def write_report(
     example_shape: tuple[int, ...],
     x_validation: np.ndarray,
     scores: dict[str, np.ndarray],
-    calibration: dict,
+    calibration: Calibration,
     seed: int,
 ) -> list[Path]:
     """Write the four PNGs into ``directory`` (replaced if present); returns their paths."""

@@ -7,12 +7,13 @@ import copy
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vae_serve.export.config import TrainConfig
 from vae_serve.export.evaluate import binarize, evaluate_bounds
 from vae_serve.export.model import Vae, build_vae
 
@@ -23,28 +24,6 @@ VALIDATION_SAMPLES = 10
 EVAL_BINARIZATION_SEED = 20260
 # Gaussian likelihood: features are standardized by the training mean and this-floored std.
 MIN_FEATURE_STD = 1e-3
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run; recorded in the manifest."""
-
-    likelihood: str
-    binarize: str
-    hidden: tuple[int, ...]
-    latent_dim: int
-    epochs: int
-    batch_size: int
-    lr: float
-    kl_warmup_epochs: float
-    patience: int
-    seed: int
-    # Importance samples per example in the objective: 1 trains on the ELBO, k > 1 on the IWAE-k
-    # bound (Burda et al. 2016), which costs k decoder passes per example and tightens log p(x).
-    train_samples: int = 1
-    # Gaussian only: "per-feature" standardizes each feature and learns a scale per feature;
-    # "shared" standardizes by one mean and std over all features and learns one scale for all.
-    decoder_scale: str = "per-feature"
 
 
 @dataclass
@@ -152,9 +131,3 @@ def train_vae(
     vae.load_state_dict(best[2])
     vae.eval()
     return TrainResult(vae, epoch, best[1], best[0], time.perf_counter() - started, history)
-
-
-def config_record(config: TrainConfig) -> dict:
-    record = asdict(config)
-    record["hidden"] = list(config.hidden)
-    return record

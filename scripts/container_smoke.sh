@@ -73,7 +73,7 @@ log "wheelhouse"
 
 if [ ! -f models/digits/manifest.json ]; then
     log "training the digits bundle the image bakes in"
-    .venv/bin/vae-train --dataset digits --out models/digits --no-progress >/dev/null
+    .venv/bin/vae-train train --dataset digits --out models/digits --no-progress >/dev/null
 fi
 
 log "docker build"

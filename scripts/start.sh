@@ -10,6 +10,6 @@ export VAE_BUNDLE="${VAE_BUNDLE:-models/digits}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train]"
 if [ ! -f "$VAE_BUNDLE/manifest.json" ]; then
-    .venv/bin/vae-train --dataset digits --out "$VAE_BUNDLE"
+    .venv/bin/vae-train train --dataset digits --out "$VAE_BUNDLE"
 fi
 exec .venv/bin/vae-serve "$@"

@@ -20,16 +20,19 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   ``max_batch_cost`` still runs, alone.
 - A request whose deadline passed while queued is answered ``DeadlineExpired`` and never run; a
   cancelled request is dropped.
+- ``close()`` (its model version was unloaded, or the server drains): new requests are refused
+  with ``NotReady``; what was accepted still runs, then the collecting task ends.
 """
 
 import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from vae_serve.core.errors import DeadlineExpired, Overloaded
+from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
 
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
@@ -51,6 +54,16 @@ class BatchObserver:
     on_wait: Callable[[float], None] = lambda seconds: None  # one item's queue wait
     on_run: Callable[[float], None] = lambda seconds: None  # one batch's run time
     on_queue: Callable[[int], None] = lambda cost: None  # queued cost changed
+
+
+def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[list], Awaitable[list]]:
+    """A ``run_batch`` that runs the synchronous ``run`` on ``executor``'s threads: ONNX Runtime
+    releases the GIL there, so the event loop never blocks on a model."""
+
+    async def run_batch(items: list) -> list:
+        return await asyncio.get_running_loop().run_in_executor(executor, run, items)
+
+    return run_batch
 
 
 class DynamicBatcher:
@@ -85,13 +98,12 @@ class DynamicBatcher:
         self._running_items = 0
         self._expected_callers = 1.0
         self._last_arrival = clock()
-
-    @property
-    def queued_cost(self) -> int:
-        return self._queued_cost
+        self._closed = False
 
     async def submit(self, item: Any, cost: int, timeout_s: float | None = None) -> Any:
         """Queue ``item`` and wait for its result. ``timeout_s``: the caller's remaining deadline."""
+        if self._closed:
+            raise NotReady("this model version is no longer served (unloaded, or the server is stopping); retry")
         if self._admitted_cost + cost > self.max_queue_cost:
             raise Overloaded(
                 f"server busy: {self._admitted_cost} rows queued or running, this request adds {cost}, "
@@ -134,7 +146,8 @@ class DynamicBatcher:
         self.observer.on_queue(cost)
 
     async def _collect(self) -> None:
-        """Form batches forever: wait for a free runner, then for a full batch or the wait to end."""
+        """Form batches until closed and empty: wait for a free runner, then for a full batch or the
+        wait to end."""
         while True:
             await self._runners.acquire()
             try:
@@ -142,12 +155,17 @@ class DynamicBatcher:
             except BaseException:
                 self._runners.release()
                 raise
+            if batch is None:  # closed, and nothing left to run
+                self._runners.release()
+                return
             task = asyncio.ensure_future(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _next_batch(self) -> list[_Pending]:
+    async def _next_batch(self) -> list[_Pending] | None:
         while not self._queue:
+            if self._closed:
+                return None
             self._arrived.clear()
             await self._arrived.wait()
         close_at = self._queue[0].enqueued_at + self.max_batch_wait_s
@@ -223,6 +241,7 @@ class DynamicBatcher:
             pending.future.set_exception(error)
         return len(abandoned)
 
-    async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+    def close(self) -> None:
+        """Refuse new requests from now on; those already accepted still run (or are abandoned)."""
+        self._closed = True
+        self._arrived.set()  # wake the collector, which ends once the queue is empty

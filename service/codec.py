@@ -1,9 +1,12 @@
-"""vae.v1.Tensor <-> numpy, with the checks every request input gets (raises InvalidInput)."""
+"""vae.v1 messages <-> numpy, with the checks every request input gets (raises InvalidInput)."""
+
+import secrets
 
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.errors import InvalidInput
+from vae_serve.core.manifest import Manifest
 
 FLOAT32_LE = np.dtype("<f4")
 # Tensor.dtype -> the numpy type of its bytes; every other value is refused.
@@ -61,3 +64,42 @@ def rows_from_tensor(
         bad_row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise InvalidInput(f"{field}: non-finite value (NaN or infinity) in row {bad_row}")
     return values
+
+
+def input_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
+    """Accepted shapes of one input row: flat [D] first, then the example's natural shape."""
+    flat = (manifest.input.num_features,)
+    natural = tuple(manifest.input.shape)
+    return [flat] if natural == flat else [flat, natural]
+
+
+def input_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:
+    """A request's model inputs as float32 [n, D]: the checks of ``rows_from_tensor``, and for a
+    Bernoulli model, whose likelihood is defined on [0, 1] only, values inside that range."""
+    x = rows_from_tensor(tensor, field, input_shapes(manifest), max_rows)
+    if manifest.likelihood.name == "bernoulli" and (x.min() < 0.0 or x.max() > 1.0):
+        row, feature = np.argwhere((x < 0.0) | (x > 1.0))[0]
+        raise InvalidInput(
+            f"{field}: value {x[row, feature]:g} in row {row}, feature {feature} is outside [0, 1], the range of "
+            "this Bernoulli model's data"
+        )
+    return x
+
+
+def latent_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:
+    """A request's latent codes as float32 [n, L]."""
+    return rows_from_tensor(tensor, field, [(manifest.latent_dim,)], max_rows)
+
+
+def model_version(manifest: Manifest) -> vae_pb2.ModelVersion:
+    return vae_pb2.ModelVersion(name=manifest.name, version=manifest.version)
+
+
+def fresh_seed() -> int:
+    """A random seed for a request that gave none (53 bits: exact in a JSON number)."""
+    return secrets.randbits(53)
+
+
+def request_seed(request) -> int:
+    """The request's seed, or a fresh random one (returned in the reply so the call can be replayed)."""
+    return request.seed if request.HasField("seed") else fresh_seed()

@@ -1,29 +1,17 @@
 """One place that turns exceptions into gRPC statuses and records per-rpc metrics.
 
-Handlers raise ServiceError subclasses; this interceptor aborts with the class's status and its
-message. Anything else is logged with its traceback and answered INTERNAL with a fixed text, so no
-path or traceback reaches a client. Metrics are recorded before the status is sent.
+Handlers raise the core's exceptions; this interceptor aborts with the status ``status_for`` gives
+(one table, in service/status.py). Metrics are recorded before the status is sent.
 """
 
 import asyncio
 import contextlib
-import logging
 import time
 
 import grpc
 
-from vae_serve.core.errors import ServiceError
 from vae_serve.service.metrics import ServerMetrics
-
-log = logging.getLogger(__name__)
-INTERNAL_MESSAGE = "internal error; the server log has the details"
-
-
-def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
-    if isinstance(error, ServiceError):
-        return getattr(grpc.StatusCode, error.status_name), str(error)
-    log.error("unhandled %s, answered INTERNAL", type(error).__name__, exc_info=error)
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+from vae_serve.service.status import status_for
 
 
 def _status_name(context: grpc.aio.ServicerContext) -> str:
@@ -87,7 +75,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             self._record(method, "CANCELLED", started)  # the client went away or the deadline passed
             raise
         except Exception as error:
-            code, message = _status_for(error)
+            code, message = status_for(error)
             self._record(method, code.name, started)
             if retry_after_ms := getattr(error, "retry_after_ms", None):
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))

@@ -1,5 +1,7 @@
 """Every Prometheus metric of the server, built on an injected registry (tests get a fresh one)."""
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from vae_serve.service.batching import BatchObserver
@@ -92,6 +94,13 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+
+    def forget_model(self, name: str, version: str, kinds: list[str]) -> None:
+        """Remove the series of a model version that is no longer served."""
+        label = f"{name}:{version}"
+        for metric, labels in [(self.model, (name, version)), *((self.queue_rows, (kind, label)) for kind in kinds)]:
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                metric.remove(*labels)
 
     def batch_observer(self, kind: str, model: str) -> BatchObserver:
         """The batcher's hooks for one batch kind of one model."""

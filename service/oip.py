@@ -7,8 +7,8 @@ it without knowing vae.v1:
 - ``NAME-elbo``: x [n, D] -> elbo, reconstruction, kl, iwae, iwae_standard_error [n] (FP64, nats),
   request parameters ``k`` (posterior samples, default 1) and ``seed`` (default: a fresh one,
   returned as the response parameter ``seed``), the same numbers as VaeService.Elbo.
-Requests go through VaeService's own checks, limits and dynamic batchers, so a mixed load of both
-protocols still shares batches.
+An adapter over the same data plane as VaeService: the same checks, limits and dynamic batchers,
+so a mixed load of both protocols still shares batches.
 """
 
 import importlib.metadata
@@ -24,7 +24,7 @@ from vae_serve.core import work
 from vae_serve.core.bundle import Bundle
 from vae_serve.core.errors import InvalidInput, NotFound
 from vae_serve.service import codec
-from vae_serve.service.servicer import VaeServicer, check_value_range, fresh_seed, input_shapes
+from vae_serve.service.dataplane import DataPlane, ServedModel
 
 OIP_SERVICE = oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 FLOAT_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -91,14 +91,14 @@ def int_parameter(parameters, name: str, default: int | None) -> int | None:
 
 
 class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, vae: VaeServicer, ready: Callable[[], bool]) -> None:
-        self.vae = vae
+    def __init__(self, plane: DataPlane, ready: Callable[[], bool]) -> None:
+        self.plane = plane
         self.ready = ready
 
-    def _model(self, name: str, version: str) -> tuple[Bundle, OipModel]:
+    def _model(self, name: str, version: str) -> tuple[ServedModel, OipModel]:
         bundle_name, part = split_model_name(name)
-        bundle = self.vae.resolve(vae_pb2.ModelRef(name=bundle_name, version=version))
-        return bundle, oip_model(bundle, part)
+        served = self.plane.resolve(bundle_name, version)
+        return served, oip_model(served.bundle, part)
 
     async def ServerLive(self, request, context):
         return oip_pb2.ServerLiveResponse(live=True)
@@ -121,10 +121,10 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelMetadata(self, request, context):
-        bundle, model = self._model(request.name, request.version)
+        served, model = self._model(request.name, request.version)
         return oip_pb2.ModelMetadataResponse(
             name=request.name,
-            versions=self.vae.registry.versions(bundle.manifest.name),
+            versions=self.plane.versions(served.bundle.manifest.name),
             platform=model.platform,
             inputs=[metadata_tensor(spec) for spec in model.inputs],
             outputs=[metadata_tensor(spec) for spec in model.outputs],
@@ -132,7 +132,7 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request, context):
         _, model = self._model(request.name, request.version)
-        settings = self.vae.settings
+        settings = self.plane.settings
         return oip_pb2.ModelConfigResponse(
             config=oip_pb2.ModelConfig(
                 name=request.name,
@@ -154,18 +154,18 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request, context):
-        bundle, model = self._model(request.model_name, request.model_version)
-        rows = self._input_rows(request, bundle, model)
+        served, model = self._model(request.model_name, request.model_version)
+        rows = self._input_rows(request, served.bundle, model)
         # Triton's tools add their own hints ("triton_enable_empty_final_response"); they mean
         # nothing here. Any other unknown parameter is a mistake worth reporting.
         parameters = {key: value for key, value in request.parameters.items() if not key.startswith("triton_")}
         allowed = ELBO_PARAMETERS if model.part == "elbo" else ()
         if unknown := sorted(set(parameters) - set(allowed)):
             raise InvalidInput(f"parameters {unknown} not understood by {request.model_name}; known: {list(allowed)}")
-        outputs, response_parameters = await getattr(self, f"_infer_{model.part}")(bundle, rows, parameters, context)
+        outputs, response_parameters = await getattr(self, f"_infer_{model.part}")(served, rows, parameters, context)
         response = oip_pb2.ModelInferResponse(
             model_name=request.model_name,
-            model_version=bundle.manifest.version,
+            model_version=served.bundle.manifest.version,
             id=request.id,
             parameters=response_parameters,
         )
@@ -195,10 +195,11 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         else:
             typed = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.fp64_contents
             data = np.asarray(typed, dtype=FLOAT_TYPES[tensor.datatype]).tobytes()
-        row_shapes = input_shapes(bundle) if spec.name == "x" else [spec.row_shape]
         shaped = vae_pb2.Tensor(shape=tensor.shape, data=data, dtype=WIRE_TYPES[tensor.datatype])
-        rows = codec.rows_from_tensor(shaped, spec.name, row_shapes, self.vae.settings.max_rows)
-        return check_value_range(rows, bundle) if spec.name == "x" else rows
+        max_rows = self.plane.limits.max_rows
+        if spec.name == "x":
+            return codec.input_rows(shaped, spec.name, bundle.manifest, max_rows)
+        return codec.latent_rows(shaped, spec.name, bundle.manifest, max_rows)
 
     @staticmethod
     def _requested(request, model: OipModel) -> list[TensorSpec]:
@@ -210,23 +211,21 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"unknown outputs {unknown} of {request.model_name}; it has {list(by_name)}")
         return [by_name[output.name] for output in request.outputs]
 
-    async def _infer_encoder(self, bundle: Bundle, x: np.ndarray, parameters, context):
-        item = work.EncodeItem(x, 0, 0)
-        z_mean, z_logvar, _ = await self.vae.compute("ModelInfer", bundle, "encode", item, len(x), len(x), context)
+    async def _infer_encoder(self, served: ServedModel, x: np.ndarray, parameters, context):
+        item = work.EncodeItem(x)
+        z_mean, z_logvar, _ = await self.plane.run(served, item, "ModelInfer", context.time_remaining())
         return {"z_mean": z_mean, "z_logvar": z_logvar}, {}
 
-    async def _infer_decoder(self, bundle: Bundle, z: np.ndarray, parameters, context):
-        item = work.DecodeItem(z, 0, 0)
-        params, _ = await self.vae.compute("ModelInfer", bundle, "decode", item, len(z), len(z), context)
+    async def _infer_decoder(self, served: ServedModel, z: np.ndarray, parameters, context):
+        params, _ = await self.plane.run(served, work.DecodeItem(z), "ModelInfer", context.time_remaining())
         return params, {}
 
-    async def _infer_elbo(self, bundle: Bundle, x: np.ndarray, parameters, context):
-        k = self.vae.samples_per_row("k", int_parameter(parameters, "k", 1), len(x), 1)
+    async def _infer_elbo(self, served: ServedModel, x: np.ndarray, parameters, context):
+        k = self.plane.limits.samples_per_row("k", int_parameter(parameters, "k", 1), len(x), 1)
         seed = int_parameter(parameters, "seed", None)
-        seed = fresh_seed() if seed is None else seed
+        seed = codec.fresh_seed() if seed is None else seed
         if not 0 <= seed < 2**64:
             raise InvalidInput(f"parameter 'seed': {seed} must be in 0..2^64-1")
-        item = work.BoundsItem(x, k, seed)
-        bounds = await self.vae.compute("ModelInfer", bundle, "elbo", item, len(x), len(x) * k, context)
+        bounds = await self.plane.run(served, work.BoundsItem(x, k, seed), "ModelInfer", context.time_remaining())
         outputs = {name: getattr(bounds, name) for name in ELBO_OUTPUTS}
         return outputs, {"seed": oip_pb2.InferParameter(uint64_param=seed)}

@@ -63,6 +63,17 @@ def repository_entries(root: Path) -> list[tuple[str, str, Path]]:
     return entries
 
 
+def load_version(directory: Path, name: str, version: str, providers: list[str], intra_op_threads: int) -> Bundle:
+    """Load and verify the bundle at ``<repository>/<name>/<version>/``; its manifest must agree."""
+    bundle = load_bundle(directory, providers, intra_op_threads)
+    if (bundle.manifest.name, bundle.manifest.version) != (name, version):
+        raise BundleError(
+            f"{directory}: manifest says {bundle.manifest.name}/{bundle.manifest.version}, "
+            f"the repository layout says {name}/{version}"
+        )
+    return bundle
+
+
 def load_registry(settings: Settings) -> ModelRegistry:
     """Load and verify every bundle the settings name. Any bad bundle stops the server from starting."""
     providers = providers_for(settings.device)
@@ -72,12 +83,7 @@ def load_registry(settings: Settings) -> ModelRegistry:
         models[bundle.manifest.name] = {bundle.manifest.version: bundle}
     else:
         for name, version, directory in repository_entries(settings.model_repository):
-            bundle = load_bundle(directory, providers, settings.intra_op_threads)
-            if (bundle.manifest.name, bundle.manifest.version) != (name, version):
-                raise BundleError(
-                    f"{directory}: manifest says {bundle.manifest.name}/{bundle.manifest.version}, "
-                    f"the repository layout says {name}/{version}"
-                )
+            bundle = load_version(directory, name, version, providers, settings.intra_op_threads)
             models.setdefault(name, {})[version] = bundle
     in_use = []
     for bundle in (bundle for versions in models.values() for bundle in versions.values()):

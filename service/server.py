@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.runtime import providers_for
+from vae_serve.service.dataplane import DataPlane
 from vae_serve.service.health import HealthService
 from vae_serve.service.interceptors import ServiceInterceptor
 from vae_serve.service.metrics import ServerMetrics
@@ -50,7 +51,7 @@ class RunningServer:
     port: int
     metrics_port: int | None
     health: HealthService
-    servicer: VaeServicer
+    plane: DataPlane
     interceptor: ServiceInterceptor
     metrics: ServerMetrics
     executor: ThreadPoolExecutor
@@ -88,7 +89,7 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     metrics = ServerMetrics(registry or CollectorRegistry())
     metrics.queue_limit_rows.set(settings.max_queue_rows)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
-    servicer = VaeServicer(settings, metrics, executor)
+    plane = DataPlane(settings, metrics, executor)
     protected = tuple(f"/{service}/" for service in MODEL_SERVICES)
     interceptor = ServiceInterceptor(metrics, protected)
     tokens = load_tokens(settings)
@@ -100,10 +101,10 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    vae_pb2_grpc.add_VaeServiceServicer_to_server(servicer, server)
+    vae_pb2_grpc.add_VaeServiceServicer_to_server(VaeServicer(plane, metrics), server)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    oip = InferenceServicer(servicer, ready=lambda: servicer.registry is not None and not health.draining)
+    oip = InferenceServicer(plane, ready=lambda: plane.ready and not health.draining)
     oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, server)
     for service in ("", *MODEL_SERVICES):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -124,7 +125,7 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         address = f"{settings.host}:{settings.port}"
         raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
     await server.start()
-    running = RunningServer(server, port, None, health, servicer, interceptor, metrics, executor)
+    running = RunningServer(server, port, None, health, plane, interceptor, metrics, executor)
     if settings.metrics_port is not None:
         metrics_host = settings.metrics_host or settings.host
         try:
@@ -141,17 +142,13 @@ async def load_models(running: RunningServer, settings: Settings, registry: Mode
     """Load and verify every bundle (unless ``registry`` is already loaded), then report SERVING."""
     if registry is None:
         registry = await asyncio.get_running_loop().run_in_executor(running.executor, load_registry, settings)
-    running.servicer.registry = registry
-    for bundle in registry.bundles():
-        running.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
-            {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(registry.providers)}
-        )
+    running.plane.load(registry)
     for service in ("", *MODEL_SERVICES):
         await running.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     running.metrics.serving.set(1)
     log.info("SERVING %s with providers %s", sorted(registry.models), registry.providers)
     if settings.model_repository is not None and settings.repository_poll_s is not None:
-        watcher = RepositoryWatcher(settings, running.servicer, running.metrics, running.executor)
+        watcher = RepositoryWatcher(settings, running.plane, running.metrics, running.executor)
         running.watcher = asyncio.ensure_future(watcher.run())
 
 
@@ -161,7 +158,7 @@ async def answer_leftovers(running: RunningServer, grace_s: float) -> None:
     while running.interceptor.active_calls and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(DRAIN_POLL_S)
     if running.interceptor.active_calls:
-        abandoned = running.servicer.abandon_waiting(
+        abandoned = running.plane.abandon_waiting(
             f"the server is shutting down and its {grace_s:g} s grace period ended before this call finished; retry"
         )
         log.info("grace period over: %d calls still waiting answered UNAVAILABLE", abandoned)
@@ -180,6 +177,7 @@ async def drain(running: RunningServer, grace_s: float) -> None:
     leftovers = asyncio.ensure_future(answer_leftovers(running, grace_s))
     await running.server.stop(grace_s + ANSWER_MARGIN_S)  # awaited here: refusal starts at once
     leftovers.cancel()
+    running.plane.close()
     running.executor.shutdown(wait=False, cancel_futures=True)
     if running.metrics_httpd is not None:
         running.metrics_httpd.shutdown()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae_serve.export import train
+from vae_serve.export import cli
 
 # Small but real: enough epochs that the model is clearly better than chance, few enough to keep
 # the whole suite in seconds. IWAE k is lowered from 1000 for the same reason.
@@ -16,7 +16,7 @@ FAST_ARGS = ["--epochs", "25", "--iwae-k", "200", "--no-progress"]
 
 def run_vae_train(capsys, *args: str) -> dict:
     """Run vae-train in-process; return its JSON result line (the last line on stdout)."""
-    exit_code = train.main([*args, *FAST_ARGS])
+    exit_code = cli.main(["train", *args, *FAST_ARGS])
     captured = capsys.readouterr()
     assert exit_code == 0, captured.err
     return json.loads(captured.out.strip().splitlines()[-1])
@@ -26,7 +26,7 @@ def run_vae_train(capsys, *args: str) -> dict:
 def digits_bundle(tmp_path_factory) -> Path:
     """A Bernoulli VAE on the embedded digits, as a verified bundle directory."""
     out = tmp_path_factory.mktemp("bundles") / "digits"
-    assert train.main(["--dataset", "digits", "--out", str(out), "--seed", "1", *FAST_ARGS]) == 0
+    assert cli.main(["train", "--dataset", "digits", "--out", str(out), "--seed", "1", *FAST_ARGS]) == 0
     return out
 
 
@@ -49,8 +49,9 @@ def gaussian_bundle(tmp_path_factory, sensor_npy) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "sensors"
     records, _ = sensor_npy
     assert (
-        train.main(
+        cli.main(
             [
+                "train",
                 "--dataset",
                 f"npy:{records}",
                 "--likelihood",

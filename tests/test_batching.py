@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from vae_serve.core.errors import DeadlineExpired, Overloaded
-from vae_serve.service.batching import DynamicBatcher
+from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
+from vae_serve.service.batching import BatchObserver, DynamicBatcher
 
 LONG_S = 3600.0  # a wait that would hang the test if the batcher relied on it
 
@@ -33,6 +33,19 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class QueueGauge:
+    """What the batcher reports through its observer (the vae_queue_rows gauge): the queued cost."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def set(self, cost: int) -> None:
+        self.value = cost
+
+    def observer(self) -> BatchObserver:
+        return BatchObserver(on_queue=self.set)
 
 
 def run(coroutine):
@@ -124,19 +137,21 @@ def test_a_wrong_number_of_results_fails_the_whole_batch():
 
 def test_admission_bounds_queued_and_running_work_and_rejects_at_once():
     async def scenario():
-        runner = Runner(gated=True)
-        batcher = DynamicBatcher(runner, max_batch_cost=4, max_batch_wait_s=0.0, max_queue_cost=10)
+        runner, queue = Runner(gated=True), QueueGauge()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=4, max_batch_wait_s=0.0, max_queue_cost=10, observer=queue.observer()
+        )
         running = asyncio.ensure_future(batcher.submit("running", cost=4))
         await runner.started.wait()
-        assert batcher.queued_cost == 0  # running, no longer queued, but still admitted
+        assert queue.value == 0  # running, no longer queued, but still admitted
         queued = asyncio.ensure_future(batcher.submit("queued", cost=6))
         await asyncio.sleep(0)
-        assert batcher.queued_cost == 6
+        assert queue.value == 6
         with pytest.raises(Overloaded, match="10 rows queued or running, this request adds 1, limit 10"):
             await batcher.submit("one too many", cost=1)
         runner.gate.set()
         await asyncio.gather(running, queued)
-        assert batcher.queued_cost == 0
+        assert queue.value == 0
         assert await batcher.submit("fits again", cost=10) == ("result", "fits again")
 
     run(scenario())
@@ -165,17 +180,19 @@ def test_an_expired_deadline_is_not_run():
 
 def test_a_cancelled_caller_is_dropped():
     async def scenario():
-        runner = Runner(gated=True)
-        batcher = DynamicBatcher(runner, max_batch_cost=10, max_batch_wait_s=0.0, max_queue_cost=100)
+        runner, queue = Runner(gated=True), QueueGauge()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=10, max_batch_wait_s=0.0, max_queue_cost=100, observer=queue.observer()
+        )
         running = asyncio.ensure_future(batcher.submit("running", cost=1))
         await runner.started.wait()
         gone = asyncio.ensure_future(batcher.submit("gone", cost=1))
         stays = asyncio.ensure_future(batcher.submit("stays", cost=1))
         await asyncio.sleep(0)
-        assert batcher.queued_cost == 2
+        assert queue.value == 2
         gone.cancel()
         await asyncio.sleep(0)
-        assert batcher.queued_cost == 1  # withdrawn at once, not when a batch would have taken it
+        assert queue.value == 1  # withdrawn at once, not when a batch would have taken it
         runner.gate.set()
         assert await stays == ("result", "stays")
         await running
@@ -223,5 +240,26 @@ def test_adaptive_wait_fills_a_batch_for_the_callers_it_expects_and_never_keeps_
         clock.now = 1.0
         assert await batcher.submit("alone", cost=1) == ("result", "alone")
         assert runner.batches[2] == ["alone"]
+
+    run(scenario())
+
+
+def test_close_refuses_new_work_runs_what_was_accepted_and_ends_the_collector():
+    async def scenario():
+        before = asyncio.all_tasks()
+        runner = Runner(gated=True)
+        batcher = DynamicBatcher(runner, max_batch_cost=1, max_batch_wait_s=0.0, max_queue_cost=100)
+        running = asyncio.ensure_future(batcher.submit("running", cost=1))
+        await runner.started.wait()
+        queued = asyncio.ensure_future(batcher.submit("queued", cost=1))
+        await asyncio.sleep(0)
+        batcher.close()
+        with pytest.raises(NotReady, match="no longer served"):
+            await batcher.submit("late", cost=1)
+        runner.gate.set()
+        assert await asyncio.gather(running, queued) == [("result", "running"), ("result", "queued")]
+        assert runner.batches == [["running"], ["queued"]]
+        # The collecting task ends once the queue is empty: nothing of the batcher keeps running.
+        await asyncio.wait_for(asyncio.gather(*(asyncio.all_tasks() - before)), 5)
 
     run(scenario())

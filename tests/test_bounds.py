@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
+from vae_serve.core.bounds import estimate_bounds
 from vae_serve.core.bundle import load_bundle
-from vae_serve.core.scoring import anomaly_scores, estimate_bounds
+from vae_serve.core.scores import anomaly_scores
 from vae_serve.export.data import load_source, make_splits
 from vae_serve.export.evaluate import binarize
 

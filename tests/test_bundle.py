@@ -12,7 +12,7 @@ import pytest
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, file_sha256, manifest_digest, seal
-from vae_serve.core.scoring import SCORE_PARAMS
+from vae_serve.core.scores import SCORES
 
 
 def rewrite_manifest(bundle: Path, edit) -> None:
@@ -49,7 +49,7 @@ def test_manifest_records_metrics_calibration_and_parity(digits_bundle):
     assert test.iwae_nll_nats <= -test.elbo_nats  # IWAE is the tighter bound
     assert test.bits_per_dim == pytest.approx(test.iwae_nll_nats / (64 * np.log(2)))
     assert "seed" in manifest.metrics.binarization
-    assert set(manifest.calibration.scores) == set(SCORE_PARAMS)
+    assert set(manifest.calibration.scores) == set(SCORES)
     for score in manifest.calibration.scores.values():
         assert len(score.quantiles) == len(manifest.calibration.quantile_levels) == 1001
         assert np.all(np.diff(score.quantiles) >= 0)
@@ -109,12 +109,13 @@ def test_golden_tolerances_cannot_be_widened(bundle_copy):
 def test_a_different_model_with_matching_checksums_is_refused(bundle_copy, tmp_path, capsys):
     # Swap in the decoder of another training run and fix up every checksum: only the golden
     # outputs can tell that these graphs are not the model the manifest describes.
-    from vae_serve.export import train
+    from vae_serve.export import cli
 
     other = tmp_path / "other"
     assert (
-        train.main(
+        cli.main(
             [
+                "train",
                 "--dataset",
                 "digits",
                 "--out",

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import run_vae_train
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export import train
+from vae_serve.export import cli
 
 RESULT_KEYS = {
     "bundle",
@@ -36,8 +36,9 @@ def console_script(name: str) -> str:
 
 def test_console_script_trains_exports_and_verifies(tmp_path):
     out = tmp_path / "models" / "digits"
+    command = [console_script("vae-train"), "train", "--dataset", "digits", "--out", str(out), "--epochs", "3"]
     result = subprocess.run(
-        [console_script("vae-train"), "--dataset", "digits", "--out", str(out), "--epochs", "3", "--iwae-k", "50"],
+        [*command, "--iwae-k", "50"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -85,7 +86,7 @@ def test_same_seed_same_model(tmp_path, capsys):
 
 
 def test_existing_output_needs_force(tmp_path, digits_bundle, capsys):
-    exit_code = train.main(["--dataset", "digits", "--out", str(digits_bundle), "--epochs", "1"])
+    exit_code = cli.main(["train", "--dataset", "digits", "--out", str(digits_bundle), "--epochs", "1"])
     assert exit_code == 2
     assert "--force" in capsys.readouterr().err
 
@@ -95,7 +96,7 @@ def test_existing_output_needs_force(tmp_path, digits_bundle, capsys):
     [("--epochs", "0"), ("--latent-dim", "0"), ("--batch-size", "0"), ("--lr", "0"), ("--kl-warmup", "-1")],
 )
 def test_zero_or_negative_settings_are_refused_not_replaced(tmp_path, capsys, flag, value):
-    exit_code = train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), flag, value])
+    exit_code = cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "x"), flag, value])
     assert exit_code == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -103,7 +104,7 @@ def test_zero_or_negative_settings_are_refused_not_replaced(tmp_path, capsys, fl
 
 def test_bernoulli_refuses_real_valued_data(sensor_npy, tmp_path, capsys):
     records, _ = sensor_npy
-    exit_code = train.main(["--dataset", f"npy:{records}", "--out", str(tmp_path / "x"), "--epochs", "1"])
+    exit_code = cli.main(["train", "--dataset", f"npy:{records}", "--out", str(tmp_path / "x"), "--epochs", "1"])
     assert exit_code == 2
     assert "--likelihood gaussian" in capsys.readouterr().err
 
@@ -159,7 +160,7 @@ def test_calibrate_writes_a_new_version_with_new_quantiles(digits_bundle, tmp_pa
     repository = tmp_path / "repository" / "digits"
     repository.mkdir(parents=True)
     shutil.copytree(digits_bundle, repository / "1")
-    exit_code = train.main(
+    exit_code = cli.main(
         ["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--split", "test", "--no-progress"]
     )
     captured = capsys.readouterr()
@@ -174,5 +175,5 @@ def test_calibrate_writes_a_new_version_with_new_quantiles(digits_bundle, tmp_pa
         assert (repository / "2" / name).read_bytes() == (repository / "1" / name).read_bytes()
     assert json.loads((repository / "2" / "manifest.json").read_text())["calibration"]["replaces"]["version"] == "1"
     # Again without --force: refused, nothing replaced.
-    again = train.main(["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--no-progress"])
+    again = cli.main(["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--no-progress"])
     assert again == 2 and "already exists" in capsys.readouterr().err

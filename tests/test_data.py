@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from vae_serve.export import train
+from vae_serve.export import cli
 from vae_serve.export.data import (
     FASHION_MNIST_HINT,
     DataError,
@@ -66,8 +66,8 @@ def test_fashion_mnist_without_files_names_the_package(tmp_path):
 
 
 def test_fashion_mnist_cli_error(tmp_path, capsys):
-    exit_code = train.main(
-        ["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]
+    exit_code = cli.main(
+        ["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]
     )
     err = capsys.readouterr().err
     assert exit_code == 2

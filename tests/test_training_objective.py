@@ -8,7 +8,7 @@ import torch
 from tests.conftest import run_vae_train
 from vae_serve.core import vae_math
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export import train
+from vae_serve.export import cli
 from vae_serve.export.data import load_source, make_splits
 from vae_serve.export.model import build_vae
 
@@ -68,7 +68,7 @@ def test_vae_train_with_iwae_objective_writes_a_verified_bundle(tmp_path, capsys
 
 
 def test_train_samples_must_be_positive(tmp_path, capsys):
-    assert train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), "--train-samples", "0"]) != 0
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "x"), "--train-samples", "0"]) != 0
     assert "--train-samples" in capsys.readouterr().err
 
 
@@ -96,5 +96,5 @@ def test_gaussian_decoder_with_one_shared_scale(tmp_path, capsys):
 
 
 def test_decoder_scale_needs_a_gaussian_likelihood(tmp_path, capsys):
-    assert train.main(["--dataset", "digits", "--out", str(tmp_path / "x"), "--decoder-scale", "shared"]) == 2
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "x"), "--decoder-scale", "shared"]) == 2
     assert "--decoder-scale applies to --likelihood gaussian only" in capsys.readouterr().err

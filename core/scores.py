@@ -1,0 +1,127 @@
+"""The anomaly-score registry: one entry per score (name, parameters, how it is computed).
+
+A score is read either from a likelihood-bound estimate with ``num_samples`` posterior draws, or
+(``num_samples`` 0) from the per-feature reconstruction errors of the posterior mean. Its name is
+the proto enum's (``SCORE_TYPE_NEGATIVE_ELBO`` -> ``negative_elbo``); the server checks at import
+that the enum and this registry agree. The exporter calibrates with exactly this code, so a served
+score and its stored quantiles always come from the same computation. Higher = more anomalous.
+"""
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from vae_serve.core.bounds import (
+    BoundEstimates,
+    estimate_bounds_batch,
+    latent_generator,
+    reconstruction_errors_batch,
+)
+from vae_serve.core.runtime import OnnxVae
+
+# Serra et al.'s compressor stand-in: zlib (DEFLATE) at its strongest level on 8-bit rows.
+COMPRESSION_LEVEL = 9
+
+
+@dataclass(frozen=True)
+class Score:
+    """One anomaly score. ``compute(x, evidence)``: evidence is a BoundEstimates when
+    ``num_samples`` > 0, else the per-feature squared reconstruction errors [n, D]."""
+
+    name: str
+    # Posterior draws of the bound it is read from; part of its definition, since calibration
+    # quantiles hold only for the parameters they were computed with. 0: deterministic.
+    num_samples: int
+    compute: Callable[[np.ndarray, "BoundEstimates | np.ndarray"], np.ndarray]
+    summary: str
+
+    @property
+    def params(self) -> dict[str, int]:
+        """The parameters recorded with its calibration in a manifest."""
+        return {"num_samples": self.num_samples} if self.num_samples else {}
+
+
+def compressed_bits(x: np.ndarray) -> np.ndarray:
+    """Per row: the bits zlib needs for the row quantized to 8 bits, round(255 x) clipped to 0..255."""
+    quantized = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    return np.array([8.0 * len(zlib.compress(row.tobytes(), COMPRESSION_LEVEL)) for row in quantized])
+
+
+SCORES: dict[str, Score] = {
+    score.name: score
+    for score in (
+        Score("negative_elbo", 10, lambda x, bounds: -bounds.elbo, "-ELBO, 10 posterior draws"),
+        # k = 100 follows the usual anomaly-detection protocol for IWAE.
+        Score("negative_iwae", 100, lambda x, bounds: -bounds.iwae, "-IWAE bound, k = 100"),
+        Score(
+            "reconstruction_error",
+            0,
+            lambda x, errors: errors.sum(axis=1, dtype=np.float64),
+            "squared error of the posterior-mean reconstruction",
+        ),
+        Score(
+            "negative_reconstruction_probability",
+            10,
+            lambda x, bounds: -bounds.reconstruction,
+            "An & Cho: -mean log p(x|z) over 10 posterior draws",
+        ),
+        Score(
+            "complexity_corrected",
+            100,
+            lambda x, bounds: -bounds.iwae / math.log(2.0) - compressed_bits(x),
+            "Serra et al.: -IWAE_100 in bits minus the zlib size in bits",
+        ),
+    )
+}
+DEFAULT_SCORE = "reconstruction_error"  # the best measured on Fashion-MNIST: docs/anomaly.md
+
+
+def score_named(name: str) -> Score:
+    """The registry entry of ``name``; an unknown name fails loudly."""
+    try:
+        return SCORES[name]
+    except KeyError:
+        raise ValueError(f"unknown anomaly score {name!r}; known: {sorted(SCORES)}") from None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    x: np.ndarray
+    name: str
+    seed: int
+    feature_errors: bool = False  # also return the per-feature reconstruction errors
+
+
+def score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(scores [n], feature errors [n, D] or None) for each request, in order, computed together.
+
+    One bounds pass serves every sampled score (each drawing from ``latent_generator(seed)``, so its
+    values depend only on its own request), and one reconstruction pass every request that needs
+    the errors (deterministic scores, and those asking for feature errors).
+    """
+    scores = [score_named(request.name) for request in requests]
+    sampled = [index for index, score in enumerate(scores) if score.num_samples]
+    evidence: dict[int, BoundEstimates | np.ndarray] = {}
+    if sampled:
+        bounds_requests = [(requests[i].x, scores[i].num_samples, latent_generator(requests[i].seed)) for i in sampled]
+        evidence.update(zip(sampled, estimate_bounds_batch(vae, bounds_requests), strict=True))
+    reconstructed = [i for i, score in enumerate(scores) if not score.num_samples or requests[i].feature_errors]
+    errors: dict[int, np.ndarray] = {}
+    if reconstructed:
+        errors.update(
+            zip(reconstructed, reconstruction_errors_batch(vae, [requests[i].x for i in reconstructed]), strict=True)
+        )
+    results = []
+    for index, (request, score) in enumerate(zip(requests, scores, strict=True)):
+        values = score.compute(request.x, evidence[index] if score.num_samples else errors[index])
+        results.append((values, errors[index] if request.feature_errors else None))
+    return results
+
+
+def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> dict[str, np.ndarray]:
+    """Each named score of every row of ``x`` (what calibration records)."""
+    results = score_batch(vae, [ScoreRequest(x, name, seed) for name in names])
+    return {name: values for name, (values, _) in zip(names, results, strict=True)}

@@ -1,0 +1,53 @@
+"""Calibration of a model's anomaly scores on normal rows: every score of the registry ``core.scores.SCORES``, computed
+through ONNX Runtime by the serving code itself, summarized as the manifest's ``Calibration``.
+
+Used by ``vae-train train`` (on the validation split) and ``vae-train calibrate`` (on new normal data).
+"""
+
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from vae_serve.core.calibration import calibration_of
+from vae_serve.core.manifest import Calibration
+from vae_serve.core.runtime import OnnxVae
+from vae_serve.core.scores import SCORES, anomaly_scores
+
+
+def calibration_scores(vae: OnnxVae, x: np.ndarray, seed: int, progress: bool | None) -> dict[str, np.ndarray]:
+    """Every anomaly score of the rows ``x``, one score at a time behind a progress bar.
+
+    Each score is computed over all rows in one call: its noise is drawn in one block from the
+    seed (as a served request of these rows would), so the rows cannot be split for progress.
+
+    Args:
+        vae: the model, as the server runs it.
+        x: normal rows [examples, features].
+        seed: seed of the sampled scores' noise.
+        progress: show the bar; None shows it when stderr is a terminal.
+
+    Returns:
+        Each score's values, one per row, by score name.
+    """
+    scores = {}
+    names = tqdm(
+        list(SCORES),
+        desc="calibrating",
+        unit="score",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+    )
+    for name in names:
+        names.set_postfix_str(name)
+        scores.update(anomaly_scores(vae, x, [name], seed))
+    return scores
+
+
+def calibrate(
+    vae: OnnxVae, x: np.ndarray, seed: int, description: str, progress: bool | None
+) -> tuple[dict[str, np.ndarray], Calibration]:
+    """The scores of ``x`` (see ``calibration_scores``) and their quantiles as the manifest records
+    them, ``description`` saying what the rows are."""
+    scores = calibration_scores(vae, x, seed, progress)
+    return scores, Calibration.model_validate(calibration_of(scores, seed, description))

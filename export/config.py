@@ -1,0 +1,124 @@
+"""What a training run is: the recipes by kind of data, and the ``TrainConfig`` that the flags of
+``vae-train train`` resolve to. Imports no torch, so that flags are checked (and ``--help`` runs)
+before torch is loaded, or where it is not installed.
+"""
+
+import argparse
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vae_serve.core.manifest import NAME_PATTERN
+from vae_serve.export.data import DataError
+
+# Defaults by kind of data; any flag given overrides its entry. "images" is fashion-mnist and
+# idx:DIR (the 784-400-20 recipe of the quality target in docs/benchmarks.md).
+RECIPES = {
+    "digits": {"hidden": (128,), "latent_dim": 8, "epochs": 300, "batch_size": 64, "lr": 1e-3, "patience": 30},
+    "images": {"hidden": (400,), "latent_dim": 20, "epochs": 30, "batch_size": 100, "lr": 1e-3, "patience": 5},
+    "npy": {"hidden": (128,), "latent_dim": 8, "epochs": 200, "batch_size": 128, "lr": 1e-3, "patience": 20},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded in the manifest."""
+
+    likelihood: str
+    binarize: str
+    hidden: tuple[int, ...]
+    latent_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    kl_warmup_epochs: float
+    patience: int
+    seed: int
+    # Importance samples per example in the objective: 1 trains on the ELBO, k > 1 on the IWAE-k
+    # bound (Burda et al. 2016), which costs k decoder passes per example and tightens log p(x).
+    train_samples: int = 1
+    # Gaussian only: "per-feature" standardizes each feature and learns a scale per feature;
+    # "shared" standardizes by one mean and std over all features and learns one scale for all.
+    decoder_scale: str = "per-feature"
+
+
+def recipe_for(dataset: str) -> dict:
+    """The defaults for ``--dataset``: digits, npy:PATH, or images (fashion-mnist, idx:DIR)."""
+    if dataset == "digits":
+        return RECIPES["digits"]
+    return RECIPES["npy"] if dataset.startswith("npy:") else RECIPES["images"]
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """argparse type of ``--hidden``: ``"400"`` or ``"512,256"`` -> (400,) or (512, 256)."""
+    try:
+        sizes = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes sizes like 400 or 512,256, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("--hidden sizes must be positive")
+    return sizes
+
+
+def model_name(text: str) -> str:
+    """argparse type of ``--name`` and ``--version``: what the manifest schema accepts."""
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _.- (a letter or digit first)")
+    return text
+
+
+def default_name(dataset: str, classes: tuple[int, ...] | None) -> str:
+    """The model name when ``--name`` is not given: from the dataset, and its classes if any."""
+    base = dataset if ":" not in dataset else Path(dataset.split(":", 1)[1]).stem or dataset.split(":")[0]
+    # What NAME_PATTERN takes: other characters become "-", and a name starts with a letter or digit.
+    base = re.sub(r"^[^A-Za-z0-9]+|[-.]+$", "", re.sub(r"[^A-Za-z0-9_.-]", "-", base)) or "model"
+    return base if classes is None else f"{base}-class-{'-'.join(map(str, classes))}"
+
+
+def _given_or(value, default):
+    """The flag's value when given (0 included, so that it is refused, not replaced), else the recipe's."""
+    return default if value is None else value
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the flags given, the dataset's recipe for the rest. Raises ``DataError``."""
+    if args.decoder_scale is not None and args.likelihood != "gaussian":
+        raise DataError("--decoder-scale applies to --likelihood gaussian only")
+    binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
+    if binarize == "dynamic" and args.likelihood != "bernoulli":
+        raise DataError("--binarize dynamic needs --likelihood bernoulli")
+    recipe = recipe_for(args.dataset)
+    config = TrainConfig(
+        likelihood=args.likelihood,
+        binarize=binarize,
+        hidden=_given_or(args.hidden, recipe["hidden"]),
+        latent_dim=_given_or(args.latent_dim, recipe["latent_dim"]),
+        epochs=_given_or(args.epochs, recipe["epochs"]),
+        batch_size=_given_or(args.batch_size, recipe["batch_size"]),
+        lr=_given_or(args.lr, recipe["lr"]),
+        kl_warmup_epochs=args.kl_warmup,
+        patience=_given_or(args.patience, recipe["patience"]),
+        seed=args.seed,
+        train_samples=args.train_samples,
+        decoder_scale=args.decoder_scale or "per-feature",
+    )
+    check_config(config, args.iwae_k)
+    return config
+
+
+def check_config(config: TrainConfig, iwae_k: int) -> None:
+    """Counts and the learning rate must be positive, the KL warm-up not negative."""
+    counts = (config.latent_dim, config.epochs, config.batch_size, config.patience, config.train_samples, iwae_k)
+    if min(counts) < 1 or not config.lr > 0:
+        raise DataError(
+            "--latent-dim, --epochs, --batch-size, --patience, --train-samples, --iwae-k and --lr must be positive"
+        )
+    if not config.kl_warmup_epochs >= 0:
+        raise DataError("--kl-warmup must be 0 (none) or a positive number of epochs")
+
+
+def config_record(config: TrainConfig) -> dict:
+    """The config as the manifest's ``training`` section records it."""
+    record = asdict(config)
+    record["hidden"] = list(config.hidden)
+    return record

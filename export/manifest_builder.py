@@ -1,0 +1,170 @@
+"""The manifest of a freshly trained model, built from ``vae_serve.core.manifest``'s typed sections:
+what the model takes, its likelihood, its graphs, how it was trained, exported and checked.
+"""
+
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+
+from vae_serve.core.manifest import (
+    FORMAT_VERSION,
+    Calibration,
+    Golden,
+    GoldenCase,
+    GraphSpec,
+    InputSpec,
+    LikelihoodSpec,
+    ManifestBody,
+    Metrics,
+)
+from vae_serve.core.runtime import ENCODER_OUTPUTS
+from vae_serve.export.config import TrainConfig, config_record
+from vae_serve.export.data import Splits
+from vae_serve.export.model import MIN_STANDARDIZED_SCALE, Vae
+from vae_serve.export.onnx_export import PARITY_EXAMPLES, PARITY_TOLERANCE
+from vae_serve.export.training import TrainResult
+
+GOLDEN_EXAMPLES = 4
+# Golden outputs are torch's, checked against ONNX Runtime at load: same tolerance as export parity.
+GOLDEN_ATOL = 1e-4
+GOLDEN_RTOL = 1e-4
+PRODUCER_PACKAGES = ("vae-serve", "torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+
+
+def producer_versions() -> dict[str, str]:
+    """Versions of the packages that wrote the bundle ("unknown" for one not installed)."""
+    versions = {}
+    for package in PRODUCER_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def input_spec(splits: Splits) -> InputSpec:
+    """What one example is and how raw data became its values."""
+    return InputSpec(
+        shape=list(splits.example_shape),
+        num_features=splits.train.x.shape[1],
+        dtype="float32",
+        value_range=splits.value_range,
+        preprocessing=splits.description["preprocessing"],
+    )
+
+
+def likelihood_spec(vae: Vae) -> LikelihoodSpec:
+    """p(x|z): its decoder outputs and log-density, and for a Gaussian the standardization inside the graphs."""
+    if vae.likelihood == "bernoulli":
+        return LikelihoodSpec(
+            name="bernoulli",
+            parameters={"decoder_outputs": ["logits"], "log_prob": "sum_d x_d * l_d - softplus(l_d)"},
+        )
+    decoder = vae.decoder
+    scale = "learned, one value shared by every feature" if decoder.shared_scale else "learned per feature"
+    return LikelihoodSpec(
+        name="gaussian",
+        parameters={
+            "decoder_outputs": ["mean", "log_scale"],
+            "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
+            "scale": f"{scale}, floored at min_standardized_scale * feature_scale",
+            "min_standardized_scale": MIN_STANDARDIZED_SCALE,
+            "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
+            "feature_loc": decoder.scaling.loc.tolist(),
+            "feature_scale": decoder.scaling.scale.tolist(),
+        },
+    )
+
+
+def graph_specs(graphs: dict) -> dict[str, GraphSpec]:
+    """The graphs ``export_vae`` wrote, as the manifest declares them (parity goes to ``export``)."""
+    return {
+        role: GraphSpec.model_validate({key: value for key, value in graph.items() if key != "parity_max_abs_diff"})
+        for role, graph in graphs.items()
+    }
+
+
+def export_record(graphs: dict, parity_examples: int) -> dict:
+    """How the graphs were exported, and how closely ONNX Runtime matched torch on them."""
+    return {
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "parity_tolerance": PARITY_TOLERANCE,
+        "parity_examples": parity_examples,
+        "parity_max_abs_diff": {role: graph["parity_max_abs_diff"] for role, graph in graphs.items()},
+    }
+
+
+def training_record(config: TrainConfig, splits: Splits, result: TrainResult) -> dict:
+    """The config, the data and how training went, epoch by epoch."""
+    return {
+        **config_record(config),
+        "data": splits.description,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 3),
+        "history": result.history,
+    }
+
+
+@torch.no_grad()
+def golden_examples(vae: Vae, x: np.ndarray) -> Golden:
+    """A few fixed inputs with torch's encoder and decoder outputs, which the loader checks the graphs against."""
+    x = x[:GOLDEN_EXAMPLES]
+    encoded = vae.encoder(torch.from_numpy(x))
+    decoded = vae.decoder(encoded[0])
+    encoder_outputs = zip(ENCODER_OUTPUTS, encoded, strict=True)
+    decoder_outputs = zip(vae.decoder.output_names, decoded, strict=True)
+    return Golden(
+        atol=GOLDEN_ATOL,
+        rtol=GOLDEN_RTOL,
+        encoder=GoldenCase(
+            inputs={"x": x.tolist()}, outputs={name: value.numpy().tolist() for name, value in encoder_outputs}
+        ),
+        decoder=GoldenCase(
+            inputs={"z": encoded[0].numpy().tolist()},
+            outputs={name: value.numpy().tolist() for name, value in decoder_outputs},
+        ),
+    )
+
+
+def build_manifest(
+    *,
+    name: str,
+    version: str,
+    config: TrainConfig,
+    splits: Splits,
+    result: TrainResult,
+    graphs: dict,
+    metrics: Metrics,
+    calibration: Calibration,
+) -> ManifestBody:
+    """The manifest of a trained and exported model, ready to seal (``bundle_writer.write_manifest``).
+
+    Args:
+        name, version: the model's name and version.
+        config, splits, result: the training run: its config, data and outcome.
+        graphs: what ``export_vae`` returned.
+        metrics: the validation and test bounds.
+        calibration: the anomaly scores' quantiles on the validation split.
+
+    Raises:
+        pydantic.ValidationError: a section breaks the schema.
+    """
+    return ManifestBody(
+        format_version=FORMAT_VERSION,
+        name=name,
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        producer=producer_versions(),
+        input=input_spec(splits),
+        latent_dim=config.latent_dim,
+        likelihood=likelihood_spec(result.vae),
+        graphs=graph_specs(graphs),
+        training=training_record(config, splits, result),
+        metrics=metrics,
+        export=export_record(graphs, min(PARITY_EXAMPLES, len(splits.validation))),
+        calibration=calibration,
+        golden=golden_examples(result.vae, splits.validation.x),
+    )

@@ -1,0 +1,129 @@
+"""The data plane: what every protocol adapter (VaeService, the Open Inference Protocol) calls.
+
+One object owns the models being served and their atomic swap on reload, the dynamic batchers (one
+per model version and kind of work, created when the version comes, closed when it goes or the
+server stops), the per-request limits, and ``resolve`` / ``run``. A request's walk: adapter ->
+``DataPlane.run`` -> its batcher -> the inference threads -> ``core.work`` -> ``core.bounds`` /
+``core.scores`` -> ``core.runtime`` -> ONNX Runtime, and back the same way.
+"""
+
+import functools
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vae_serve.core.bundle import Bundle
+from vae_serve.core.errors import NotReady
+from vae_serve.core.work import WORK_KINDS
+from vae_serve.service.batching import DynamicBatcher, in_executor
+from vae_serve.service.limits import Limits
+from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.registry import ModelRegistry
+from vae_serve.service.settings import Settings
+
+log = logging.getLogger(__name__)
+NOT_LOADED = "the server is still loading and verifying its models; retry shortly"
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One loaded model version and its batchers, by kind of work."""
+
+    bundle: Bundle
+    batchers: dict[str, DynamicBatcher]
+
+    @property
+    def label(self) -> str:
+        return f"{self.bundle.manifest.name}:{self.bundle.manifest.version}"
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, metrics: ServerMetrics, executor: Executor) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = executor
+        self.limits = Limits.from_settings(settings)
+        self.registry: ModelRegistry | None = None  # None until every bundle passed verification
+        self._served: dict[tuple[str, str], ServedModel] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.registry is not None
+
+    def load(self, registry: ModelRegistry) -> None:
+        """Start serving a verified registry (at start-up)."""
+        self._install(registry)
+
+    def swap(self, models: dict[str, dict[str, Bundle]]) -> None:
+        """Serve ``models`` from now on, in one step: new versions get batchers, versions that are
+        gone have theirs closed (their accepted work still runs) and their metrics removed."""
+        self._install(replace(self.registry, models=models))
+
+    def _install(self, registry: ModelRegistry) -> None:
+        wanted = {(bundle.manifest.name, bundle.manifest.version): bundle for bundle in registry.bundles()}
+        served = {key: model for key, model in self._served.items() if wanted.get(key) is model.bundle}
+        for key, bundle in wanted.items():
+            if key not in served:
+                served[key] = self._serve(bundle, registry.providers)
+        for key, model in self._served.items():
+            if served.get(key) is not model:
+                self._retire(model)
+        self._served, self.registry = served, registry
+
+    def _serve(self, bundle: Bundle, providers: list[str]) -> ServedModel:
+        label = f"{bundle.manifest.name}:{bundle.manifest.version}"
+        batchers = {kind: self._batcher(bundle, kind, label) for kind in WORK_KINDS}
+        self.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
+            {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(providers)}
+        )
+        return ServedModel(bundle, batchers)
+
+    def _batcher(self, bundle: Bundle, kind: str, label: str) -> DynamicBatcher:
+        settings = self.settings
+        return DynamicBatcher(
+            in_executor(self.executor, functools.partial(WORK_KINDS[kind], bundle.vae)),
+            max_batch_cost=settings.max_batch_rows,
+            max_batch_wait_s=settings.max_batch_wait_s,
+            max_queue_cost=settings.max_queue_rows,
+            concurrency=settings.batch_runners,
+            adaptive_wait=settings.batch_wait == "adaptive",
+            observer=self.metrics.batch_observer(kind, label),
+        )
+
+    def _retire(self, model: ServedModel) -> None:
+        for batcher in model.batchers.values():
+            batcher.close()
+        self.metrics.forget_model(model.bundle.manifest.name, model.bundle.manifest.version, list(model.batchers))
+        log.info("unloaded %s: its batchers are closed", model.label)
+
+    def resolve(self, name: str, version: str) -> ServedModel:
+        """The version a request names; empty fields mean the default model and its latest version."""
+        if self.registry is None:
+            raise NotReady(NOT_LOADED)
+        bundle = self.registry.resolve(name, version)
+        return self._served[(bundle.manifest.name, bundle.manifest.version)]
+
+    def versions(self, name: str) -> list[str]:
+        return self.registry.versions(name)
+
+    async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None) -> Any:
+        """Queue one request's work (a ``core.work`` item) with its batcher and wait for the result.
+
+        Raises NotReady if the version was unloaded since it was resolved (a retry gets the new one).
+        """
+        result = await model.batchers[item.kind].submit(item, item.cost, timeout_s)
+        self.metrics.examples.labels(method).inc(item.rows)
+        return result
+
+    def abandon_waiting(self, reason: str) -> int:
+        """Answer every call waiting on a batch with UNAVAILABLE ``reason``; returns how many."""
+        return sum(
+            batcher.abandon(NotReady(reason)) for model in self._served.values() for batcher in model.batchers.values()
+        )
+
+    def close(self) -> None:
+        """At the end of a drain: every batcher refuses new work."""
+        for model in self._served.values():
+            for batcher in model.batchers.values():
+                batcher.close()

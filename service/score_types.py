@@ -1,0 +1,42 @@
+"""vae.v1.ScoreType <-> the core's score registry. Names come from the enum itself
+(SCORE_TYPE_NEGATIVE_ELBO -> "negative_elbo"); an enum value without a registry entry, or an entry
+without an enum value, stops the server at import rather than failing one request later."""
+
+import numpy as np
+
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.core.errors import InvalidInput
+from vae_serve.core.scores import DEFAULT_SCORE, SCORES
+
+SCORE_TYPES: dict[str, int] = {
+    name.removeprefix("SCORE_TYPE_").lower(): value for name, value in vae_pb2.ScoreType.items() if value
+}
+if set(SCORE_TYPES) != set(SCORES):
+    raise ImportError(
+        f"vae.v1.ScoreType and the score registry disagree: enum only {sorted(set(SCORE_TYPES) - set(SCORES))}, "
+        f"registry only {sorted(set(SCORES) - set(SCORE_TYPES))}"
+    )
+
+
+def score_name(score_type: int) -> str:
+    """The registry name of a request's score type; UNSPECIFIED is the default score."""
+    if score_type == vae_pb2.SCORE_TYPE_UNSPECIFIED:
+        return DEFAULT_SCORE
+    for name, value in SCORE_TYPES.items():
+        if value == score_type:
+            return name
+    raise InvalidInput(f"score: unknown score type {score_type}; known: {sorted(SCORE_TYPES)}")
+
+
+def calibration_summary(name: str, entry, levels: list[float], info_levels: tuple[float, ...]):
+    """A ScoreCalibration message: the stored distribution's size, moments and a few quantiles."""
+    return vae_pb2.ScoreCalibration(
+        score=SCORE_TYPES[name],
+        num_examples=entry.num_examples,
+        mean=entry.mean,
+        std=entry.std,
+        quantiles=[
+            vae_pb2.Quantile(level=level, value=float(np.interp(level, levels, entry.quantiles)))
+            for level in info_levels
+        ],
+    )
