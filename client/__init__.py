@@ -5,6 +5,7 @@ from vae_serve.client.results import (
     DecodeResult,
     ElboResult,
     EncodeResult,
+    InterpolateResult,
     SampleResult,
     ScoreResult,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "DecodeResult",
     "ElboResult",
     "EncodeResult",
+    "InterpolateResult",
     "SampleResult",
     "ScoreResult",
     "VaeClient",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
-from vae_serve.client.client import SCORE_TYPES, VaeClient, VaeClientError
+from vae_serve.client.client import INTERPOLATION_PATHS, SCORE_TYPES, VaeClient, VaeClientError
 from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
 from vae_serve.client.results import DecodeResult, EncodeResult
 
@@ -162,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--png", metavar="HEAT.png", help="save each input beside its per-pixel reconstruction-error heat map (images)"
     )
+
+    interpolate = command(
+        "interpolate", _cmd_interpolate, "decode points on the path from each row of START.npy to that of END.npy"
+    )
+    interpolate.add_argument("start", metavar="START.npy")
+    interpolate.add_argument("end", metavar="END.npy")
+    interpolate.add_argument(
+        "--steps", type=_positive_int, default=8, help="points per path, ends included (default 8)"
+    )
+    interpolate.add_argument("--path", choices=list(INTERPOLATION_PATHS), default="linear", help="(default: linear)")
+    interpolate.add_argument("--latent", action="store_true", help="the rows are latent codes [n, L], not inputs")
+    interpolate.add_argument("--samples", type=_non_negative_int, default=0, help="also draw N x per point")
+    interpolate.add_argument("--seed", type=_seed, help=_SEED_HELP)
+    interpolate_out = interpolate.add_mutually_exclusive_group()
+    interpolate_out.add_argument("--out", metavar="OUT.npz", help="save t, z, x_mean (and draws, the seed) to OUT.npz")
+    interpolate_out.add_argument("--png", metavar="ROW.png", help="save x_mean as one row of images per path")
     return parser
 
 
@@ -443,6 +459,37 @@ def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
         )
         payload["png"] = args.png
         lines.append(f"wrote {args.png}" + (f" (first {shown} rows)" if shown < len(x) else ""))
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
+    start, end = load_rows(args.start), load_rows(args.end)
+    model, version, image_shape = _image_model(client, args)
+    result = client.interpolate(start, end, args.steps, args.path, args.latent, args.samples, args.seed, model, version)
+    arrays = {"t": result.t, "z": result.z, "x_mean": result.x_mean, "x_samples": result.x_samples}
+    if args.out:
+        saved = {name: array for name, array in arrays.items() if array is not None}
+        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), **saved))
+    if args.png:
+        paths, steps = result.x_mean.shape[:2]
+        images = np.clip(result.x_mean, 0.0, 1.0).reshape(paths * steps, *image_shape)
+        write_png_grid(args.png, images, columns=steps)
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "seed": result.seed,
+        "path": args.path,
+        "t": result.t.tolist(),
+        "shapes": _shapes(arrays),
+        "out": args.out,
+        "png": args.png,
+    }
+    lines = [
+        f"interpolated {len(result.z)} paths of {len(result.t)} points ({args.path}) with "
+        f"{result.model_name}:{result.model_version} (seed {result.seed})",
+        "  ".join(f"{name} {list(array.shape)}" for name, array in arrays.items() if array is not None),
+    ]
+    lines += [f"wrote {path}" for path in (args.out, args.png) if path]
     _emit(args, payload, lines)
     return 0
 

@@ -11,7 +11,14 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.client.results import DecodeResult, ElboResult, EncodeResult, SampleResult, ScoreResult
+from vae_serve.client.results import (
+    DecodeResult,
+    ElboResult,
+    EncodeResult,
+    InterpolateResult,
+    SampleResult,
+    ScoreResult,
+)
 from vae_serve.client.tensors import from_tensor, to_tensor
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -21,6 +28,10 @@ SCORE_TYPES: dict[str, int] = {  # "negative_elbo" -> SCORE_TYPE_NEGATIVE_ELBO, 
     name.removeprefix("SCORE_TYPE_").lower(): value for name, value in vae_pb2.ScoreType.items() if value
 }
 _SCORE_NAMES = {value: name for name, value in SCORE_TYPES.items()}
+# "linear" -> INTERPOLATION_PATH_LINEAR, ... likewise from the proto.
+INTERPOLATION_PATHS: dict[str, int] = {
+    name.removeprefix("INTERPOLATION_PATH_").lower(): value for name, value in vae_pb2.InterpolationPath.items()
+}
 
 
 class VaeClientError(Exception):
@@ -436,4 +447,59 @@ class VaeClient:
             model_version=reply.model.version,
             seed=reply.seed,
             feature_errors=from_tensor(reply.feature_errors) if reply.HasField("feature_errors") else None,
+        )
+
+    def interpolate(
+        self,
+        start: npt.ArrayLike,
+        end: npt.ArrayLike,
+        steps: int = 8,
+        path: str = "linear",
+        latent: bool = False,
+        num_samples: int = 0,
+        seed: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> InterpolateResult:
+        """Decode ``steps`` points on the path from each row of ``start`` to the same row of ``end``.
+
+        Args:
+            start, end: The ends of n paths: inputs [n, D] or [n, *input_shape] (each encoded to its
+                posterior mean), or with ``latent`` latent codes [n, L].
+            steps: Points per path, both ends included; at least 2.
+            path: A name of INTERPOLATION_PATHS: "linear" or "spherical" (slerp).
+            latent: The ends are latent codes rather than inputs.
+            num_samples: Also draw this many x per point.
+            seed: Seed of the draws; None lets the server pick one.
+            model: Model name, or None for the default.
+            version: Model version, or None for the latest.
+
+        Returns:
+            t [steps], z [n, steps, L], x_mean [n, steps, D], x_samples [num_samples, n, steps, D] or None.
+
+        Raises:
+            ValueError: If ``path`` is unknown.
+            VaeClientError: If the call fails.
+        """
+        if path not in INTERPOLATION_PATHS:
+            raise ValueError(f"unknown path {path!r}; expected one of {', '.join(INTERPOLATION_PATHS)}")
+        ends = {"z_start" if latent else "x_start": to_tensor(start), "z_end" if latent else "x_end": to_tensor(end)}
+        request = vae_pb2.InterpolateRequest(
+            model=_model_ref(model, version),
+            steps=steps,
+            path=INTERPOLATION_PATHS[path],
+            num_samples=num_samples,
+            seed=seed,
+            **ends,
+        )
+        with _translate_rpc_errors():
+            reply = self._stub.Interpolate(request, timeout=self.timeout_s)
+        return InterpolateResult(
+            _doubles(reply.t),
+            from_tensor(reply.z),
+            from_tensor(reply.x_mean),
+            _optional_tensor(reply, "x_samples"),
+            reply.model.name,
+            reply.model.version,
+            reply.seed,
         )

@@ -79,8 +79,9 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def write_png_grid(path: str, images: np.ndarray) -> str:
-    """Tile grey images [n, height, width] with values in [0, 1] into one near-square PNG.
+def write_png_grid(path: str, images: np.ndarray, columns: int | None = None) -> str:
+    """Tile grey images [n, height, width] with values in [0, 1] into one PNG, ``columns`` per row
+    (default: a near-square grid).
 
     Returns:
         ``path``.
@@ -90,7 +91,7 @@ def write_png_grid(path: str, images: np.ndarray) -> str:
     """
     Figure, FigureCanvasAgg = _matplotlib()
     count, height, width = images.shape
-    columns = math.ceil(math.sqrt(count))
+    columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     gap = 1
     # Mid-grey gaps: distinct from both background (0) and ink (1).

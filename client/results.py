@@ -75,3 +75,17 @@ class ScoreResult:
     model_version: str
     seed: int
     feature_errors: np.ndarray | None = None  # [n, D] squared reconstruction errors, when asked
+
+
+@dataclass(frozen=True, eq=False)
+class InterpolateResult:
+    """n paths of ``len(t)`` points: latents z [n, steps, L], E[x|z] x_mean [n, steps, D], and draws
+    x_samples [num_samples, n, steps, D] or None."""
+
+    t: np.ndarray
+    z: np.ndarray
+    x_mean: np.ndarray
+    x_samples: np.ndarray | None
+    model_name: str
+    model_version: str
+    seed: int

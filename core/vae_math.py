@@ -76,3 +76,35 @@ def iwae_standard_error(log_weights: np.ndarray, axis: int = 0) -> np.ndarray:
     scaled = np.exp(log_weights - np.max(log_weights, axis=axis, keepdims=True))
     ratio = np.std(scaled, axis=axis, ddof=1 if count > 1 else 0) / np.mean(scaled, axis=axis)
     return ratio / math.sqrt(count)
+
+
+# Below this sin(angle) two latent codes count as parallel (or one as zero): slerp's weights
+# 1 / sin(angle) would blow up, and the straight line is the same path to within rounding.
+SLERP_MIN_SIN = 1e-6
+
+
+def interpolate(start: np.ndarray, end: np.ndarray, steps: int, spherical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the path from each row of ``start`` to the same row of ``end`` ([n, L] each).
+
+    Returns (t [steps], z [n, steps, L] float32) with t = 0, 1/(steps - 1), ..., 1. Linear:
+    z(t) = (1 - t) start + t end. Spherical (slerp, Shoemake 1985; White 2016, "Sampling
+    Generative Networks", for latent spaces): z(t) = sin((1 - t) w) / sin w start + sin(t w) / sin w
+    end, with w the angle between the two codes; it keeps to the shell where N(0, I) codes lie
+    instead of cutting through the less likely interior. Rows that are (nearly) parallel, or zero,
+    take the line. Computed in float64, so both ends come back exactly as given.
+    """
+    t = np.linspace(0.0, 1.0, steps)
+    a, b = start.astype(np.float64)[:, None, :], end.astype(np.float64)[:, None, :]
+    weight_a, weight_b = (1.0 - t)[None, :, None], t[None, :, None]
+    if spherical:
+        norms = np.linalg.norm(a, axis=-1, keepdims=True) * np.linalg.norm(b, axis=-1, keepdims=True)
+        cosine = np.clip(np.sum(a * b, axis=-1, keepdims=True) / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
+        angle = np.arccos(cosine)
+        sine = np.sin(angle)
+        curved = (sine > SLERP_MIN_SIN) & (norms > 0)
+        safe_sine = np.where(curved, sine, 1.0)
+        weight_a = np.where(curved, np.sin((1.0 - t)[None, :, None] * angle) / safe_sine, weight_a)
+        weight_b = np.where(curved, np.sin(t[None, :, None] * angle) / safe_sine, weight_b)
+    z = weight_a * a + weight_b * b
+    z[:, 0], z[:, -1] = a[:, 0], b[:, 0]  # the ends exactly, not sin(w) / sin(w) in rounding
+    return t, z.astype(np.float32)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.core import work
+from vae_serve.core import vae_math, work
 from vae_serve.core.errors import InvalidInput, NotCalibrated
 from vae_serve.core.scores import score_named
 from vae_serve.service import codec
@@ -17,6 +17,7 @@ from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.score_types import SCORE_TYPES, calibration_summary, score_name
 
 DEFAULT_FALSE_POSITIVE_RATE = 0.01
+SPHERICAL_PATHS = {vae_pb2.INTERPOLATION_PATH_LINEAR: False, vae_pb2.INTERPOLATION_PATH_SPHERICAL: True}
 INFO_QUANTILE_LEVELS = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 
@@ -175,6 +176,47 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             seed=item.seed,
             feature_errors=None if outcome.feature_errors is None else codec.to_tensor(outcome.feature_errors),
         )
+
+    async def Interpolate(self, request, context):
+        model = self._model(request)
+        manifest = model.bundle.manifest
+        ends = [self._path_end(request, which, model) for which in ("start", "end")]
+        if len(ends[0][1]) != len(ends[1][1]):
+            raise InvalidInput(f"start and end: {len(ends[0][1])} rows at the start, {len(ends[1][1])} at the end")
+        paths = len(ends[0][1])
+        steps = self.limits.samples_per_row("steps", request.steps, paths, 2)
+        num_samples = self.limits.samples_per_row("num_samples", request.num_samples, paths * steps, 0)
+        if request.path not in SPHERICAL_PATHS:
+            raise InvalidInput(f"path: unknown interpolation path {request.path}; known: {sorted(SPHERICAL_PATHS)}")
+        seed = codec.request_seed(request)
+        inputs = [rows for kind, rows in ends if kind == "x"]
+        if inputs:  # both input ends in one encoder batch; each path starts or ends at E[z|x]
+            z_mean, _, _ = await self.plane.run(
+                model, work.EncodeItem(np.concatenate(inputs)), "Interpolate", context.time_remaining()
+            )
+            means = iter(np.split(z_mean, len(inputs)))
+            ends = [("z", next(means)) if kind == "x" else (kind, rows) for kind, rows in ends]
+        t, z = vae_math.interpolate(ends[0][1], ends[1][1], steps, SPHERICAL_PATHS[request.path])
+        item = work.DecodeItem(z.reshape(paths * steps, -1), num_samples, seed)
+        params, draws = await self.plane.run(model, item, "Interpolate", context.time_remaining())
+        x_mean = params["probs"] if "probs" in params else params["mean"]
+        return vae_pb2.InterpolateResponse(
+            model=codec.model_version(manifest),
+            t=t.tolist(),
+            z=codec.to_tensor(z),
+            x_mean=codec.to_tensor(x_mean.reshape(paths, steps, -1)),
+            x_samples=None if draws is None else codec.to_tensor(draws.reshape(num_samples, paths, steps, -1)),
+            seed=seed,
+        )
+
+    def _path_end(self, request, which: str, model: ServedModel) -> tuple[str, np.ndarray]:
+        """("x", inputs [n, D]) or ("z", latent codes [n, L]) of one end of the paths."""
+        field = request.WhichOneof(which)
+        if field is None:
+            raise InvalidInput(f"{which}: missing; set x_{which} (inputs) or z_{which} (latent codes)")
+        if field.startswith("x"):
+            return "x", codec.input_rows(getattr(request, field), field, model.bundle.manifest, self.limits.max_rows)
+        return "z", codec.latent_rows(getattr(request, field), field, model.bundle.manifest, self.limits.max_rows)
 
     async def GetModelInfo(self, request, context):
         model = self._model(request)

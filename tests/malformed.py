@@ -78,6 +78,7 @@ GOOD_REQUESTS = {
     "Elbo": vae_pb2.ElboRequest(x=tensor([3, FEATURES]), k=2),
     "ScoreAnomaly": vae_pb2.ScoreAnomalyRequest(x=tensor([3, FEATURES]), score=vae_pb2.SCORE_TYPE_NEGATIVE_ELBO),
     "GetModelInfo": vae_pb2.GetModelInfoRequest(),
+    "Interpolate": vae_pb2.InterpolateRequest(x_start=tensor([3, FEATURES]), z_end=tensor([3, LATENT]), steps=4),
 }
 MODEL_NAMES = [
     "mnist",
@@ -107,6 +108,12 @@ def vae_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
             cases.append((f"{rpc} x {name}", rpc, build(x), INVALID, pattern))
     for name, z, pattern in tensor_defects(LATENT, "z"):
         cases.append((f"Decode z {name}", "Decode", vae_pb2.DecodeRequest(z=z), INVALID, pattern))
+    for name, x, pattern in tensor_defects(FEATURES, "x_start") + RANGE_DEFECTS:
+        request = vae_pb2.InterpolateRequest(x_start=x, z_end=tensor([3, LATENT]), steps=4)
+        cases.append((f"Interpolate x_start {name}", "Interpolate", request, INVALID, pattern))
+    for name, z, pattern in tensor_defects(LATENT, "z_end")[::3]:
+        request = vae_pb2.InterpolateRequest(z_start=tensor([3, LATENT]), z_end=z, steps=4)
+        cases.append((f"Interpolate z_end {name}", "Interpolate", request, INVALID, pattern))
     for rpc in GOOD_REQUESTS:
         for name in MODEL_NAMES:
             cases.append((f"{rpc} model {name[:12]!r}", rpc, with_model(rpc, name, ""), NOT_FOUND, r"unknown model"))
@@ -133,6 +140,21 @@ def vae_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
             r"score samples: 100",
         ),
     ]
+    z3 = tensor([3, LATENT], fill=0.1)
+    for name, fields, pattern in [
+        ("no start", {"z_end": z3, "steps": 4}, r"start: missing; set x_start \(inputs\) or z_start"),
+        ("no end", {"x_start": x3, "steps": 4}, r"end: missing"),
+        ("rows differ", {"z_start": z3, "z_end": z16, "steps": 4}, r"3 rows at the start, 16 at the end"),
+        ("steps 0", {"z_start": z3, "z_end": z3}, r"steps: 0 is out of range; allowed 2\.\.50"),
+        ("steps 1", {"z_start": z3, "z_end": z3, "steps": 1}, r"steps: 1 is out of range"),
+        ("steps 51", {"z_start": z3, "z_end": z3, "steps": 51}, r"steps: 51 is out of range"),
+        ("rows x steps", {"z_start": z16, "z_end": z16, "steps": 26}, r"16 rows x 26 samples = 416"),
+        ("draws", {"z_start": z3, "z_end": z3, "steps": 10, "num_samples": 14}, r"30 rows x 14 samples = 420"),
+        ("path 2", {"z_start": z3, "z_end": z3, "steps": 4, "path": 2}, r"path: unknown interpolation path 2"),
+        ("path -1", {"z_start": z3, "z_end": z3, "steps": 4, "path": -1}, r"path: unknown interpolation path -1"),
+    ]:
+        request = vae_pb2.InterpolateRequest(**fields)
+        cases.append((f"Interpolate {name}", "Interpolate", request, INVALID, pattern))
     for rpc, limit in (("Sample", 64), ("SampleStream", 200)):
         cases += [
             (f"{rpc} n 0", rpc, vae_pb2.SampleRequest(n=0), INVALID, rf"n: 0 is out of range; allowed 1\.\.{limit}"),

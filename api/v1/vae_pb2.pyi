@@ -12,6 +12,11 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_FLOAT32: _ClassVar[DataType]
     DATA_TYPE_FLOAT64: _ClassVar[DataType]
 
+class InterpolationPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERPOLATION_PATH_LINEAR: _ClassVar[InterpolationPath]
+    INTERPOLATION_PATH_SPHERICAL: _ClassVar[InterpolationPath]
+
 class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCORE_TYPE_UNSPECIFIED: _ClassVar[ScoreType]
@@ -22,6 +27,8 @@ class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_TYPE_COMPLEXITY_CORRECTED: _ClassVar[ScoreType]
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
+INTERPOLATION_PATH_LINEAR: InterpolationPath
+INTERPOLATION_PATH_SPHERICAL: InterpolationPath
 SCORE_TYPE_UNSPECIFIED: ScoreType
 SCORE_TYPE_NEGATIVE_ELBO: ScoreType
 SCORE_TYPE_NEGATIVE_IWAE: ScoreType
@@ -150,6 +157,44 @@ class SampleResponse(_message.Message):
     seed: int
     offset: int
     def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., z: _Optional[_Union[Tensor, _Mapping]] = ..., x_mean: _Optional[_Union[Tensor, _Mapping]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class InterpolateRequest(_message.Message):
+    __slots__ = ("model", "x_start", "z_start", "x_end", "z_end", "steps", "path", "num_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_START_FIELD_NUMBER: _ClassVar[int]
+    Z_START_FIELD_NUMBER: _ClassVar[int]
+    X_END_FIELD_NUMBER: _ClassVar[int]
+    Z_END_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    x_start: Tensor
+    z_start: Tensor
+    x_end: Tensor
+    z_end: Tensor
+    steps: int
+    path: InterpolationPath
+    num_samples: int
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., x_start: _Optional[_Union[Tensor, _Mapping]] = ..., z_start: _Optional[_Union[Tensor, _Mapping]] = ..., x_end: _Optional[_Union[Tensor, _Mapping]] = ..., z_end: _Optional[_Union[Tensor, _Mapping]] = ..., steps: _Optional[int] = ..., path: _Optional[_Union[InterpolationPath, str]] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class InterpolateResponse(_message.Message):
+    __slots__ = ("model", "t", "z", "x_mean", "x_samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    T_FIELD_NUMBER: _ClassVar[int]
+    Z_FIELD_NUMBER: _ClassVar[int]
+    X_MEAN_FIELD_NUMBER: _ClassVar[int]
+    X_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    t: _containers.RepeatedScalarFieldContainer[float]
+    z: Tensor
+    x_mean: Tensor
+    x_samples: Tensor
+    seed: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., t: _Optional[_Iterable[float]] = ..., z: _Optional[_Union[Tensor, _Mapping]] = ..., x_mean: _Optional[_Union[Tensor, _Mapping]] = ..., x_samples: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ElboRequest(_message.Message):
     __slots__ = ("model", "x", "k", "seed")

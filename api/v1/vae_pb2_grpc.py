@@ -64,6 +64,11 @@ class VaeServiceStub:
                 request_serializer=vae_dot_v1_dot_vae__pb2.ScoreAnomalyRequest.SerializeToString,
                 response_deserializer=vae_dot_v1_dot_vae__pb2.ScoreAnomalyResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/vae.v1.VaeService/Interpolate',
+                request_serializer=vae_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/vae.v1.VaeService/GetModelInfo',
                 request_serializer=vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
@@ -116,6 +121,13 @@ class VaeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """Decoded points on paths between pairs of inputs or latent codes (linear or spherical).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """What the model is and how good it is.
         """
@@ -155,6 +167,11 @@ def add_VaeServiceServicer_to_server(servicer, server):
                     servicer.ScoreAnomaly,
                     request_deserializer=vae_dot_v1_dot_vae__pb2.ScoreAnomalyRequest.FromString,
                     response_serializer=vae_dot_v1_dot_vae__pb2.ScoreAnomalyResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.InterpolateRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.InterpolateResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -324,6 +341,33 @@ class VaeService:
             '/vae.v1.VaeService/ScoreAnomaly',
             vae_dot_v1_dot_vae__pb2.ScoreAnomalyRequest.SerializeToString,
             vae_dot_v1_dot_vae__pb2.ScoreAnomalyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vae.v1.VaeService/Interpolate',
+            vae_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
             options,
             channel_credentials,
             insecure,
