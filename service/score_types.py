@@ -11,11 +11,18 @@ from vae_serve.core.scores import DEFAULT_SCORE, SCORES
 SCORE_TYPES: dict[str, int] = {
     name.removeprefix("SCORE_TYPE_").lower(): value for name, value in vae_pb2.ScoreType.items() if value
 }
-if set(SCORE_TYPES) != set(SCORES):
-    raise ImportError(
-        f"vae.v1.ScoreType and the score registry disagree: enum only {sorted(set(SCORE_TYPES) - set(SCORES))}, "
-        f"registry only {sorted(set(SCORES) - set(SCORE_TYPES))}"
-    )
+
+
+def check_agreement(score_types: dict[str, int], registry: dict) -> None:
+    """Raise unless every enum value has a registry entry and every entry an enum value."""
+    if set(score_types) != set(registry):
+        enum_only, registry_only = sorted(set(score_types) - set(registry)), sorted(set(registry) - set(score_types))
+        raise ImportError(
+            f"vae.v1.ScoreType and the score registry disagree: enum only {enum_only}, registry only {registry_only}"
+        )
+
+
+check_agreement(SCORE_TYPES, SCORES)
 
 
 def score_name(score_type: int) -> str:

@@ -187,6 +187,27 @@ def test_serving_side_never_imports_torch(digits_bundle):
     assert result.stdout.strip() == "[]"
 
 
+def test_core_imports_neither_torch_nor_grpc(digits_bundle):
+    # vae_serve.core is what both the server and the exporter build on: numpy, onnxruntime and
+    # pydantic only. Every core module is imported, a bundle loaded and scored.
+    modules = sorted(
+        f"vae_serve.core.{path.stem}" for path in (Path(__file__).resolve().parent.parent / "core").glob("*.py")
+    )
+    program = (
+        "import importlib, sys\n"
+        f"for module in {modules!r}: importlib.import_module(module)\n"
+        "from vae_serve.core.bundle import load_bundle\n"
+        "from vae_serve.core.scores import SCORES, anomaly_scores\n"
+        f"bundle = load_bundle({str(digits_bundle)!r})\n"
+        "x = bundle.manifest.golden.encoder.inputs['x']\n"
+        "import numpy as np\n"
+        "anomaly_scores(bundle.vae, np.asarray(x, np.float32), list(SCORES), 0)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'grpc', 'google'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_golden_inputs_of_the_wrong_width_are_refused(bundle_copy):
     def widen(document):
         document["golden"]["encoder"]["inputs"]["x"] = [
