@@ -9,6 +9,7 @@ from collections import Counter
 
 import grpc
 import numpy as np
+import pytest
 
 from tests.server_process import SERVING, start_server, tensor
 from tests.test_server_lifecycle import copy_as_version, samples, scrape
@@ -86,3 +87,33 @@ def test_new_versions_swap_in_under_traffic_and_a_damaged_one_is_refused(tmp_pat
         assert server.stop() == 0
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.versions["1"] >= 20 and traffic.versions["2"] >= 20
+
+
+def test_an_unloaded_version_loses_its_batchers_and_its_series(tmp_path, digits_bundle):
+    repository = tmp_path / "repository"
+    for version in ("1", "2"):
+        copy_as_version(digits_bundle, repository / "digits" / version, version)
+    server = start_server("--model-repository", str(repository), "--repository-poll", "0.2")
+    x = tensor(np.full((1, 64), 0.5))
+    try:
+        assert server.stub.Elbo(vae_pb2.ElboRequest(x=x, model={"version": "1"})).model.version == "1"
+        before = samples(scrape(server.metrics_url))
+        assert ("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1"))) in before
+        os.rename(repository / "digits" / "1", tmp_path / "gone")
+        deadline = time.monotonic() + 30
+        while "unloaded digits:1: its batchers are closed" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.Elbo(vae_pb2.ElboRequest(x=x, model={"version": "1"}))
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert server.stub.Elbo(vae_pb2.ElboRequest(x=x)).model.version == "2"
+        after = samples(scrape(server.metrics_url))
+        assert not any(dict(labels).get("model") == "digits:1" for _, labels in after)
+        assert not any(name == "vae_model_info" and dict(labels).get("version") == "1" for name, labels in after)
+        assert (
+            "vae_model_info",
+            (("likelihood", "bernoulli"), ("name", "digits"), ("providers", "CPUExecutionProvider"), ("version", "2")),
+        ) in after
+    finally:
+        assert server.stop() == 0
