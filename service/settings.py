@@ -1,5 +1,15 @@
-"""Every server setting in one typed class. Each can be set by a ``VAE_<NAME>`` environment
-variable (e.g. ``VAE_PORT=8001``) or by the matching ``vae-serve`` flag, which wins.
+"""Every server setting in one typed class, the one source of ``vae-serve``'s flags, help, environment
+variables and the README's settings table (service/cli_settings.py derives them). Each can be set by
+a ``VAE_<NAME>`` environment variable (e.g. ``VAE_PORT=8001``) or by the matching flag, which wins.
+
+A field's docstring is its help text. Its flag is ``--field-name`` (underscores as dashes, a
+trailing ``_s`` unit suffix dropped: ``grace_s`` is ``--grace``); a field that needs something
+else says so in ``json_schema_extra``:
+
+- ``{"cli": "env-only"}``: no flag, the environment variable only (secrets stay out of process
+  listings);
+- ``{"cli": "hidden"}``: a flag for internal use, left out of ``--help`` and the README;
+- ``{"off_flag": "--no-x"}``: an optional field whose None means off also gets this flag.
 """
 
 from pathlib import Path
@@ -10,41 +20,48 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAE_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="VAE_", frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     bundle: Path | None = None
-    """One bundle directory to serve. Exactly one of ``bundle`` and ``model_repository`` is set."""
+    """One bundle directory to serve. Exactly one of ``--bundle`` and ``--model-repository`` is required."""
 
     model_repository: Path | None = None
-    """A directory of ``<name>/<version>/`` bundles; every version is loaded, the latest is the default."""
+    """A directory of ``<name>/<version>/`` bundles: every version is loaded, the latest is the default,
+    and new versions are picked up live (see ``--repository-poll``)."""
 
+    # None (only from Python): load the repository once at start.
     repository_poll_s: float | None = Field(default=10.0, gt=0)
-    """With a model repository: seconds between scans for new versions, which are verified and
-    swapped in without a restart (unset: load once at start)."""
+    """With ``--model-repository``: seconds between scans for new or removed versions. A new version is
+    verified, then swapped in under traffic without a restart; a bad one is refused and logged, and the
+    old one keeps serving."""
 
     host: str = "127.0.0.1"
     """Address the gRPC server binds. Use 0.0.0.0 in a container."""
 
     port: int = Field(default=50051, ge=0, le=65535)
-    """gRPC port; 0 binds a free port, printed on stdout as ``vae-serve listening on HOST:PORT``."""
+    """gRPC port; 0 binds a free port. The bound address is printed on stdout as ``vae-serve listening
+    on HOST:PORT``."""
 
-    metrics_port: int | None = Field(default=9090, ge=0, le=65535)
-    """Prometheus /metrics port (0: a free port, printed; unset with ``--no-metrics``)."""
+    metrics_port: int | None = Field(default=9090, ge=0, le=65535, json_schema_extra={"off_flag": "--no-metrics"})
+    """Prometheus /metrics port; 0 binds a free port, printed on stdout as ``vae-serve metrics on URL``.
+    ``--no-metrics`` serves no metrics."""
 
     metrics_host: str | None = None
-    """Address of the metrics endpoint; defaults to ``host``."""
+    """Address of the metrics endpoint (unset: the ``--host`` address)."""
 
     processes: int = Field(default=1, ge=1)
-    """Server processes sharing the gRPC port through SO_REUSEPORT, to use more than one core; the
-    kernel spreads connections over them. Each loads the models and batches on its own; process i
-    serves metrics on metrics_port + i (each on a free port when metrics_port is 0)."""
+    """Server processes sharing the gRPC port through SO_REUSEPORT, to use more than one core. The
+    kernel spreads connections over them, so clients need several connections (or several clients).
+    Each loads the models and batches on its own; process i (from 0) serves metrics on
+    ``--metrics-port`` + i (each on a free port when that is 0)."""
 
-    reuse_port: bool = False
-    """Bind the gRPC port with SO_REUSEPORT (set for the processes of ``processes`` > 1). Off
+    reuse_port: bool = Field(default=False, json_schema_extra={"cli": "hidden"})
+    """Bind the gRPC port with SO_REUSEPORT (set for the processes of ``--processes`` > 1). Off
     otherwise, so that a second server on a taken port fails instead of silently sharing it."""
 
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    """ONNX Runtime device: cuda fails at start if the CUDA provider is unavailable; auto falls back to CPU."""
+    """ONNX Runtime device: cpu; cuda (fails at start, saying why, if ONNX Runtime has no working CUDA
+    provider); auto (CUDA if available, else CPU). The providers in use are logged and in GetModelInfo."""
 
     intra_op_threads: int = Field(default=1, ge=0)
     """ONNX Runtime threads per graph run (0: ORT's default). One thread per run lets concurrent
@@ -54,22 +71,23 @@ class Settings(BaseSettings):
     """Threads that run inference, so the event loop never blocks on ONNX Runtime."""
 
     tls_cert: Path | None = None
-    """PEM certificate chain of the server. With ``tls_key`` the gRPC port speaks TLS only; changed
-    files are picked up at the next handshake, without a restart."""
+    """PEM certificate chain of the server. With ``--tls-key`` the gRPC port speaks TLS only; files
+    changed on disk are used from the next handshake on, without a restart."""
 
     tls_key: Path | None = None
-    """PEM private key of ``tls_cert``."""
+    """PEM private key of ``--tls-cert``."""
 
     tls_client_ca: Path | None = None
     """PEM CA certificates: clients must present a certificate signed by one (mutual TLS)."""
 
     auth_tokens_file: Path | None = None
-    """File of accepted bearer tokens, one per line ('#' comments). Calls to VaeService and the
-    Open Inference Protocol then need ``authorization: Bearer <token>``; health stays open."""
+    """File of accepted bearer tokens, one per line ('#' comments). Every VaeService and Open Inference
+    Protocol call then needs ``authorization: Bearer <token>``, else UNAUTHENTICATED; health and
+    reflection stay open. Tokens are compared in constant time and never logged."""
 
-    auth_tokens: SecretStr | None = None
-    """Accepted bearer tokens, comma-separated (``VAE_AUTH_TOKENS`` only: no flag, so tokens stay
-    out of process listings)."""
+    auth_tokens: SecretStr | None = Field(default=None, json_schema_extra={"cli": "env-only"})
+    """Accepted bearer tokens, comma-separated, as in ``--auth-tokens-file``. Environment only: no flag,
+    so tokens stay out of process listings."""
 
     max_concurrent_rpcs: int | None = Field(default=1000, ge=1)
     """Calls handled at once; gRPC answers RESOURCE_EXHAUSTED beyond it, before any work."""
@@ -97,7 +115,10 @@ class Settings(BaseSettings):
     """Serve gRPC server reflection (grpcurl and similar tools rely on it)."""
 
     grace_s: float = Field(default=10.0, ge=0)
-    """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
+    """On SIGTERM or SIGINT, how long in-flight calls may take to finish before they are cancelled."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of the server log on stderr: debug, info, warning or error (any case)."""
 
     max_batch_rows: int = Field(default=8192, ge=1)
     """Dynamic batching: most rows the graphs process in one batch (an Elbo request of n rows and k
@@ -105,20 +126,22 @@ class Settings(BaseSettings):
     turns batching off. A single request above it still runs, alone."""
 
     max_batch_wait_s: float = Field(default=0.002, ge=0.0)
-    """Longest a batch may wait for more requests after its first arrived. 0: run as soon as a
-    runner is free; requests arriving meanwhile still form the next batch."""
+    """Longest a batch may wait for more requests after its first arrived, in seconds. 0: run as soon
+    as a runner is free; requests arriving meanwhile still form the next batch."""
 
     batch_wait: Literal["adaptive", "fixed"] = "adaptive"
-    """adaptive: a batch waits (up to max_batch_wait_s) only for as many requests as there are
-    concurrent callers to expect, so a lone client never waits; fixed: always the full wait."""
+    """adaptive: a batch waits (up to ``--max-batch-wait``) only for as many requests as there are
+    concurrent callers to expect (the recent peak of unanswered requests), so a lone client never
+    waits and 16 concurrent ones share a batch; fixed: always the full wait."""
 
     batch_runners: int = Field(default=1, ge=1)
     """Batches of one kind and model that may run at once. One is fastest when the process has one
-    core (measured in docs/benchmarks.md): runs then queue up and batches grow; use --processes to
-    use more cores."""
+    core (measured in docs/benchmarks.md): runs then queue up and batches grow; use ``--processes``
+    to use more cores."""
 
     max_queue_rows: int = Field(default=1_048_576, ge=1)
-    """Rows (cost as above) that may wait per kind and model; beyond it requests get RESOURCE_EXHAUSTED at once."""
+    """Rows x samples that may wait per kind and model; beyond it requests get RESOURCE_EXHAUSTED at
+    once."""
 
     max_rows: int = Field(default=1024, ge=1)
     """Most rows (examples or latents) in one request."""
@@ -127,10 +150,10 @@ class Settings(BaseSettings):
     """Most importance samples per example (Elbo k, Encode/Decode num_samples)."""
 
     max_row_samples: int = Field(default=262_144, ge=1)
-    """Most rows x samples one request may make the decoder process."""
+    """Most rows x samples one request may make the decoder process (Elbo, Encode, Decode, scores)."""
 
     max_sample_n: int = Field(default=4096, ge=1)
-    """Most samples in one unary Sample reply."""
+    """Most samples in one unary Sample reply; also the largest SampleStream chunk."""
 
     max_stream_sample_n: int = Field(default=1_000_000, ge=1)
     """Most samples in one SampleStream call."""
@@ -139,10 +162,11 @@ class Settings(BaseSettings):
     """Rows per SampleStream message when the request leaves chunk_size at 0."""
 
     max_receive_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    """Largest request accepted; larger ones get RESOURCE_EXHAUSTED."""
+    """Largest request message, in bytes; gRPC answers larger ones RESOURCE_EXHAUSTED before they
+    reach the service."""
 
     max_send_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest reply the server sends."""
+    """Largest reply message the server sends, in bytes."""
 
     @field_validator(
         "bundle", "model_repository", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", mode="before"
@@ -151,6 +175,11 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value):
         # An image that bakes in VAE_BUNDLE is switched to a mounted repository with VAE_BUNDLE=.
         return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value):
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
