@@ -28,7 +28,12 @@ def reserve_port(host: str, port: int) -> int:
 
 
 def child_command(argv: list[str], port: int, metrics_port: int | None) -> list[str]:
-    # Later flags win in argparse: the appended ones override whatever argv says.
+    """The command line of one server process: this interpreter, the installed vae_serve.service.
+
+    ``-P`` keeps the working directory off sys.path, so a folder that happens to hold a
+    ``vae_serve`` or ``service`` package can never be what the child runs. Later flags win in
+    argparse: the appended ones override whatever ``argv`` says.
+    """
     extra = ["--processes", "1", "--reuse-port", "--port", str(port)]
     if metrics_port is not None:
         extra += ["--metrics-port", str(metrics_port)]
