@@ -1,6 +1,6 @@
 """The other physical limit: the same computation in-process, ONNX Runtime and numpy, no gRPC.
 
-Runs vae-serve's own batch functions (``service.queries``) on one thread with the server's session
+Runs vae-serve's own batch functions (``vae_serve.core.work``) on one thread with the server's session
 settings (one intra-op thread), back to back, and reports rows per second.
 
     python bench/inprocess.py --bundle models/digits --workload elbo_b256 --duration 8

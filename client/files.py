@@ -75,7 +75,7 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise InputError('--png needs matplotlib: pip install "matplotlib>=3.8,<4"') from None
+        raise InputError("--png needs matplotlib: pip install 'vae-serve[plot]'") from None
     return Figure, FigureCanvasAgg
 
 

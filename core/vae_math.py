@@ -78,8 +78,8 @@ def iwae_standard_error(log_weights: np.ndarray, axis: int = 0) -> np.ndarray:
     return ratio / math.sqrt(count)
 
 
-# Below this sin(angle) two latent codes count as parallel (or one as zero): slerp's weights
-# 1 / sin(angle) would blow up, and the straight line is the same path to within rounding.
+# Below this sin(angle) two latent codes count as parallel or opposite (or one as zero): the great
+# circle between their directions is not defined, and the straight line is taken instead.
 SLERP_MIN_SIN = 1e-6
 
 
@@ -87,24 +87,27 @@ def interpolate(start: np.ndarray, end: np.ndarray, steps: int, spherical: bool)
     """Points on the path from each row of ``start`` to the same row of ``end`` ([n, L] each).
 
     Returns (t [steps], z [n, steps, L] float32) with t = 0, 1/(steps - 1), ..., 1. Linear:
-    z(t) = (1 - t) start + t end. Spherical (slerp, Shoemake 1985; White 2016, "Sampling
-    Generative Networks", for latent spaces): z(t) = sin((1 - t) w) / sin w start + sin(t w) / sin w
-    end, with w the angle between the two codes; it keeps to the shell where N(0, I) codes lie
-    instead of cutting through the less likely interior. Rows that are (nearly) parallel, or zero,
-    take the line. Computed in float64, so both ends come back exactly as given.
+    z(t) = (1 - t) a + t b. Spherical: the directions follow the great circle between them (slerp,
+    Shoemake 1985; White 2016, "Sampling Generative Networks", for latent spaces),
+    u(t) = sin((1 - t) w) / sin w * a/|a| + sin(t w) / sin w * b/|b| with w the angle between a and b,
+    and the length goes linearly from |a| to |b|: z(t) = ((1 - t) |a| + t |b|) u(t). It keeps to
+    the shell where N(0, I) codes lie instead of cutting through the less likely interior, and no
+    point is longer than the longer end (plain slerp of vectors of different lengths is unbounded
+    as the ends turn opposite). Rows that are (nearly) parallel or opposite, or zero, take the line.
+    Computed in float64; both ends come back exactly as given.
     """
     t = np.linspace(0.0, 1.0, steps)
     a, b = start.astype(np.float64)[:, None, :], end.astype(np.float64)[:, None, :]
-    weight_a, weight_b = (1.0 - t)[None, :, None], t[None, :, None]
+    along = t[None, :, None]
+    z = (1.0 - along) * a + along * b
     if spherical:
-        norms = np.linalg.norm(a, axis=-1, keepdims=True) * np.linalg.norm(b, axis=-1, keepdims=True)
-        cosine = np.clip(np.sum(a * b, axis=-1, keepdims=True) / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
-        angle = np.arccos(cosine)
+        norm_a, norm_b = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
+        unit_a, unit_b = a / np.where(norm_a > 0, norm_a, 1.0), b / np.where(norm_b > 0, norm_b, 1.0)
+        angle = np.arccos(np.clip(np.sum(unit_a * unit_b, axis=-1, keepdims=True), -1.0, 1.0))
         sine = np.sin(angle)
-        curved = (sine > SLERP_MIN_SIN) & (norms > 0)
+        curved = (sine > SLERP_MIN_SIN) & (norm_a > 0) & (norm_b > 0)
         safe_sine = np.where(curved, sine, 1.0)
-        weight_a = np.where(curved, np.sin((1.0 - t)[None, :, None] * angle) / safe_sine, weight_a)
-        weight_b = np.where(curved, np.sin(t[None, :, None] * angle) / safe_sine, weight_b)
-    z = weight_a * a + weight_b * b
-    z[:, 0], z[:, -1] = a[:, 0], b[:, 0]  # the ends exactly, not sin(w) / sin(w) in rounding
+        direction = (np.sin((1.0 - along) * angle) * unit_a + np.sin(along * angle) * unit_b) / safe_sine
+        z = np.where(curved, ((1.0 - along) * norm_a + along * norm_b) * direction, z)
+    z[:, 0], z[:, -1] = a[:, 0], b[:, 0]  # the ends exactly, not as rounded by the weights
     return t, z.astype(np.float32)

@@ -10,6 +10,7 @@ noise. So a reply never depends on which other requests shared its batch, and a 
 equals the unary one.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -97,6 +98,38 @@ class DecodeItem:
     cost = rows
 
 
+@dataclass(frozen=True)
+class PathItem:
+    """Interpolate's decoding: ``steps`` points on the path from each start code to its end code
+    ([n, L] each), laid out in the decode batch as n x steps rows. The path is computed where the
+    decoder runs, on the inference threads, not on the event loop."""
+
+    kind: ClassVar[str] = "decode"
+    start: np.ndarray
+    end: np.ndarray
+    steps: int
+    spherical: bool
+    num_samples: int = 0
+    seed: int = 0
+
+    @functools.cached_property
+    def path(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t [steps], z [n, steps, L])."""
+        return vae_math.interpolate(self.start, self.end, self.steps, self.spherical)
+
+    @property
+    def z(self) -> np.ndarray:
+        """The points as decoder rows [n x steps, L]."""
+        _, points = self.path
+        return points.reshape(-1, points.shape[-1])
+
+    @property
+    def rows(self) -> int:
+        return len(self.start) * self.steps
+
+    cost = rows
+
+
 def likelihood_params(vae: OnnxVae, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reply's parameters: Bernoulli probabilities, or Gaussian mean and standard deviation."""
     if vae.likelihood == "bernoulli":
@@ -104,7 +137,7 @@ def likelihood_params(vae: OnnxVae, decoded: dict[str, np.ndarray]) -> dict[str,
     return {"mean": decoded["mean"], "scale": np.exp(decoded["log_scale"])}
 
 
-def decode_batch(vae: OnnxVae, items: list[DecodeItem]) -> list:
+def decode_batch(vae: OnnxVae, items: list[DecodeItem | PathItem]) -> list:
     """-> (likelihood parameters, draws [num_samples, n, D] or None) per item."""
     decoded_all = vae.decode(np.concatenate([item.z for item in items]))
     results = []

@@ -1,6 +1,6 @@
 """The VAE in PyTorch: an encoder and a decoder kept apart, because they become two ONNX graphs.
 
-Importing this module has no side effects. Graph input/output names match ``service.runtime``.
+Importing this module has no side effects. Graph input/output names match ``vae_serve.core.runtime``.
 """
 
 import itertools

@@ -20,8 +20,12 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   ``max_batch_cost`` still runs, alone.
 - A request whose deadline passed while queued is answered ``DeadlineExpired`` and never run; a
   cancelled request is dropped.
-- ``close()`` (its model version was unloaded, or the server drains): new requests are refused
-  with ``NotReady``; what was accepted still runs, then the collecting task ends.
+- ``retire()`` (its model version was unloaded): calls that already hold the version still submit
+  and run (a stream's next chunk, Interpolate's second step), the queue is no longer reported, and
+  the collecting task ends whenever the queue is empty, so an unloaded version leaves nothing behind
+  once its last call is answered.
+- ``close()`` (the server is stopping): new requests are refused with ``NotReady``; what was
+  accepted still runs, then the collecting task ends.
 """
 
 import asyncio
@@ -99,6 +103,7 @@ class DynamicBatcher:
         self._expected_callers = 1.0
         self._last_arrival = clock()
         self._closed = False
+        self._retired = False
 
     async def submit(self, item: Any, cost: int, timeout_s: float | None = None) -> Any:
         """Queue ``item`` and wait for its result. ``timeout_s``: the caller's remaining deadline."""
@@ -143,7 +148,8 @@ class DynamicBatcher:
 
     def _set_queued(self, cost: int) -> None:
         self._queued_cost = cost
-        self.observer.on_queue(cost)
+        if not self._retired:  # an unloaded version's queue series is gone; do not bring it back
+            self.observer.on_queue(cost)
 
     async def _collect(self) -> None:
         """Form batches until closed and empty: wait for a free runner, then for a full batch or the
@@ -164,7 +170,7 @@ class DynamicBatcher:
 
     async def _next_batch(self) -> list[_Pending] | None:
         while not self._queue:
-            if self._closed:
+            if self._closed or self._retired:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
@@ -240,6 +246,11 @@ class DynamicBatcher:
         for pending in abandoned:
             pending.future.set_exception(error)
         return len(abandoned)
+
+    def retire(self) -> None:
+        """Its model version is no longer served: finish the calls that hold it, then go idle for good."""
+        self._retired = True
+        self._arrived.set()  # wake the collector, which ends whenever the queue is empty
 
     def close(self) -> None:
         """Refuse new requests from now on; those already accepted still run (or are abandoned)."""

@@ -91,6 +91,18 @@ def latent_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows
     return rows_from_tensor(tensor, field, [(manifest.latent_dim,)], max_rows)
 
 
+def check_path_lengths(start: np.ndarray, end: np.ndarray) -> None:
+    """A spherical path's points are as long as its longer end: refuse ends too long for float32."""
+    longest = max(
+        np.linalg.norm(start.astype(np.float64), axis=1).max(), np.linalg.norm(end.astype(np.float64), axis=1).max()
+    )
+    if longest > np.finfo(np.float32).max:
+        raise InvalidInput(
+            f"start and end: a latent code of length {longest:g} is too long for a spherical path in float32; "
+            "use the linear path or shorter codes"
+        )
+
+
 def model_version(manifest: Manifest) -> vae_pb2.ModelVersion:
     return vae_pb2.ModelVersion(name=manifest.name, version=manifest.version)
 

@@ -1,14 +1,16 @@
 """The data plane: what every protocol adapter (VaeService, the Open Inference Protocol) calls.
 
 One object owns the models being served and their atomic swap on reload, the dynamic batchers (one
-per model version and kind of work, created when the version comes, closed when it goes or the
-server stops), the per-request limits, and ``resolve`` / ``run``. A request's walk: adapter ->
+per model version and kind of work, created when the version comes, retired when it goes: they
+finish the calls that already hold the version and then hold nothing; closed when the server
+stops), the per-request limits, and ``resolve`` / ``run``. A request's walk: adapter ->
 ``DataPlane.run`` -> its batcher -> the inference threads -> ``core.work`` -> ``core.bounds`` /
 ``core.scores`` -> ``core.runtime`` -> ONNX Runtime, and back the same way.
 """
 
 import functools
 import logging
+import weakref
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,7 +20,7 @@ from vae_serve.core.errors import NotReady
 from vae_serve.core.work import WORK_KINDS
 from vae_serve.service.batching import DynamicBatcher, in_executor
 from vae_serve.service.limits import Limits
-from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.metrics import ServerMetrics, model_label
 from vae_serve.service.registry import ModelRegistry
 from vae_serve.service.settings import Settings
 
@@ -35,7 +37,7 @@ class ServedModel:
 
     @property
     def label(self) -> str:
-        return f"{self.bundle.manifest.name}:{self.bundle.manifest.version}"
+        return model_label(self.bundle.manifest.name, self.bundle.manifest.version)
 
 
 class DataPlane:
@@ -46,6 +48,9 @@ class DataPlane:
         self.limits = Limits.from_settings(settings)
         self.registry: ModelRegistry | None = None  # None until every bundle passed verification
         self._served: dict[tuple[str, str], ServedModel] = {}
+        # Unloaded versions that calls still hold (a stream, Interpolate's second step): reached by
+        # the drain; each drops out once the last call holding it is answered.
+        self._retired: weakref.WeakSet[ServedModel] = weakref.WeakSet()
 
     @property
     def ready(self) -> bool:
@@ -56,8 +61,8 @@ class DataPlane:
         self._install(registry)
 
     def swap(self, models: dict[str, dict[str, Bundle]]) -> None:
-        """Serve ``models`` from now on, in one step: new versions get batchers, versions that are
-        gone have theirs closed (their accepted work still runs) and their metrics removed."""
+        """Serve ``models`` from now on, in one step: new versions get batchers; versions that are
+        gone no longer resolve, their batchers retire and their metric series are removed."""
         self._install(replace(self.registry, models=models))
 
     def _install(self, registry: ModelRegistry) -> None:
@@ -72,7 +77,7 @@ class DataPlane:
         self._served, self.registry = served, registry
 
     def _serve(self, bundle: Bundle, providers: list[str]) -> ServedModel:
-        label = f"{bundle.manifest.name}:{bundle.manifest.version}"
+        label = model_label(bundle.manifest.name, bundle.manifest.version)
         batchers = {kind: self._batcher(bundle, kind, label) for kind in WORK_KINDS}
         self.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
             {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(providers)}
@@ -93,9 +98,10 @@ class DataPlane:
 
     def _retire(self, model: ServedModel) -> None:
         for batcher in model.batchers.values():
-            batcher.close()
+            batcher.retire()
+        self._retired.add(model)
         self.metrics.forget_model(model.bundle.manifest.name, model.bundle.manifest.version, list(model.batchers))
-        log.info("unloaded %s: its batchers are closed", model.label)
+        log.info("unloaded %s: its batchers finish the calls that hold it", model.label)
 
     def resolve(self, name: str, version: str) -> ServedModel:
         """The version a request names; empty fields mean the default model and its latest version."""
@@ -107,23 +113,26 @@ class DataPlane:
     def versions(self, name: str) -> list[str]:
         return self.registry.versions(name)
 
-    async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None) -> Any:
+    async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None, count: bool = True) -> Any:
         """Queue one request's work (a ``core.work`` item) with its batcher and wait for the result.
 
-        Raises NotReady if the version was unloaded since it was resolved (a retry gets the new one).
+        ``count``: add the item's rows to the examples metric of ``method`` (a call of several steps
+        counts one of them). Raises NotReady once the server is stopping.
         """
         result = await model.batchers[item.kind].submit(item, item.cost, timeout_s)
-        self.metrics.examples.labels(method).inc(item.rows)
+        if count:
+            self.metrics.examples.labels(method).inc(item.rows)
         return result
+
+    def _batchers(self) -> list[DynamicBatcher]:
+        """Every batcher with calls to answer: those of the served versions and of retired ones."""
+        return [batcher for model in [*self._served.values(), *self._retired] for batcher in model.batchers.values()]
 
     def abandon_waiting(self, reason: str) -> int:
         """Answer every call waiting on a batch with UNAVAILABLE ``reason``; returns how many."""
-        return sum(
-            batcher.abandon(NotReady(reason)) for model in self._served.values() for batcher in model.batchers.values()
-        )
+        return sum(batcher.abandon(NotReady(reason)) for batcher in self._batchers())
 
     def close(self) -> None:
         """At the end of a drain: every batcher refuses new work."""
-        for model in self._served.values():
-            for batcher in model.batchers.values():
-                batcher.close()
+        for batcher in self._batchers():
+            batcher.close()

@@ -13,6 +13,11 @@ BATCH_REQUESTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def model_label(name: str, version: str) -> str:
+    """The ``model`` label of per-version series: ``name:version``."""
+    return f"{name}:{version}"
+
+
 class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -97,7 +102,7 @@ class ServerMetrics:
 
     def forget_model(self, name: str, version: str, kinds: list[str]) -> None:
         """Remove the series of a model version that is no longer served."""
-        label = f"{name}:{version}"
+        label = model_label(name, version)
         for metric, labels in [(self.model, (name, version)), *((self.queue_rows, (kind, label)) for kind in kinds)]:
             with contextlib.suppress(KeyError):  # never set: nothing to remove
                 metric.remove(*labels)

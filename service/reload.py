@@ -3,9 +3,9 @@
 Every ``repository_poll_s`` the repository is scanned. A ``<name>/<version>/`` folder that is not
 loaded is verified off the event loop exactly as at start (checksums, golden outputs); only then is
 the data plane's ``swap`` called with the old bundles plus the new one. A request resolves its
-version once, so it runs on one version's encoder and decoder together; work already queued for an
-unloaded version still runs, and a multi-step call (a stream, Interpolate) whose version goes
-between two steps is answered UNAVAILABLE, to be retried. A folder that fails verification is refused,
+version once, so it runs on one version's encoder and decoder together, and calls already running
+keep the version they resolved, also across steps (a stream's chunks, Interpolate's encode and
+decode) when that version is unloaded meanwhile. A folder that fails verification is refused,
 logged once with its reason, and tried again only when its files change; the versions already
 served keep serving. A version whose folder disappeared is unloaded, unless it is the last one of
 its model. Drop a version in atomically: copy it beside the repository, then rename it into place.

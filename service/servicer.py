@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.core import vae_math, work
+from vae_serve.core import work
 from vae_serve.core.errors import InvalidInput, NotCalibrated
 from vae_serve.core.scores import score_named
 from vae_serve.service import codec
@@ -179,7 +179,6 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
 
     async def Interpolate(self, request, context):
         model = self._model(request)
-        manifest = model.bundle.manifest
         ends = [self._path_end(request, which, model) for which in ("start", "end")]
         if len(ends[0][1]) != len(ends[1][1]):
             raise InvalidInput(f"start and end: {len(ends[0][1])} rows at the start, {len(ends[1][1])} at the end")
@@ -190,18 +189,21 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             raise InvalidInput(f"path: unknown interpolation path {request.path}; known: {sorted(SPHERICAL_PATHS)}")
         seed = codec.request_seed(request)
         inputs = [rows for kind, rows in ends if kind == "x"]
-        if inputs:  # both input ends in one encoder batch; each path starts or ends at E[z|x]
-            z_mean, _, _ = await self.plane.run(
-                model, work.EncodeItem(np.concatenate(inputs)), "Interpolate", context.time_remaining()
-            )
+        if inputs:  # both input ends in one encoder batch; a path starts or ends at E[z|x]
+            item = work.EncodeItem(np.concatenate(inputs))
+            z_mean, _, _ = await self.plane.run(model, item, "Interpolate", context.time_remaining(), count=False)
             means = iter(np.split(z_mean, len(inputs)))
             ends = [("z", next(means)) if kind == "x" else (kind, rows) for kind, rows in ends]
-        t, z = vae_math.interpolate(ends[0][1], ends[1][1], steps, SPHERICAL_PATHS[request.path])
-        item = work.DecodeItem(z.reshape(paths * steps, -1), num_samples, seed)
+        (_, start), (_, end) = ends
+        spherical = SPHERICAL_PATHS[request.path]
+        if spherical:
+            codec.check_path_lengths(start, end)
+        item = work.PathItem(start, end, steps, spherical, num_samples, seed)
         params, draws = await self.plane.run(model, item, "Interpolate", context.time_remaining())
+        t, z = item.path
         x_mean = params["probs"] if "probs" in params else params["mean"]
         return vae_pb2.InterpolateResponse(
-            model=codec.model_version(manifest),
+            model=codec.model_version(model.bundle.manifest),
             t=t.tolist(),
             z=codec.to_tensor(z),
             x_mean=codec.to_tensor(x_mean.reshape(paths, steps, -1)),

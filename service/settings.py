@@ -117,8 +117,8 @@ class Settings(BaseSettings):
     grace_s: float = Field(default=10.0, ge=0)
     """On SIGTERM or SIGINT, how long in-flight calls may take to finish before they are cancelled."""
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Level of the server log on stderr: debug, info, warning or error (any case)."""
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    """Level of the server log on stderr: debug, info, warning (or warn), error or critical (any case)."""
 
     max_batch_rows: int = Field(default=8192, ge=1)
     """Dynamic batching: most rows the graphs process in one batch (an Elbo request of n rows and k
@@ -147,10 +147,12 @@ class Settings(BaseSettings):
     """Most rows (examples or latents) in one request."""
 
     max_k: int = Field(default=1000, ge=1)
-    """Most importance samples per example (Elbo k, Encode/Decode num_samples)."""
+    """Most importance samples per example (Elbo k, Encode/Decode num_samples), and most points per
+    Interpolate path (steps)."""
 
     max_row_samples: int = Field(default=262_144, ge=1)
-    """Most rows x samples one request may make the decoder process (Elbo, Encode, Decode, scores)."""
+    """Most rows x samples one request may make the decoder process (Elbo, Encode, Decode, scores;
+    Interpolate: paths x steps, and that times num_samples)."""
 
     max_sample_n: int = Field(default=4096, ge=1)
     """Most samples in one unary Sample reply; also the largest SampleStream chunk."""
@@ -179,7 +181,9 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value):
-        return value.lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        return "warning" if value.lower() == "warn" else value.lower()  # logging's alias too
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":

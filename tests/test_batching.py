@@ -263,3 +263,22 @@ def test_close_refuses_new_work_runs_what_was_accepted_and_ends_the_collector():
         await asyncio.wait_for(asyncio.gather(*(asyncio.all_tasks() - before)), 5)
 
     run(scenario())
+
+
+def test_a_retired_batcher_serves_its_callers_then_holds_no_task():
+    async def scenario():
+        before = asyncio.all_tasks()
+        runner, queue = Runner(), QueueGauge()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=4, max_batch_wait_s=0.0, max_queue_cost=100, observer=queue.observer()
+        )
+        assert await batcher.submit("served", cost=1) == ("result", "served")
+        batcher.retire()
+        await asyncio.wait_for(asyncio.gather(*(asyncio.all_tasks() - before)), 5)  # idle: its task ended
+        queue.value = -1
+        # A call that still holds the retired version (a stream's next chunk) is answered ...
+        assert await batcher.submit("next chunk", cost=1) == ("result", "next chunk")
+        assert queue.value == -1  # ... without reporting a queue for a version that is gone
+        await asyncio.wait_for(asyncio.gather(*(asyncio.all_tasks() - before)), 5)
+
+    run(scenario())

@@ -101,7 +101,7 @@ def test_an_unloaded_version_loses_its_batchers_and_its_series(tmp_path, digits_
         assert ("vae_queue_rows", (("kind", "elbo"), ("model", "digits:1"))) in before
         os.rename(repository / "digits" / "1", tmp_path / "gone")
         deadline = time.monotonic() + 30
-        while "unloaded digits:1: its batchers are closed" not in server.log():
+        while "unloaded digits:1: its batchers finish the calls that hold it" not in server.log():
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         with pytest.raises(grpc.RpcError) as raised:
@@ -115,5 +115,29 @@ def test_an_unloaded_version_loses_its_batchers_and_its_series(tmp_path, digits_
             "vae_model_info",
             (("likelihood", "bernoulli"), ("name", "digits"), ("providers", "CPUExecutionProvider"), ("version", "2")),
         ) in after
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_stream_on_a_version_that_is_unloaded_meanwhile_still_finishes(tmp_path, digits_bundle):
+    repository = tmp_path / "repository"
+    for version in ("1", "2"):
+        copy_as_version(digits_bundle, repository / "digits" / version, version)
+    server = start_server("--model-repository", str(repository), "--repository-poll", "0.2")
+    try:
+        # 100 chunks of 1000 rows: gRPC flow control keeps the server a few chunks ahead of this reader.
+        request = vae_pb2.SampleRequest(n=100_000, chunk_size=1000, seed=5, model={"version": "1"})
+        stream = server.stub.SampleStream(request, timeout=120)
+        first = next(stream)
+        os.rename(repository / "digits" / "1", tmp_path / "gone")
+        deadline = time.monotonic() + 30
+        while "unloaded digits:1" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        rest = list(stream)
+        assert [reply.offset for reply in [first, *rest]] == list(range(0, 100_000, 1000))
+        assert {reply.model.version for reply in rest} == {"1"}
+        unary = server.stub.Sample(vae_pb2.SampleRequest(n=1000, seed=5, model={"version": "2"}))
+        assert unary.model.version == "2"
     finally:
         assert server.stop() == 0

@@ -72,6 +72,30 @@ def test_spherical_path_keeps_the_norm_and_turns_at_a_constant_rate(server, ends
     assert np.all(np.linalg.norm(linear[:, 4], axis=1) < np.linalg.norm(start, axis=1))  # the chord dips inside
 
 
+def test_spherical_path_between_ends_of_different_lengths_stays_between_them(server):
+    # Nearly opposite ends of lengths 1 and 2: the directions turn through the perpendicular, the
+    # length goes linearly from 1 to 2, and nothing blows up.
+    start, end = np.zeros((1, 8), np.float32), np.zeros((1, 8), np.float32)
+    start[0, 0], end[0, 0], end[0, 1] = 1.0, -2.0, 1e-5
+    reply = interpolate(server, z_start=tensor(start), z_end=tensor(end), steps=5, path=SPHERICAL)
+    np.testing.assert_allclose(np.linalg.norm(array(reply.z)[0], axis=1), [1.0, 1.25, 1.5, 1.75, 2.0], rtol=1e-6)
+    huge = np.full((1, 8), 2e38, np.float32)
+    with pytest.raises(grpc.RpcError) as raised:
+        interpolate(server, z_start=tensor(huge), z_end=tensor(-huge), steps=3, path=SPHERICAL)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "too long for a spherical path" in raised.value.details()
+
+
+def test_the_examples_metric_counts_the_decoded_points_once(server):
+    from tests.test_server_lifecycle import samples, scrape
+
+    key = ("vae_examples_total", (("method", "Interpolate"),))
+    before = samples(scrape(server.metrics_url)).get(key, 0.0)
+    x = np.full((2, 64), 0.5, np.float32)
+    interpolate(server, x_start=tensor(x), x_end=tensor(x), steps=4)  # an encoder step, then 8 points decoded
+    assert samples(scrape(server.metrics_url))[key] == before + 8
+
+
 def test_inputs_start_at_their_posterior_means(server, decoder):
     x = make_splits(load_source("digits")).test.x[:4]
     encoded = server.stub.Encode(vae_pb2.EncodeRequest(x=tensor(x)))

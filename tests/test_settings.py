@@ -130,6 +130,8 @@ def test_a_flag_beats_the_environment_which_beats_the_default(clean_env):
     assert parse("--metrics-port", "0").metrics_port == 0
     assert parse("--no-metrics", "--metrics-port", "9").metrics_port == 9
     assert parse("--grace", "0", "--log-level", "Debug").grace_s == 0
+    # Every level logging knows by name, and its "warn" alias, as the flag took them before.
+    assert [parse("--log-level", name).log_level for name in ("CRITICAL", "warn")] == ["critical", "warning"]
 
 
 def test_an_invalid_setting_names_its_flag_and_variable(clean_env, capsys):

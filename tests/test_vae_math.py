@@ -1,4 +1,4 @@
-"""service.vae_math against independent computations: scipy's densities and Monte-Carlo estimates."""
+"""vae_serve.core.vae_math against independent computations: scipy's densities and Monte-Carlo estimates."""
 
 import math
 
