@@ -268,6 +268,11 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
         "latent_dim": info.latent_dim,
         "likelihood": info.likelihood,
         "binarization": info.binarization,
+        "preprocessing": {
+            "loc": list(info.preprocessing.loc),
+            "scale": list(info.preprocessing.scale),
+            "description": info.preprocessing.description,
+        },
         **splits,
         "calibration": calibration,
         "providers": list(info.providers),
@@ -279,6 +284,8 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
         f"input        shape {list(info.input_shape)}, D={info.num_features}; latent L={info.latent_dim}; "
         f"{info.likelihood} likelihood",
         f"binarization {info.binarization or 'none'}",
+        f"inputs       raw values; the server applies {info.preprocessing.description or 'none'} "
+        "(outputs over x are in the model's space)",
     ]
     for name, split in splits.items():
         lines.append(
@@ -351,8 +358,10 @@ def _image_model(client: VaeClient, args: argparse.Namespace) -> tuple[str | Non
         return args.model, args.model_version, ()
     info = client.info(args.model, args.model_version)
     image_shape = tuple(int(dim) for dim in info.input_shape)
+    if len(image_shape) == 3 and image_shape[0] == 1:
+        image_shape = image_shape[1:]  # one grey channel [1, H, W] draws as [H, W]
     if len(image_shape) != 2:
-        raise InputError(f"--png needs 2-D images; this model's input shape is {list(image_shape)}")
+        raise InputError(f"--png needs grey images; this model's input shape is {list(image_shape)}")
     return info.model.name, info.model.version, image_shape
 
 

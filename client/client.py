@@ -178,6 +178,23 @@ class VaeClient:
             reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
+    def wait_until_serving(self, timeout_s: float = 60.0, service: str = "") -> None:
+        """Block until the server reports SERVING for ``service`` (it binds its port before loading
+        models): a health Watch, waiting for the connection too.
+
+        Raises:
+            VaeClientError: DEADLINE_EXCEEDED if it is not serving within ``timeout_s``.
+        """
+        request = health_pb2.HealthCheckRequest(service=service)
+        with _translate_rpc_errors():
+            updates = self._health.Watch(request, timeout=timeout_s, wait_for_ready=True)
+            try:
+                for update in updates:
+                    if update.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            finally:
+                updates.cancel()
+
     def info(self, model: str | None = None, version: str | None = None) -> vae_pb2.ModelInfo:
         """What the model is, how good it is, and the limits the server enforces."""
         request = vae_pb2.GetModelInfoRequest(model=_model_ref(model, version))

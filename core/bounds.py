@@ -1,5 +1,7 @@
 """Likelihood bounds through the ONNX graphs: the ELBO, its two terms and the IWAE bound, batched.
 
+Rows here are in the model's space: callers holding client rows map them with ``OnnxVae.to_model``.
+
 Each request draws its noise from its own generator, so its numbers depend neither on the other
 requests in a batch nor on how the decoder pass is chunked.
 """

@@ -13,7 +13,8 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from vae_serve.core.errors import BundleError
-from vae_serve.core.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest, file_sha256, manifest_digest
+from vae_serve.core.manifest import MANIFEST_FILE, READABLE_FORMATS, Manifest, file_sha256, manifest_digest
+from vae_serve.core.preprocessing import Affine
 from vae_serve.core.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
 
 
@@ -37,10 +38,10 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise BundleError(f"{path}: top level must be a JSON object")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") not in READABLE_FORMATS:
         raise BundleError(
             f"{path}: format_version {document.get('format_version')!r} is not supported "
-            f"(this reader understands {FORMAT_VERSION})"
+            f"(this reader understands {', '.join(map(str, READABLE_FORMATS))})"
         )
     try:
         manifest = Manifest.model_validate(document)
@@ -136,6 +137,6 @@ def load_bundle(
         except Exception as error:  # ORT raises several private exception types for bad models
             raise BundleError(f"{path}: ONNX Runtime cannot load it ({error})") from None
         _check_signature(sessions[role], graph.file, graph)
-    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name)
+    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name, Affine.of(manifest.preprocessing))
     verify_golden(vae, manifest)
     return Bundle(bundle_dir, manifest, vae)

@@ -2,13 +2,17 @@
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MANIFEST_FILE = "manifest.json"
-# The one format this code reads and writes; the schema's ``format_version`` admits only this value.
-FORMAT_VERSION = 1
+# The format this code writes. 2 added ``preprocessing`` (the server maps raw client values into
+# the model's space); a reader of format 1 would silently skip that map, so the number changed.
+# A format-1 bundle still loads: it has no preprocessing.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 # A file name inside a bundle: no directories, no dot-files, so a manifest can never point outside.
 SAFE_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 SHA256_HEX = r"^[0-9a-f]{64}$"
@@ -41,6 +45,31 @@ class InputSpec(_Strict):
     dtype: Literal["float32"]
     value_range: tuple[float | None, float | None]
     preprocessing: str
+
+
+class Preprocessing(_Strict):
+    """x_model = (x_raw - loc) / scale, applied by the server to every input row (``core.preprocessing``).
+
+    ``loc`` and ``scale`` hold one value for every feature, or one per feature.
+    """
+
+    loc: list[float] = Field(min_length=1)
+    scale: list[float] = Field(min_length=1)
+    description: str
+
+    @field_validator("loc", "scale")
+    @classmethod
+    def _finite(cls, values: list[float]) -> list[float]:
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError("must be finite")
+        return values
+
+    @field_validator("scale")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if not all(value > 0 for value in values):
+            raise ValueError("must be > 0")
+        return values
 
 
 class LikelihoodSpec(_Strict):
@@ -102,12 +131,13 @@ class FileEntry(_Strict):
 class ManifestBody(_Strict):
     """What a writer describes: everything but the checksums that seal it (``Manifest``)."""
 
-    format_version: Literal[1]  # FORMAT_VERSION (a Literal needs the value itself)
+    format_version: Literal[1, 2]  # READABLE_FORMATS (a Literal needs the values themselves)
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=NAME_PATTERN)
     created_at: str
     producer: dict[str, str]
     input: InputSpec
+    preprocessing: Preprocessing | None = None  # format 2; None (format 1) is the identity
     latent_dim: int = Field(gt=0)
     likelihood: LikelihoodSpec
     graphs: dict[Literal["encoder", "decoder"], GraphSpec]
@@ -116,6 +146,13 @@ class ManifestBody(_Strict):
     export: dict[str, Any]
     calibration: Calibration
     golden: Golden
+
+    @model_validator(mode="after")
+    def _preprocessing_fits(self) -> "ManifestBody":
+        spec, features = self.preprocessing, self.input.num_features
+        if spec is not None and not {len(spec.loc), len(spec.scale)} <= {1, features}:
+            raise ValueError(f"preprocessing loc and scale need 1 or {features} values each")
+        return self
 
 
 class Manifest(ManifestBody):

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vae_serve.core import vae_math
+from vae_serve.core.preprocessing import Affine, to_model
 
 ENCODER_INPUT = "x"
 ENCODER_OUTPUTS = ("z_mean", "z_logvar")
@@ -33,7 +34,8 @@ class OnnxVae:
     """An encoder and a decoder graph plus the likelihood that interprets the decoder's outputs.
 
     ``InferenceSession.run`` is thread-safe and releases the GIL, so one instance serves many
-    threads.
+    threads. ``encode``, ``decode`` and ``log_likelihood`` work in the model's space; rows as
+    clients send them go through ``to_model`` first (the bundle's preprocessing).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class OnnxVae:
         encoder: ort.InferenceSession,
         decoder: ort.InferenceSession,
         likelihood: str,
+        preprocessing: Affine | None = None,
     ) -> None:
         if likelihood not in DECODER_OUTPUTS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
@@ -48,6 +51,11 @@ class OnnxVae:
         self.decoder = decoder
         self.likelihood = likelihood
         self.decoder_outputs = DECODER_OUTPUTS[likelihood]
+        self.preprocessing = preprocessing
+
+    def to_model(self, x_raw: np.ndarray) -> np.ndarray:
+        """Rows as clients send them -> the model's space (the same array when there is no preprocessing)."""
+        return to_model(self.preprocessing, x_raw)
 
     @classmethod
     def from_files(
@@ -57,11 +65,13 @@ class OnnxVae:
         likelihood: str,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int = 0,
+        preprocessing: Affine | None = None,
     ) -> "OnnxVae":
         return cls(
             make_session(encoder_path, providers, intra_op_threads),
             make_session(decoder_path, providers, intra_op_threads),
             likelihood,
+            preprocessing,
         )
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

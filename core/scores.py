@@ -98,11 +98,15 @@ class ScoreRequest:
 def score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """(scores [n], feature errors [n, D] or None) for each request, in order, computed together.
 
+    Requests carry rows as clients send them; scores and feature errors are in the model's space.
+
     One bounds pass serves every sampled score (each drawing from ``latent_generator(seed)``, so its
     values depend only on its own request), and one reconstruction pass every request that needs
     the errors (deterministic scores, and those asking for feature errors).
     """
     scores = [score_named(request.name) for request in requests]
+    # Rows as clients sent them -> the model's space, where every score is defined.
+    requests = [ScoreRequest(vae.to_model(r.x), r.name, r.seed, r.feature_errors) for r in requests]
     sampled = [index for index, score in enumerate(scores) if score.num_samples]
     evidence: dict[int, BoundEstimates | np.ndarray] = {}
     if sampled:
@@ -122,6 +126,6 @@ def score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.nda
 
 
 def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> dict[str, np.ndarray]:
-    """Each named score of every row of ``x`` (what calibration records)."""
+    """Each named score of every row of ``x`` (raw, as clients send them): what calibration records."""
     results = score_batch(vae, [ScoreRequest(x, name, seed) for name in names])
     return {name: values for name, (values, _) in zip(names, results, strict=True)}

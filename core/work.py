@@ -74,7 +74,8 @@ class EncodeItem:
 def encode_batch(vae: OnnxVae, items: list[EncodeItem]) -> list:
     """-> (z_mean, z_logvar, draws [num_samples, n, L] or None) per item."""
     counts = [len(item.x) for item in items]
-    means, logvars = (split_rows(values, counts) for values in vae.encode(np.concatenate([item.x for item in items])))
+    x_all = vae.to_model(np.concatenate([item.x for item in items]))
+    means, logvars = (split_rows(values, counts) for values in vae.encode(x_all))
     results = []
     for item, mean, logvar in zip(items, means, logvars, strict=True):
         draws = None
@@ -214,7 +215,7 @@ class BoundsItem:
 
 def elbo_batch(vae: OnnxVae, items: list[BoundsItem]) -> list[BoundEstimates | OutputInvalid]:
     """-> BoundEstimates per item."""
-    requests = [(item.x, item.k, latent_generator(item.seed)) for item in items]
+    requests = [(vae.to_model(item.x), item.k, latent_generator(item.seed)) for item in items]
     return guarded(estimate_bounds_batch(vae, requests), "likelihood bounds", lambda bounds: (bounds.elbo, bounds.iwae))
 
 

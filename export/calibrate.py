@@ -16,8 +16,10 @@ import numpy as np
 
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Calibration, Manifest, ManifestBody
+from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
 from vae_serve.export.calibration import calibrate
+from vae_serve.export.config import source_options
 from vae_serve.export.data import DataError, load_source, make_splits, parse_classes
 
 
@@ -32,7 +34,8 @@ def next_version(version: str, requested: str | None) -> str:
 
 def calibration_rows(args: argparse.Namespace) -> np.ndarray:
     """The ``--split`` rows of ``--dataset`` (``all``: every row)."""
-    splits = make_splits(load_source(args.dataset, args.data_dir, args.labels), parse_classes(args.classes))
+    source = load_source(args.dataset, args.data_dir, args.labels, source_options(args))
+    splits = make_splits(source, parse_classes(args.classes))
     if args.split == "all":
         return np.concatenate([splits.train.x, splits.validation.x, splits.test.x])
     return getattr(splits, args.split).x
@@ -42,8 +45,12 @@ def check_rows(x: np.ndarray, manifest: Manifest) -> None:
     """The rows fit the model: as many features, and in [0, 1] for a Bernoulli likelihood."""
     if x.shape[1] != manifest.input.num_features:
         raise DataError(f"--dataset rows have {x.shape[1]} features; the model takes {manifest.input.num_features}")
-    if manifest.likelihood.name == "bernoulli" and (x.min() < 0 or x.max() > 1):
-        raise DataError("a Bernoulli model's data lie in [0, 1]; these rows do not")
+    model_x = to_model(Affine.of(manifest.preprocessing), x)
+    if manifest.likelihood.name == "bernoulli" and (model_x.min() < 0 or model_x.max() > 1):
+        raise DataError(
+            "a Bernoulli model's data lie in [0, 1] after the bundle's preprocessing "
+            f"({(manifest.preprocessing or IDENTITY).description}); these rows do not"
+        )
 
 
 def recalibrated(manifest: Manifest, version: str, calibration: Calibration) -> ManifestBody:

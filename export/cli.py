@@ -17,16 +17,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vae_serve.export.config import model_name, parse_hidden
+from vae_serve.export.config import model_name, parse_hidden, parse_size
 from vae_serve.export.data import DataError
 
 # Modules of the [train] extra: a command that needs a missing one says so, without a traceback.
-TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib"})
+TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib", "PIL", "pyarrow"})
 CALIBRATION_SPLITS = ("validation", "train", "test", "all")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    datasets = "digits, fashion-mnist, idx:DIR or npy:PATH"
+    datasets = "digits, fashion-mnist, idx:DIR, npy:PATH, images:DIR, csv:PATH or parquet:PATH"
     if required:
         parser.add_argument("--dataset", required=True, help=f"normal data: {datasets}")
     else:
@@ -34,6 +34,13 @@ def _add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("--data-dir", type=Path, help="directory of the fashion-mnist IDX files")
     parser.add_argument("--labels", type=Path, help="integer labels for npy:PATH, needed by --classes")
     parser.add_argument("--classes", help="only these labels, e.g. 3 or 0,3 (one-class models)")
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 3), help="images:DIR: 1 (grey) or 3 (RGB); default: from the files"
+    )
+    parser.add_argument(
+        "--size", type=parse_size, help="images:DIR: resize to HEIGHT,WIDTH (or one number for a square)"
+    )
+    parser.add_argument("--label-column", help="csv:/parquet: the integer label column (for --classes)")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
@@ -68,7 +75,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("dynamic", "none"),
         help="dynamic: resample x~Bernoulli(x) every batch (default for bernoulli)",
     )
-    parser.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 400 or 512,256")
+    parser.add_argument(
+        "--arch",
+        choices=("mlp", "conv"),
+        default="mlp",
+        help="mlp, or conv for images [C, H, W] (grey or colour; H and W divisible by 4)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=parse_hidden,
+        help="mlp: hidden layer sizes, e.g. 400 or 512,256; conv: channels of the conv layers, e.g. 32,64",
+    )
     parser.add_argument("--latent-dim", type=int)
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int)
@@ -136,8 +153,9 @@ def train_command(args: argparse.Namespace) -> int:
     from vae_serve.export.bundle_writer import PublishError
     from vae_serve.export.onnx_export import ExportError
     from vae_serve.export.pipeline import run_training
+    from vae_serve.export.user_model import ModelError
 
-    failures = (ExportError, BundleError, FloatingPointError, ValidationError)
+    failures = (ExportError, BundleError, FloatingPointError, ValidationError, ModelError)
     return _summarize("train", lambda: run_training(args), (DataError, PublishError), failures)
 
 

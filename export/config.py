@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vae_serve.core.manifest import NAME_PATTERN
-from vae_serve.export.data import DataError
+from vae_serve.export.data import DataError, SourceOptions
 
 # Defaults by kind of data; any flag given overrides its entry. "images" is fashion-mnist and
 # idx:DIR (the 784-400-20 recipe of the quality target in docs/benchmarks.md).
@@ -18,6 +18,9 @@ RECIPES = {
     "images": {"hidden": (400,), "latent_dim": 20, "epochs": 30, "batch_size": 100, "lr": 1e-3, "patience": 5},
     "npy": {"hidden": (128,), "latent_dim": 8, "epochs": 200, "batch_size": 128, "lr": 1e-3, "patience": 20},
 }
+# --arch conv: --hidden are the channels of the stride-2 convolutions (docs/benchmarks.md, the conv
+# architecture search, says how these were chosen).
+CONV_HIDDEN = (32, 64)
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,16 @@ class TrainConfig:
     # Gaussian only: "per-feature" standardizes each feature and learns a scale per feature;
     # "shared" standardizes by one mean and std over all features and learns one scale for all.
     decoder_scale: str = "per-feature"
+    # "mlp", or "conv" for images: ``hidden`` are then the channels of the convolutions.
+    arch: str = "mlp"
 
 
 def recipe_for(dataset: str) -> dict:
-    """The defaults for ``--dataset``: digits, npy:PATH, or images (fashion-mnist, idx:DIR)."""
+    """The defaults for ``--dataset``: digits, tables (npy:, csv:, parquet:), or images (fashion-mnist,
+    idx:DIR, images:DIR)."""
     if dataset == "digits":
         return RECIPES["digits"]
-    return RECIPES["npy"] if dataset.startswith("npy:") else RECIPES["images"]
+    return RECIPES["npy"] if dataset.startswith(("npy:", "csv:", "parquet:")) else RECIPES["images"]
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -58,6 +64,22 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("--hidden sizes must be positive")
     return sizes
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """argparse type of ``--size``: ``"28"`` or ``"32,24"`` -> (28, 28) or (32, 24) (height, width)."""
+    try:
+        sizes = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes HEIGHT,WIDTH or one number, got {text!r}") from None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--size takes HEIGHT,WIDTH or one number (positive), got {text!r}")
+    return (sizes[0], sizes[-1])
+
+
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    """The source-specific flags (``--channels``, ``--size``, ``--label-column``)."""
+    return SourceOptions(args.channels, args.size, args.label_column)
 
 
 def model_name(text: str) -> str:
@@ -91,7 +113,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(
         likelihood=args.likelihood,
         binarize=binarize,
-        hidden=_given_or(args.hidden, recipe["hidden"]),
+        hidden=_given_or(args.hidden, CONV_HIDDEN if args.arch == "conv" else recipe["hidden"]),
         latent_dim=_given_or(args.latent_dim, recipe["latent_dim"]),
         epochs=_given_or(args.epochs, recipe["epochs"]),
         batch_size=_given_or(args.batch_size, recipe["batch_size"]),
@@ -101,6 +123,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         train_samples=args.train_samples,
         decoder_scale=args.decoder_scale or "per-feature",
+        arch=args.arch,
     )
     check_config(config, args.iwae_k)
     return config

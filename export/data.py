@@ -1,7 +1,10 @@
 """Data sources behind one interface, and the deterministic train / validation / test split.
 
 Every source yields float32 rows [examples, features] (row-major flattening of each example) with
-optional integer labels. Sources: ``digits`` (embedded), ``fashion-mnist``, ``idx:DIR``, ``npy:PATH``.
+optional integer labels. Rows are raw values, as clients will send them to the server (0-255
+pixels, table rows as stored); the source also names the preprocessing that maps them into the
+model's space, which the bundle records and the server applies. Sources: ``digits`` (embedded),
+``fashion-mnist``, ``idx:DIR``, ``npy:PATH``.
 """
 
 import gzip
@@ -10,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vae_serve.core.manifest import Preprocessing
+from vae_serve.core.preprocessing import IDENTITY, Affine, pixel_scaling, to_model
+from vae_serve.export.source_data import DataError, Part, SourceData
+
+__all__ = ["DataError", "Part", "SourceData", "SourceOptions", "Splits", "load_source", "make_splits"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HINT = (
@@ -26,35 +35,6 @@ IDX_FILES = {
 }
 
 
-class DataError(Exception):
-    """The data could not be loaded or does not fit the request; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class Part:
-    """Rows and (optional) labels of one split."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-
-    def select(self, index: np.ndarray) -> "Part":
-        return Part(self.x[index], None if self.y is None else self.y[index])
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-@dataclass(frozen=True)
-class SourceData:
-    """What a source provides: training rows, an official test split if it has one, and metadata."""
-
-    train: Part
-    test: Part | None
-    example_shape: tuple[int, ...]
-    value_range: tuple[float | None, float | None]
-    description: dict
-
-
 @dataclass(frozen=True)
 class Splits:
     train: Part
@@ -63,6 +43,24 @@ class Splits:
     example_shape: tuple[int, ...]
     value_range: tuple[float | None, float | None]
     description: dict
+    preprocessing: Preprocessing = IDENTITY
+
+    def in_model_space(self) -> "Splits":
+        """The same splits with every row mapped through the preprocessing: what the model trains on."""
+        affine = Affine.of(self.preprocessing)
+
+        def mapped(part: Part) -> Part:
+            return Part(to_model(affine, part.x).astype(np.float32), part.y)
+
+        return Splits(
+            mapped(self.train),
+            mapped(self.validation),
+            mapped(self.test),
+            self.example_shape,
+            self.value_range,
+            self.description,
+            self.preprocessing,
+        )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -90,12 +88,12 @@ def _find_idx(directory: Path, stem: str, hint: str) -> Path:
     raise DataError(f"{directory}: no {stem}[.gz] found; {hint}")
 
 
-def _scale_to_unit(images: np.ndarray) -> tuple[np.ndarray, str, tuple[float | None, float | None]]:
-    """uint8 pixels -> [0, 1]; any other type is kept as real values."""
-    flat = images.reshape(len(images), -1)
+def _raw_rows(images: np.ndarray) -> tuple[np.ndarray, Preprocessing, tuple[float | None, float | None]]:
+    """Rows of raw values; uint8 pixels are scaled to [0, 1] by the bundle, other types kept as they are."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
     if images.dtype == np.uint8:
-        return flat.astype(np.float32) / 255.0, "pixel / 255", (0.0, 1.0)
-    return flat.astype(np.float32), "none (values as stored)", (None, None)
+        return flat, pixel_scaling(255.0), (0.0, 255.0)
+    return flat, IDENTITY, (None, None)
 
 
 def load_idx_dir(directory: Path, hint: str, name: str) -> SourceData:
@@ -103,8 +101,8 @@ def load_idx_dir(directory: Path, hint: str, name: str) -> SourceData:
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory; {hint}")
     arrays = {key: read_idx(_find_idx(directory, stem, hint)) for key, stem in IDX_FILES.items()}
-    train_x, preprocessing, value_range = _scale_to_unit(arrays["train_x"])
-    test_x, _, _ = _scale_to_unit(arrays["test_x"])
+    train_x, preprocessing, value_range = _raw_rows(arrays["train_x"])
+    test_x, _, _ = _raw_rows(arrays["test_x"])
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DataError(f"{directory}: {split} images and labels differ in count")
@@ -113,25 +111,28 @@ def load_idx_dir(directory: Path, hint: str, name: str) -> SourceData:
         test=Part(test_x, arrays["test_y"].astype(np.int64)),
         example_shape=tuple(arrays["train_x"].shape[1:]),
         value_range=value_range,
-        description={"source": name, "location": str(directory), "preprocessing": preprocessing},
+        description={"source": name, "location": str(directory), "preprocessing": preprocessing.description},
+        preprocessing=preprocessing,
     )
 
 
 def load_digits_source() -> SourceData:
-    """scikit-learn's bundled 8x8 digits (1,797 images, grey levels 0..16), scaled to [0, 1]."""
+    """scikit-learn's bundled 8x8 digits (1,797 images, grey levels 0..16); the bundle scales them to [0, 1]."""
     from sklearn.datasets import load_digits  # imported here: only this source needs scikit-learn
 
     digits = load_digits()
+    preprocessing = pixel_scaling(16.0)
     return SourceData(
-        train=Part((digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)),
+        train=Part(digits.data.astype(np.float32), digits.target.astype(np.int64)),
         test=None,
         example_shape=(8, 8),
-        value_range=(0.0, 1.0),
+        value_range=(0.0, 16.0),
         description={
             "source": "digits",
             "location": "sklearn.datasets.load_digits",
-            "preprocessing": "grey level / 16",
+            "preprocessing": preprocessing.description,
         },
+        preprocessing=preprocessing,
     )
 
 
@@ -162,10 +163,30 @@ def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
     )
 
 
-def load_source(spec: str, data_dir: Path | None = None, labels_path: Path | None = None) -> SourceData:
-    """Resolve a ``--dataset`` value to its data. Raises ``DataError`` with a fix on failure."""
+@dataclass(frozen=True)
+class SourceOptions:
+    """Flags that apply to some sources only: images:DIR (``channels``, ``size``), csv:/parquet: (``label_column``)."""
+
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+    label_column: str | None = None
+
+
+def _check_options(spec: str, options: SourceOptions, labels_path: Path | None) -> None:
     if labels_path is not None and not spec.startswith("npy:"):
         raise DataError("--labels applies only to npy:PATH datasets")
+    if (options.channels is not None or options.size is not None) and not spec.startswith("images:"):
+        raise DataError("--channels and --size apply only to images:DIR datasets")
+    if options.label_column is not None and not spec.startswith(("csv:", "parquet:")):
+        raise DataError("--label-column applies only to csv:PATH and parquet:PATH datasets")
+
+
+def load_source(
+    spec: str, data_dir: Path | None = None, labels_path: Path | None = None, options: SourceOptions | None = None
+) -> SourceData:
+    """Resolve a ``--dataset`` value to its data. Raises ``DataError`` with a fix on failure."""
+    options = options or SourceOptions()
+    _check_options(spec, options, labels_path)
     if spec == "digits":
         return load_digits_source()
     if spec == "fashion-mnist":
@@ -174,7 +195,18 @@ def load_source(spec: str, data_dir: Path | None = None, labels_path: Path | Non
         return load_idx_dir(Path(spec[4:]), "point idx:DIR at a directory of MNIST-format IDX files", "idx")
     if spec.startswith("npy:"):
         return load_npy_source(Path(spec[4:]), labels_path)
-    raise DataError(f"unknown dataset {spec!r}; use digits, fashion-mnist, idx:DIR or npy:PATH")
+    if spec.startswith("images:"):
+        from vae_serve.export.image_source import load_images  # Pillow only where images are read
+
+        return load_images(Path(spec[len("images:") :]), options.channels, options.size)
+    for file_format in ("csv", "parquet"):
+        if spec.startswith(f"{file_format}:"):
+            from vae_serve.export.table_source import load_table  # pyarrow only where tables are read
+
+            return load_table(Path(spec[len(file_format) + 1 :]), file_format, options.label_column)
+    raise DataError(
+        f"unknown dataset {spec!r}; use digits, fashion-mnist, idx:DIR, npy:PATH, images:DIR, csv:PATH or parquet:PATH"
+    )
 
 
 def parse_classes(text: str | None) -> tuple[int, ...] | None:
@@ -228,4 +260,4 @@ def make_splits(
         "validation_fraction": validation_fraction,
         "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
     }
-    return Splits(train, validation, test, source.example_shape, source.value_range, description)
+    return Splits(train, validation, test, source.example_shape, source.value_range, description, source.preprocessing)

@@ -1,5 +1,6 @@
-"""The manifest of a freshly trained model, built from ``vae_serve.core.manifest``'s typed sections:
-what the model takes, its likelihood, its graphs, how it was trained, exported and checked.
+"""The manifest of an exported model, built from ``vae_serve.core.manifest``'s typed sections: what
+the model takes and how raw inputs map into it, its likelihood, its graphs, how it was trained,
+exported and checked. Shared by ``export_bundle`` (any user's model) and ``vae-train``.
 """
 
 from datetime import UTC, datetime
@@ -18,12 +19,13 @@ from vae_serve.core.manifest import (
     LikelihoodSpec,
     ManifestBody,
     Metrics,
+    Preprocessing,
 )
-from vae_serve.core.runtime import ENCODER_OUTPUTS
+from vae_serve.core.runtime import DECODER_OUTPUTS, ENCODER_OUTPUTS
 from vae_serve.export.config import TrainConfig, config_record
 from vae_serve.export.data import Splits
 from vae_serve.export.model import MIN_STANDARDIZED_SCALE, Vae
-from vae_serve.export.onnx_export import PARITY_EXAMPLES, PARITY_TOLERANCE
+from vae_serve.export.onnx_export import PARITY_TOLERANCE
 from vae_serve.export.training import TrainResult
 
 GOLDEN_EXAMPLES = 4
@@ -44,31 +46,33 @@ def producer_versions() -> dict[str, str]:
     return versions
 
 
-def input_spec(splits: Splits) -> InputSpec:
-    """What one example is and how raw data became its values."""
-    return InputSpec(
-        shape=list(splits.example_shape),
-        num_features=splits.train.x.shape[1],
-        dtype="float32",
-        value_range=splits.value_range,
-        preprocessing=splits.description["preprocessing"],
+LOG_PROBS = {
+    "bernoulli": "sum_d x_d * l_d - softplus(l_d)",
+    "gaussian": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
+}
+
+
+def generic_likelihood_spec(likelihood: str, **parameters) -> LikelihoodSpec:
+    """p(x|z) as every bundle states it: the decoder's outputs and the log-density, plus ``parameters``."""
+    return LikelihoodSpec(
+        name=likelihood,
+        parameters={
+            "decoder_outputs": list(DECODER_OUTPUTS[likelihood]),
+            "log_prob": LOG_PROBS[likelihood],
+            **parameters,
+        },
     )
 
 
 def likelihood_spec(vae: Vae) -> LikelihoodSpec:
-    """p(x|z): its decoder outputs and log-density, and for a Gaussian the standardization inside the graphs."""
+    """vae-train's p(x|z); for a Gaussian, also the scale and the standardization inside the graphs."""
     if vae.likelihood == "bernoulli":
-        return LikelihoodSpec(
-            name="bernoulli",
-            parameters={"decoder_outputs": ["logits"], "log_prob": "sum_d x_d * l_d - softplus(l_d)"},
-        )
+        return generic_likelihood_spec("bernoulli")
     decoder = vae.decoder
     scale = "learned, one value shared by every feature" if decoder.shared_scale else "learned per feature"
-    return LikelihoodSpec(
-        name="gaussian",
-        parameters={
-            "decoder_outputs": ["mean", "log_scale"],
-            "log_prob": "sum_d -0.5*log(2*pi) - log_scale_d - 0.5*((x_d - mean_d)/exp(log_scale_d))^2",
+    return generic_likelihood_spec(
+        "gaussian",
+        **{
             "scale": f"{scale}, floored at min_standardized_scale * feature_scale",
             "min_standardized_scale": MIN_STANDARDIZED_SCALE,
             "standardization": "inside both graphs: encoder sees (x - feature_loc) / feature_scale",
@@ -97,7 +101,7 @@ def export_record(graphs: dict, parity_examples: int) -> dict:
 
 
 def training_record(config: TrainConfig, splits: Splits, result: TrainResult) -> dict:
-    """The config, the data and how training went, epoch by epoch."""
+    """vae-train's config, the data and how training went, epoch by epoch."""
     return {
         **config_record(config),
         "data": splits.description,
@@ -109,13 +113,14 @@ def training_record(config: TrainConfig, splits: Splits, result: TrainResult) ->
 
 
 @torch.no_grad()
-def golden_examples(vae: Vae, x: np.ndarray) -> Golden:
-    """A few fixed inputs with torch's encoder and decoder outputs, which the loader checks the graphs against."""
+def golden_examples(encoder: torch.nn.Module, decoder: torch.nn.Module, x: np.ndarray) -> Golden:
+    """A few fixed inputs (model space) with torch's outputs of the flat graphs' modules, which the
+    loader checks the exported graphs against."""
     x = x[:GOLDEN_EXAMPLES]
-    encoded = vae.encoder(torch.from_numpy(x))
-    decoded = vae.decoder(encoded[0])
+    encoded = encoder(torch.from_numpy(x))
+    decoded = decoder(encoded[0])
     encoder_outputs = zip(ENCODER_OUTPUTS, encoded, strict=True)
-    decoder_outputs = zip(vae.decoder.output_names, decoded, strict=True)
+    decoder_outputs = zip(decoder.output_names, decoded, strict=True)
     return Golden(
         atol=GOLDEN_ATOL,
         rtol=GOLDEN_RTOL,
@@ -133,21 +138,18 @@ def build_manifest(
     *,
     name: str,
     version: str,
-    config: TrainConfig,
-    splits: Splits,
-    result: TrainResult,
+    input_spec: InputSpec,
+    preprocessing: Preprocessing,
+    latent_dim: int,
+    likelihood: LikelihoodSpec,
     graphs: dict,
+    training: dict,
     metrics: Metrics,
     calibration: Calibration,
+    golden: Golden,
+    parity_examples: int,
 ) -> ManifestBody:
-    """The manifest of a trained and exported model, ready to seal (``bundle_writer.write_manifest``).
-
-    Args:
-        name, version: the model's name and version.
-        config, splits, result: the training run: its config, data and outcome.
-        graphs: what ``export_vae`` returned.
-        metrics: the validation and test bounds.
-        calibration: the anomaly scores' quantiles on the validation split.
+    """The manifest of an exported model, ready to seal (``bundle_writer.write_manifest``).
 
     Raises:
         pydantic.ValidationError: a section breaks the schema.
@@ -158,13 +160,14 @@ def build_manifest(
         version=version,
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         producer=producer_versions(),
-        input=input_spec(splits),
-        latent_dim=config.latent_dim,
-        likelihood=likelihood_spec(result.vae),
+        input=input_spec,
+        preprocessing=preprocessing,
+        latent_dim=latent_dim,
+        likelihood=likelihood,
         graphs=graph_specs(graphs),
-        training=training_record(config, splits, result),
+        training=training,
         metrics=metrics,
-        export=export_record(graphs, min(PARITY_EXAMPLES, len(splits.validation))),
+        export=export_record(graphs, parity_examples),
         calibration=calibration,
-        golden=golden_examples(result.vae, splits.validation.x),
+        golden=golden,
     )

@@ -16,6 +16,8 @@ LOG_2PI = math.log(2.0 * math.pi)
 # Without a floor a constant feature (digits' border pixels) drives the variance to zero and the
 # likelihood to infinity.
 MIN_STANDARDIZED_SCALE = 0.01
+# Features of the dense layer between the convolutions and the latent code (--arch conv).
+CONV_DENSE = 256
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -42,35 +44,87 @@ class FeatureScaling(nn.Module):
 
 
 class Encoder(nn.Module):
-    """x [batch, features] -> (z_mean, z_logvar), each [batch, latent].
+    """x [batch, D] (or [batch, *input_shape]) -> (z_mean, z_logvar), each [batch, latent].
 
-    ``scaling`` standardizes the input inside the graph, so clients send raw features.
+    ``scaling`` standardizes the input inside the graph (Gaussian likelihoods); ``body`` maps the
+    standardized rows to ``hidden_size`` features: an MLP, or ``ConvEncoderBody``.
     """
 
-    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int, scaling: FeatureScaling) -> None:
+    def __init__(self, body: nn.Module, hidden_size: int, latent_dim: int, scaling: FeatureScaling) -> None:
         super().__init__()
         self.scaling = scaling
-        self.body = mlp([num_features, *hidden])
-        self.mean = nn.Linear(hidden[-1], latent_dim)
-        self.logvar = nn.Linear(hidden[-1], latent_dim)
+        self.body = body
+        self.mean = nn.Linear(hidden_size, latent_dim)
+        self.logvar = nn.Linear(hidden_size, latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.body(self.scaling.standardize(x))
+        hidden = self.body(self.scaling.standardize(x.flatten(1)))
         return self.mean(hidden), self.logvar(hidden)
 
 
+class ConvEncoderBody(nn.Module):
+    """Rows [batch, C*H*W] -> [batch, C, H, W] -> stride-2 4x4 convolutions (each halves H and W)
+    -> a dense layer of ``dense`` features."""
+
+    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], dense: int) -> None:
+        super().__init__()
+        self.input_shape = input_shape
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise([input_shape[0], *channels]):
+            layers += [nn.Conv2d(fan_in, fan_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.convolutions = nn.Sequential(*layers)
+        height, width = conv_grid(input_shape, len(channels))
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * height * width, dense), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.convolutions(x.reshape(-1, *self.input_shape)))
+
+
+class ConvDecoderNet(nn.Module):
+    """z -> a dense layer -> [batch, channels[-1], H/2^n, W/2^n] -> stride-2 4x4 transposed
+    convolutions (each doubles H and W) -> [batch, C*H*W] (logits or standardized means)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], dense: int, latent_dim: int) -> None:
+        super().__init__()
+        self.grid = (channels[-1], *conv_grid(input_shape, len(channels)))
+        self.dense = nn.Sequential(
+            nn.Linear(latent_dim, dense), nn.ReLU(), nn.Linear(dense, math.prod(self.grid)), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        widths = [*reversed(channels), input_shape[0]]
+        for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+            layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
+            if index < len(widths) - 2:
+                layers.append(nn.ReLU())
+        self.deconvolutions = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconvolutions(self.dense(z).reshape(-1, *self.grid)).flatten(1)
+
+
+def conv_grid(input_shape: tuple[int, int, int], layers: int) -> tuple[int, int]:
+    """H and W after ``layers`` halvings; they must divide exactly, so the decoder rebuilds the shape."""
+    _, height, width = input_shape
+    factor = 2**layers
+    if height % factor or width % factor:
+        raise ValueError(
+            f"--arch conv with {layers} conv layers needs height and width divisible by {factor}; "
+            f"got {height}x{width} (resize with --size, or give fewer --hidden channels)"
+        )
+    return height // factor, width // factor
+
+
 class BernoulliDecoder(nn.Module):
-    """z -> logits l; log p(x|z) = sum_d x_d l_d - softplus(l_d)."""
+    """z -> logits l; log p(x|z) = sum_d x_d l_d - softplus(l_d). ``net`` maps z to [batch, D]."""
 
     output_names = ("logits",)
 
-    def __init__(self, num_features: int, hidden: Sequence[int], latent_dim: int) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.body = mlp([latent_dim, *hidden])
-        self.logits = nn.Linear(hidden[-1], num_features)
+        self.net = net
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.logits(self.body(z)),)
+        return (self.net(z),)
 
     @staticmethod
     def log_prob(x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -82,6 +136,7 @@ class BernoulliDecoder(nn.Module):
 class GaussianDecoder(nn.Module):
     """z -> (mean, log_scale) in raw feature units, with a learned scale that does not depend on z.
 
+    ``net`` maps z to the standardized means [batch, D].
     In standardized units the scale is MIN_STANDARDIZED_SCALE + softplus(rho_d); the graph maps
     both parameters back through the feature scaling, so log p(x|z) is a density over the raw features.
     ``shared_scale``: one sigma for every feature (with a scaling shared by every feature), set
@@ -93,18 +148,10 @@ class GaussianDecoder(nn.Module):
 
     output_names = ("mean", "log_scale")
 
-    def __init__(
-        self,
-        num_features: int,
-        hidden: Sequence[int],
-        latent_dim: int,
-        scaling: FeatureScaling,
-        shared_scale: bool = False,
-    ) -> None:
+    def __init__(self, net: nn.Module, num_features: int, scaling: FeatureScaling, shared_scale: bool = False) -> None:
         super().__init__()
         self.scaling = scaling
-        self.body = mlp([latent_dim, *hidden])
-        self.mean = nn.Linear(hidden[-1], num_features)
+        self.net = net
         # softplus(0.5413) = 1: start at unit standardized scale.
         self.rho = nn.Parameter(torch.full((1 if shared_scale else num_features,), 0.5413))
         self.shared_scale = shared_scale
@@ -130,7 +177,7 @@ class GaussianDecoder(nn.Module):
         self._squared_error = [0.0, 0]
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        standardized_mean = self.mean(self.body(z))
+        standardized_mean = self.net(z)
         log_scale = torch.log(MIN_STANDARDIZED_SCALE + F.softplus(self.rho)) + torch.log(self.scaling.scale)
         return self.scaling.unstandardize(standardized_mean), log_scale.expand_as(standardized_mean)
 
@@ -214,15 +261,43 @@ def build_vae(
     loc: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     shared_scale: bool = False,
+    arch: str = "mlp",
+    input_shape: Sequence[int] | None = None,
 ) -> Vae:
     """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs;
-    ``shared_scale`` (Gaussian only) learns one decoder scale for all features instead of one each."""
+    ``shared_scale`` (Gaussian only) learns one decoder scale for all features instead of one each.
+
+    ``arch`` "mlp": ``hidden`` are the layer sizes (the decoder mirrors them). "conv": ``hidden``
+    are the channels of the stride-2 convolutions, each followed by ReLU, then a dense layer of
+    CONV_DENSE features; the decoder mirrors it with transposed convolutions. ``input_shape`` is
+    [C, H, W] (a 2-D shape is one grey channel).
+    """
     scaling = FeatureScaling(num_features, loc, scale)
-    encoder = Encoder(num_features, hidden, latent_dim, scaling)
+    if arch == "mlp":
+        encoder = Encoder(mlp([num_features, *hidden]), hidden[-1], latent_dim, scaling)
+        decoder_net = nn.Sequential(*mlp([latent_dim, *reversed(hidden)]), nn.Linear(hidden[0], num_features))
+    elif arch == "conv":
+        shape = conv_input_shape(input_shape, num_features)
+        encoder = Encoder(ConvEncoderBody(shape, hidden, CONV_DENSE), CONV_DENSE, latent_dim, scaling)
+        decoder_net = ConvDecoderNet(shape, hidden, CONV_DENSE, latent_dim)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}")
     if likelihood == "bernoulli":
-        decoder = BernoulliDecoder(num_features, list(reversed(hidden)), latent_dim)
+        decoder = BernoulliDecoder(decoder_net)
     elif likelihood == "gaussian":
-        decoder = GaussianDecoder(num_features, list(reversed(hidden)), latent_dim, scaling, shared_scale)
+        decoder = GaussianDecoder(decoder_net, num_features, scaling, shared_scale)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}")
     return Vae(encoder, decoder, likelihood)
+
+
+def conv_input_shape(input_shape: Sequence[int] | None, num_features: int) -> tuple[int, int, int]:
+    """[C, H, W] of a conv model's input: a 2-D example shape is one grey channel."""
+    shape = tuple(input_shape or ())
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or math.prod(shape) != num_features:
+        raise ValueError(
+            f"--arch conv needs images [C, H, W] or [H, W]; this data's examples are {list(shape) or [num_features]}"
+        )
+    return shape

@@ -1,8 +1,9 @@
 """``vae-train train``: from data to a verified, published bundle and its training report.
 
-``run_training`` composes one function per step: resolve the config, load the splits, train,
-evaluate in torch, export to ONNX, calibrate the anomaly scores through ONNX Runtime, build and
-seal the manifest, verify and publish the bundle, draw the report.
+``run_training`` composes one function per step: resolve the config, load the splits (raw values,
+as clients send them) and map them into the model's space, train, evaluate in torch, then hand the
+model to ``export_bundle`` (the same path as any user's model: export, parity, calibration on the
+raw validation rows, manifest, verify, publish), and draw the report.
 """
 
 import argparse
@@ -11,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Manifest, Metrics, SplitMetrics
 from vae_serve.core.runtime import OnnxVae
-from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
-from vae_serve.export.calibration import calibrate
-from vae_serve.export.config import TrainConfig, default_name, resolve_config
+from vae_serve.export.api import export_bundle
+from vae_serve.export.config import TrainConfig, default_name, resolve_config, source_options
 from vae_serve.export.data import DataError, Splits, load_source, make_splits, parse_classes
 from vae_serve.export.evaluate import evaluate_bounds
-from vae_serve.export.manifest_builder import build_manifest
-from vae_serve.export.model import Vae
-from vae_serve.export.onnx_export import PARITY_EXAMPLES, export_vae
+from vae_serve.export.manifest_builder import likelihood_spec, training_record
+from vae_serve.export.model import Vae, conv_grid, conv_input_shape
 from vae_serve.export.report import report_dir_for, write_report
 from vae_serve.export.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
 
@@ -28,16 +28,28 @@ from vae_serve.export.training import EVAL_BINARIZATION_SEED, TrainResult, evalu
 VALIDATION_IWAE_K = 100
 
 
-def load_splits(args: argparse.Namespace, likelihood: str) -> Splits:
-    """The train / validation / test rows of ``--dataset``; Bernoulli data must lie in [0, 1]."""
-    source = load_source(args.dataset, args.data_dir, args.labels)
-    splits = make_splits(source, parse_classes(args.classes), validation_fraction=args.validation_fraction)
+def load_splits(args: argparse.Namespace, likelihood: str) -> tuple[Splits, Splits]:
+    """The train / validation / test rows of ``--dataset``, raw and in the model's space; Bernoulli
+    data must lie in [0, 1] in the model's space."""
+    source = load_source(args.dataset, args.data_dir, args.labels, source_options(args))
+    raw = make_splits(source, parse_classes(args.classes), validation_fraction=args.validation_fraction)
+    splits = raw.in_model_space()
     low, high = float(splits.train.x.min()), float(splits.train.x.max())
     if likelihood == "bernoulli" and (low < 0.0 or high > 1.0):
         raise DataError(
             f"bernoulli likelihood needs values in [0, 1], data spans [{low:g}, {high:g}]; use --likelihood gaussian"
         )
-    return splits
+    return raw, splits
+
+
+def check_architecture(config: TrainConfig, splits: Splits) -> None:
+    """``--arch conv`` needs images whose height and width the convolutions divide exactly."""
+    if config.arch != "conv":
+        return
+    try:
+        conv_grid(conv_input_shape(splits.example_shape, splits.train.x.shape[1]), len(config.hidden))
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def evaluate(vae: Vae, splits: Splits, config: TrainConfig, iwae_k: int, seed: int) -> Metrics:
@@ -61,7 +73,7 @@ def evaluate(vae: Vae, splits: Splits, config: TrainConfig, iwae_k: int, seed: i
 
 
 def report(out: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, splits: Splits, scores: dict) -> Path:
-    """Draw the training report beside the bundle; returns its folder."""
+    """Draw the training report beside the bundle (``splits`` in the model's space); returns its folder."""
     folder = report_dir_for(out)
     calibration = manifest.calibration
     write_report(
@@ -116,26 +128,28 @@ def run_training(args: argparse.Namespace) -> dict:
     config = resolve_config(args)
     if args.out.exists() and not args.force:
         raise DataError(f"{args.out} already exists; pass --force to replace it")
-    splits = load_splits(args, config.likelihood)
-    result = train_vae(config, splits.train.x, splits.validation.x, args.progress)
+    raw, splits = load_splits(args, config.likelihood)
+    check_architecture(config, splits)
+    result = train_vae(config, splits.train.x, splits.validation.x, args.progress, splits.example_shape)
     metrics = evaluate(result.vae, splits, config, args.iwae_k, args.seed)
-    staging = staging_dir_for(args.out)
-    graphs = export_vae(result.vae, staging, splits.validation.x[:PARITY_EXAMPLES])
-    vae = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", config.likelihood)
-    rows = f"validation split ({len(splits.validation)} examples, values as clients send them, not binarized)"
-    scores, calibration = calibrate(vae, splits.validation.x, args.seed, rows, args.progress)
-    name = args.name or default_name(args.dataset, parse_classes(args.classes))
-    body = build_manifest(
-        name=name,
+    exported = export_bundle(
+        result.vae.encoder,
+        result.vae.decoder,
+        likelihood=config.likelihood,
+        input_shape=splits.example_shape,
+        calibration_data=raw.validation.x,
+        out=args.out,
+        name=args.name or default_name(args.dataset, parse_classes(args.classes)),
         version=args.version,
-        config=config,
-        splits=splits,
-        result=result,
-        graphs=graphs,
+        preprocessing=raw.preprocessing,
+        training=training_record(config, splits, result),
         metrics=metrics,
-        calibration=calibration,
+        seed=args.seed,
+        force=args.force,
+        progress=args.progress,
+        value_range=raw.value_range,
+        likelihood_spec=likelihood_spec(result.vae),
     )
-    manifest = write_manifest(staging, body)
-    publish(staging, args.out, args.force)
-    report_folder = report(args.out, result, vae, manifest, splits, scores)
-    return summary(args.out, report_folder, manifest, result, time.perf_counter() - started)
+    vae = load_bundle(args.out).vae
+    report_folder = report(args.out, result, vae, exported.manifest, splits, exported.calibration_scores)
+    return summary(args.out, report_folder, exported.manifest, result, time.perf_counter() - started)

@@ -35,18 +35,32 @@ def _pyplot():
     return plt
 
 
-def _draw_rows(axes, rows: np.ndarray, example_shape: tuple[int, ...], title: str) -> None:
-    """Images in a grid when examples are 2-D, else one heat map of rows x features."""
+def _image_layout(example_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(channels, height, width) of grey [H, W] / [1, H, W] or colour [3, H, W] examples; else None."""
     if len(example_shape) == 2:
-        height, width = example_shape
+        return (1, *example_shape)
+    if len(example_shape) == 3 and example_shape[0] in (1, 3):
+        return tuple(example_shape)
+    return None
+
+
+def _draw_rows(axes, rows: np.ndarray, example_shape: tuple[int, ...], title: str) -> None:
+    """Images in a grid when examples are images (grey or [3, H, W] colour), else one heat map of
+    rows x features. Rows are in the model's space, [0, 1] for images."""
+    layout = _image_layout(tuple(example_shape))
+    if layout is not None:
+        channels, height, width = layout
         count = len(rows)
         columns = min(count, GRID_SIDE)
         lines = -(-count // columns)
-        canvas = np.ones((lines * (height + 1), columns * (width + 1)))
+        canvas = np.ones((lines * (height + 1), columns * (width + 1), channels))
         for index, row in enumerate(rows):
             top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
-            canvas[top : top + height, left : left + width] = row.reshape(example_shape)
-        axes.imshow(canvas, cmap="gray_r", interpolation="nearest")
+            canvas[top : top + height, left : left + width] = row.reshape(layout).transpose(1, 2, 0)
+        if channels == 1:
+            axes.imshow(canvas[..., 0], cmap="gray_r", interpolation="nearest")
+        else:
+            axes.imshow(np.clip(canvas, 0.0, 1.0), interpolation="nearest")
         axes.set_axis_off()
     else:
         image = axes.imshow(rows, aspect="auto", cmap="viridis", interpolation="nearest")

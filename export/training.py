@@ -64,14 +64,29 @@ def kl_weight(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
 
 
 def train_vae(
-    config: TrainConfig, train_x: np.ndarray, validation_x: np.ndarray, show_progress: bool | None = None
+    config: TrainConfig,
+    train_x: np.ndarray,
+    validation_x: np.ndarray,
+    show_progress: bool | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> TrainResult:
-    """Train from scratch. The same config and data give the same weights (fixed seed, CPU)."""
+    """Train from scratch. The same config and data give the same weights (fixed seed, CPU).
+    ``input_shape`` is one example's shape (``--arch conv`` needs it)."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     loc, scale = standardization(train_x, config.likelihood, config.decoder_scale)
     shared = config.decoder_scale == "shared"
-    vae = build_vae(train_x.shape[1], config.hidden, config.latent_dim, config.likelihood, loc, scale, shared)
+    vae = build_vae(
+        train_x.shape[1],
+        config.hidden,
+        config.latent_dim,
+        config.likelihood,
+        loc,
+        scale,
+        shared,
+        config.arch,
+        input_shape,
+    )
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     data = torch.from_numpy(train_x)
     validation_view = evaluation_view(validation_x, config)

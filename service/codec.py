@@ -6,7 +6,8 @@ import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.errors import InvalidInput
-from vae_serve.core.manifest import Manifest
+from vae_serve.core.manifest import Manifest, Preprocessing
+from vae_serve.core.preprocessing import IDENTITY
 
 FLOAT32_LE = np.dtype("<f4")
 # Tensor.dtype -> the numpy type of its bytes; every other value is refused.
@@ -74,16 +75,32 @@ def input_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
 
 
 def input_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:
-    """A request's model inputs as float32 [n, D]: the checks of ``rows_from_tensor``, and for a
-    Bernoulli model, whose likelihood is defined on [0, 1] only, values inside that range."""
+    """A request's model inputs as float32 [n, D] of raw values: the checks of ``rows_from_tensor``,
+    and for a Bernoulli model, whose likelihood is defined on [0, 1] only, values that the bundle's
+    preprocessing maps into that range (e.g. 0..255 for pixel / 255)."""
     x = rows_from_tensor(tensor, field, input_shapes(manifest), max_rows)
-    if manifest.likelihood.name == "bernoulli" and (x.min() < 0.0 or x.max() > 1.0):
-        row, feature = np.argwhere((x < 0.0) | (x > 1.0))[0]
-        raise InvalidInput(
-            f"{field}: value {x[row, feature]:g} in row {row}, feature {feature} is outside [0, 1], the range of "
-            "this Bernoulli model's data"
-        )
+    if manifest.likelihood.name == "bernoulli":
+        low, high = bernoulli_raw_range(manifest.preprocessing)
+        outside = (x < low) | (x > high)
+        if outside.any():
+            row, feature = np.argwhere(outside)[0]
+            raise InvalidInput(
+                f"{field}: value {x[row, feature]:g} in row {row}, feature {feature} is outside "
+                f"[{_at(low, feature):g}, {_at(high, feature):g}], the range of this Bernoulli model's raw data "
+                "(its preprocessing maps that range onto [0, 1])"
+            )
     return x
+
+
+def bernoulli_raw_range(spec: Preprocessing | None) -> tuple[np.ndarray, np.ndarray]:
+    """The raw values that x_model = (x - loc) / scale maps onto [0, 1]: [loc, loc + scale]."""
+    spec = spec or IDENTITY
+    loc, scale = np.asarray(spec.loc, np.float32), np.asarray(spec.scale, np.float32)
+    return loc, loc + scale
+
+
+def _at(bound: np.ndarray, feature: int) -> float:
+    return float(bound[feature] if bound.size > 1 else bound[0])
 
 
 def latent_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core import work
 from vae_serve.core.errors import InvalidInput, NotCalibrated
+from vae_serve.core.preprocessing import IDENTITY
 from vae_serve.core.scores import score_named
 from vae_serve.service import codec
 from vae_serve.service.dataplane import DataPlane, ServedModel
@@ -39,6 +40,12 @@ def temperature_of(request) -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise InvalidInput(f"temperature: {temperature} must be a finite number > 0")
     return temperature
+
+
+def preprocessing_info(spec) -> vae_pb2.Preprocessing:
+    """The bundle's input map; a format-1 bundle has none, which is the identity."""
+    spec = spec or IDENTITY
+    return vae_pb2.Preprocessing(loc=spec.loc, scale=spec.scale, description=spec.description)
 
 
 def split_metrics(metrics) -> vae_pb2.SplitMetrics:
@@ -247,4 +254,5 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             max_row_samples=limits.max_row_samples,
             max_sample_n=limits.max_sample_n,
             max_stream_sample_n=limits.max_stream_sample_n,
+            preprocessing=preprocessing_info(manifest.preprocessing),
         )

@@ -58,9 +58,10 @@ def tensor_defects(width: int, field: str) -> list[tuple[str, vae_pb2.Tensor, st
     ]
 
 
+# The digits bundle takes raw grey levels 0..16 (its preprocessing maps them to [0, 1]).
 RANGE_DEFECTS = [
-    ("just above 1", with_value(1.0001, FEATURES), r"outside \[0, 1\]"),
-    ("just below 0", with_value(-0.001, FEATURES), r"outside \[0, 1\]"),
+    ("just above 16", with_value(16.001, FEATURES), r"outside \[0, 16\], the range of this Bernoulli model's raw data"),
+    ("just below 0", with_value(-0.001, FEATURES), r"outside \[0, 16\].*maps that range onto \[0, 1\]"),
     ("huge", with_value(1e30, FEATURES), r"1e\+30 in row 1, feature 5 is outside"),
     ("255 pixel", with_value(255.0, FEATURES), r"value 255 in row 1"),
 ]
@@ -221,7 +222,7 @@ def oip_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
     nan = rows.copy()
     nan[1, 2] = np.nan
     above = rows.copy()
-    above[0, 0] = 2.0
+    above[0, 0] = 17.0
     int_param = oip_pb2.InferParameter
     cases += [
         ("OIP two raw contents", "ModelInfer", two_raw, INVALID, r"raw_input_contents has 2 entries for 1 input"),
@@ -233,7 +234,7 @@ def oip_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
         ("OIP wrong input name", "ModelInfer", infer("digits-decoder", "x", rows), INVALID, r"named 'z'"),
         ("OIP z width", "ModelInfer", infer("digits-decoder", "z", rows), INVALID, r"z: shape \[3, 64\] does not fit"),
         ("OIP nan", "ModelInfer", infer("digits-elbo", "x", nan), INVALID, r"non-finite value .* in row 1"),
-        ("OIP above 1", "ModelInfer", infer("digits-elbo", "x", above), INVALID, r"value 2 in row 0, feature 0"),
+        ("OIP above 16", "ModelInfer", infer("digits-elbo", "x", above), INVALID, r"value 17 in row 0, feature 0"),
         ("OIP k 0", "ModelInfer", infer("digits-elbo", "x", rows, k=int_param(int64_param=0)), INVALID, r"k: 0 is out"),
         ("OIP k 51", "ModelInfer", infer("digits-elbo", "x", rows, k=int_param(int64_param=51)), INVALID, r"k: 51"),
         (

@@ -14,7 +14,7 @@ from vae_serve.export.evaluate import binarize
 
 
 def validation_rows(count: int = 120) -> np.ndarray:
-    splits = make_splits(load_source("digits"))
+    splits = make_splits(load_source("digits")).in_model_space()
     return binarize(splits.validation.x[:count], seed=0)
 
 
@@ -43,7 +43,7 @@ def test_served_bounds_agree_with_the_training_metrics(digits_bundle):
     # Monte-Carlo error of the two independent estimates (ELBO: 4 SE; IWAE-200: 0.5 nats, its
     # per-example estimator spread being ~0.1 nats here).
     bundle = load_bundle(digits_bundle)
-    splits = make_splits(load_source("digits"))
+    splits = make_splits(load_source("digits")).in_model_space()
     x = binarize(splits.test.x, seed=20260)
     served = estimate_bounds(bundle.vae, x, 200, np.random.default_rng(11))
     recorded = bundle.manifest.metrics.test
@@ -54,7 +54,7 @@ def test_served_bounds_agree_with_the_training_metrics(digits_bundle):
 
 def test_anomaly_scores_are_calibrated_on_validation_data(digits_bundle):
     bundle = load_bundle(digits_bundle)
-    splits = make_splits(load_source("digits"))
+    splits = make_splits(load_source("digits"))  # raw grey levels, as clients send them
     calibration = bundle.manifest.calibration
     recomputed = anomaly_scores(bundle.vae, splits.validation.x, list(calibration.scores), calibration.seed)
     for name, values in recomputed.items():
@@ -63,6 +63,6 @@ def test_anomaly_scores_are_calibrated_on_validation_data(digits_bundle):
         np.testing.assert_allclose(stored.quantiles[500], np.median(values), rtol=1e-4)
         np.testing.assert_allclose([stored.quantiles[0], stored.quantiles[-1]], [values.min(), values.max()], rtol=1e-4)
     # Noise images score as far more anomalous than the normal data's 99th percentile.
-    noise = np.random.default_rng(0).random((20, 64)).astype(np.float32)
+    noise = (16 * np.random.default_rng(0).random((20, 64))).astype(np.float32)
     noise_scores = anomaly_scores(bundle.vae, noise, ["negative_iwae"], seed=0)["negative_iwae"]
     assert np.all(noise_scores > calibration.scores["negative_iwae"].quantiles[990])

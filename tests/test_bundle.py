@@ -26,7 +26,8 @@ def rewrite_manifest(bundle: Path, edit) -> None:
 def test_round_trip_fields_and_golden_outputs(digits_bundle):
     bundle = load_bundle(digits_bundle)
     manifest = bundle.manifest
-    assert manifest.format_version == 1
+    assert manifest.format_version == 2
+    assert manifest.preprocessing.loc == [0.0] and manifest.preprocessing.scale == [16.0]
     assert (manifest.name, manifest.version) == ("digits", "1")
     assert manifest.input.shape == [8, 8] and manifest.input.num_features == 64
     assert manifest.likelihood.name == "bernoulli"
@@ -155,8 +156,33 @@ def test_file_names_cannot_leave_the_bundle(bundle_copy):
 
 
 def test_unsupported_format_version_is_refused(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda document: document.update(format_version=2))
-    with pytest.raises(BundleError, match="format_version 2 is not supported"):
+    rewrite_manifest(bundle_copy, lambda document: document.update(format_version=3))
+    with pytest.raises(BundleError, match=r"format_version 3 is not supported \(this reader understands 1, 2\)"):
+        load_bundle(bundle_copy)
+
+
+def test_a_format_1_bundle_still_loads_and_has_no_preprocessing(bundle_copy):
+    def as_format_1(document):
+        document["format_version"] = 1
+        del document["preprocessing"]
+
+    rewrite_manifest(bundle_copy, as_format_1)
+    bundle = load_bundle(bundle_copy)
+    assert bundle.manifest.preprocessing is None and bundle.vae.preprocessing is None
+    rows = np.full((2, 64), 0.5, np.float32)
+    assert bundle.vae.to_model(rows) is rows
+
+
+@pytest.mark.parametrize(
+    ("preprocessing", "message"),
+    [
+        ({"loc": [0.0], "scale": [0.0], "description": "x"}, "must be > 0"),
+        ({"loc": [0.0, 1.0], "scale": [1.0], "description": "x"}, "need 1 or 64 values"),
+    ],
+)
+def test_bad_preprocessing_is_refused(bundle_copy, preprocessing, message):
+    rewrite_manifest(bundle_copy, lambda document: document.update(preprocessing=preprocessing))
+    with pytest.raises(BundleError, match=message):
         load_bundle(bundle_copy)
 
 

@@ -42,13 +42,16 @@ def idx_dir(tmp_path):
     return tmp_path, files
 
 
-def test_idx_directory_loads_scaled_rows(idx_dir):
+def test_idx_directory_loads_raw_rows_that_the_bundle_scales(idx_dir):
     directory, files = idx_dir
     source = load_source(f"idx:{directory}")
     assert source.example_shape == (6, 5)
-    np.testing.assert_allclose(source.train.x, files["train-images-idx3-ubyte"].reshape(50, 30) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(source.train.x, files["train-images-idx3-ubyte"].reshape(50, 30))
     np.testing.assert_array_equal(source.test.y, files["t10k-labels-idx1-ubyte"])
-    assert source.value_range == (0.0, 1.0)
+    assert source.value_range == (0.0, 255.0) and source.preprocessing.scale == [255.0]
+    model_space = make_splits(source).in_model_space()
+    expected = files["t10k-images-idx3-ubyte"].reshape(-1, 30) / 255.0
+    np.testing.assert_allclose(model_space.test.x, expected, rtol=1e-6)
 
 
 def test_bad_idx_magic_is_a_clear_error(tmp_path):
@@ -75,10 +78,13 @@ def test_fashion_mnist_cli_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_digits_is_embedded_and_in_unit_range():
+def test_digits_is_embedded_raw_and_scaled_by_the_bundle():
     source = load_source("digits")
     assert source.train.x.shape == (1797, 64) and source.test is None
-    assert source.train.x.min() == 0.0 and source.train.x.max() == 1.0
+    assert source.train.x.min() == 0.0 and source.train.x.max() == 16.0
+    assert (source.preprocessing.loc, source.preprocessing.scale) == ([0.0], [16.0])
+    model_space = make_splits(source).in_model_space()
+    assert model_space.train.x.min() == 0.0 and model_space.train.x.max() == 1.0
 
 
 def numbered_source(count: int, classes: int = 3) -> SourceData:

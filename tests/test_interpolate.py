@@ -138,7 +138,7 @@ def test_draws_are_seeded_bernoulli_draws_and_paths_batch_bit_identically(server
             "steps: 1 is out of range",
         ),
         ({"z_start": np.zeros((2, 7)), "z_end": np.zeros((2, 8)), "steps": 4}, "z_start: shape [2, 7] does not fit"),
-        ({"x_start": np.full((1, 64), 2.0), "z_end": np.zeros((1, 8)), "steps": 4}, "outside [0, 1]"),
+        ({"x_start": np.full((1, 64), 17.0), "z_end": np.zeros((1, 8)), "steps": 4}, "outside [0, 16]"),
         ({"z_start": np.zeros((2, 8)), "z_end": np.zeros((2, 8)), "steps": 4, "path": 7}, "path: unknown"),
         (
             {"z_start": np.zeros((1, 8)), "z_end": np.zeros((1, 8)), "steps": 1000, "num_samples": 300},

@@ -28,8 +28,13 @@ class Reference:
         self.decoder = ort.InferenceSession(str(bundle_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
         self.manifest = json.loads((bundle_dir / "manifest.json").read_text())
 
+    def to_model(self, x):
+        """The manifest's preprocessing, written out: raw rows -> the model's space."""
+        spec = self.manifest["preprocessing"]
+        return ((x - np.float32(spec["loc"])) / np.float32(spec["scale"])).astype(np.float32)
+
     def encode(self, x):
-        return self.encoder.run(["z_mean", "z_logvar"], {"x": x})
+        return self.encoder.run(["z_mean", "z_logvar"], {"x": self.to_model(x)})
 
     def logits(self, z):
         return self.decoder.run(["logits"], {"z": z})[0]
@@ -37,6 +42,7 @@ class Reference:
     def log_weights(self, x, eps):
         """log p(x|z) + log p(z) - log q(z|x) for z = mean + sigma * eps, eps [k, n, L]."""
         mean, logvar = self.encode(x)
+        x = self.to_model(x)
         z = mean + np.exp(0.5 * logvar) * eps
         logits = self.logits(z.reshape(-1, z.shape[-1]).astype(np.float32)).reshape(*z.shape[:2], -1)
         log_px = np.sum(x * logits - np.logaddexp(0, logits), axis=-1)
@@ -146,7 +152,7 @@ def test_reconstruction_score_percentiles_and_threshold(server, reference, digit
         )
     )
     mean, _ = reference.encode(digits_x)
-    expected = np.sum((digits_x - special.expit(reference.logits(mean))) ** 2, axis=1)
+    expected = np.sum((reference.to_model(digits_x) - special.expit(reference.logits(mean))) ** 2, axis=1)
     np.testing.assert_allclose(reply.scores, expected, rtol=1e-5)
     calibration = reference.manifest["calibration"]
     levels = np.asarray(calibration["quantile_levels"])
@@ -167,7 +173,7 @@ def test_feature_errors_on_request(server, reference, digits_x):
         )
     )
     mean, _ = reference.encode(digits_x)
-    expected = (digits_x - special.expit(reference.logits(mean))) ** 2
+    expected = (reference.to_model(digits_x) - special.expit(reference.logits(mean))) ** 2
     errors = array(reply.feature_errors)
     assert errors.shape == digits_x.shape
     np.testing.assert_allclose(errors, expected, rtol=1e-5, atol=1e-7)
@@ -192,14 +198,14 @@ def test_reconstruction_probability_and_complexity_corrected_scores(server, refe
     )
     _, log_w, _ = reference.log_weights(digits_x, eps(100))
     iwae_bits = -(special.logsumexp(log_w, axis=0) - np.log(100)) / np.log(2)
-    quantized = np.clip(np.rint(digits_x * 255), 0, 255).astype(np.uint8)
+    quantized = np.clip(np.rint(reference.to_model(digits_x) * 255), 0, 255).astype(np.uint8)
     compressed = np.array([8 * len(zlib.compress(row.tobytes(), 9)) for row in quantized])
     np.testing.assert_allclose(corrected.scores, iwae_bits - compressed, rtol=1e-5)
     assert np.isfinite(corrected.threshold) and 0 < corrected.p_value[0] <= 1
 
 
 def test_explicit_threshold_and_default_score(server, digits_x):
-    noise = np.random.default_rng(0).random((8, 64)).astype(np.float32)
+    noise = (16 * np.random.default_rng(0).random((8, 64))).astype(np.float32)  # raw grey levels 0..16
     x = np.concatenate([digits_x[:8], noise])
     request = vae_pb2.ScoreAnomalyRequest(x=tensor(x), score=vae_pb2.SCORE_TYPE_NEGATIVE_IWAE, score_threshold=40.0)
     reply = server.stub.ScoreAnomaly(request)

@@ -84,18 +84,18 @@ CASES = [
     ),
     ("nan", "Elbo", vae_pb2.ElboRequest(x=with_value(np.nan)), INVALID, r"non-finite value .* in row 1"),
     (
-        "above 1",
+        "above 16",
         "Elbo",
-        vae_pb2.ElboRequest(x=with_value(1.5)),
+        vae_pb2.ElboRequest(x=with_value(16.5)),
         INVALID,
-        r"value 1.5 in row 1, feature \d+ is outside \[0, 1\]",
+        r"value 16.5 in row 1, feature \d+ is outside \[0, 16\]",
     ),
     (
         "below 0",
         "ScoreAnomaly",
         vae_pb2.ScoreAnomalyRequest(x=with_value(-0.25)),
         INVALID,
-        r"-0.25 .* outside \[0, 1\]",
+        r"-0.25 .* outside \[0, 16\]",
     ),
     (
         "inf",

@@ -88,7 +88,7 @@ def test_gaussian_decoder_with_one_shared_scale(tmp_path, capsys):
     # That sigma is the maximum-likelihood one, the root mean squared error of reconstructions from
     # posterior draws on the training rows. It was set from the last epoch's batches while the weights
     # still moved, so agreement within 5 % is expected (0.5 % measured).
-    x = make_splits(load_source("digits", None, None), None, validation_fraction=0.1).train.x
+    x = make_splits(load_source("digits", None, None), None, validation_fraction=0.1).in_model_space().train.x
     z_mean, z_logvar = bundle.vae.encode(x)
     z = z_mean + np.exp(0.5 * z_logvar) * np.random.default_rng(4).standard_normal(z_mean.shape).astype(np.float32)
     rmse = float(np.sqrt(((x - bundle.vae.decode(z)["mean"]) ** 2).mean()))

@@ -316,8 +316,18 @@ class ScoreCalibration(_message.Message):
     quantiles: _containers.RepeatedCompositeFieldContainer[Quantile]
     def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ...) -> None: ...
 
+class Preprocessing(_message.Message):
+    __slots__ = ("loc", "scale", "description")
+    LOC_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    loc: _containers.RepeatedScalarFieldContainer[float]
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    description: str
+    def __init__(self, loc: _Optional[_Iterable[float]] = ..., scale: _Optional[_Iterable[float]] = ..., description: _Optional[str] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n")
+    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +345,7 @@ class ModelInfo(_message.Message):
     MAX_ROW_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_features: int
@@ -352,4 +363,5 @@ class ModelInfo(_message.Message):
     max_row_samples: int
     max_sample_n: int
     max_stream_sample_n: int
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ...) -> None: ...
+    preprocessing: Preprocessing
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates the peer-server venvs bench/.venvs/triton (PyTriton) and bench/.venvs/mlserver (idempotent).
-# Usage: bash bench/peers/install.sh [triton|mlserver ...]   (default: both)
+# Creates the peer-server venvs bench/.venvs/triton (PyTriton) and bench/.venvs/mlserver (idempotent),
+# and on request bench/.venvs/perf (perf_analyzer) and bench/.venvs/pyod (PyOD anomaly detectors).
+# Usage: bash bench/peers/install.sh [triton|mlserver|perf|pyod ...]   (default: triton and mlserver)
 # PYTHON selects the interpreter (default python3; it must be CPython 3.11 with a shared libpython
 # for PyTriton, e.g. pyenv's). These venvs are never part of the project's pyproject.
 set -euo pipefail

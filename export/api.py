@@ -1,0 +1,218 @@
+"""``export_bundle``: any PyTorch VAE (an encoder and a decoder) to a verified, served bundle.
+
+The one way a bundle is written: ``vae-train`` calls it too. Every check that can be made in torch
+runs before anything is written; the rest (export, ONNX Runtime parity, calibration, the loader's
+own verification) runs in a staging folder that is removed on failure, so a refused model never
+leaves a partial bundle behind. See docs/your-model.md for a complete script.
+"""
+
+import json
+import math
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from vae_serve.core.bounds import estimate_bounds, latent_generator
+from vae_serve.core.manifest import (
+    NAME_PATTERN,
+    InputSpec,
+    LikelihoodSpec,
+    Manifest,
+    Metrics,
+    Preprocessing,
+    SplitMetrics,
+)
+from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
+from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae
+from vae_serve.export.bundle_writer import PublishError, publish, staging_dir_for, write_manifest
+from vae_serve.export.calibration import calibrate
+from vae_serve.export.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
+from vae_serve.export.onnx_export import PARITY_EXAMPLES, export_graphs
+from vae_serve.export.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
+
+# Importance samples of the metrics export_bundle measures itself when none are given.
+DEFAULT_IWAE_K = 100
+MIN_CALIBRATION_ROWS = 10
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    """What ``export_bundle`` wrote: where, its sealed manifest, and each score of every calibration row."""
+
+    path: Path
+    manifest: Manifest
+    calibration_scores: dict[str, np.ndarray]
+
+
+def _flat_rows(values: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
+    """[n, *input_shape] or [n, D] numeric, finite -> float32 [n, D]."""
+    values = np.asarray(values)
+    features = math.prod(input_shape)
+    if not np.issubdtype(values.dtype, np.number) or values.ndim < 2:
+        raise ModelError(f"{what}: need a numeric array [n, *input_shape], got {values.dtype} {list(values.shape)}")
+    if tuple(values.shape[1:]) not in (input_shape, (features,)):
+        raise ModelError(
+            f"{what}: rows of shape {list(values.shape[1:])} do not match input_shape {list(input_shape)} "
+            f"(or its {features} flattened features)"
+        )
+    rows = values.reshape(len(values), features).astype(np.float32)
+    if not np.isfinite(rows).all():
+        raise ModelError(f"{what}: contains NaN or infinite values")
+    return rows
+
+
+def _check_arguments(likelihood: str, name: str, version: str, out: Path, force: bool, training: dict | None) -> None:
+    if likelihood not in DECODER_OUTPUTS:
+        raise ModelError(f"likelihood {likelihood!r} is not supported; use one of {sorted(DECODER_OUTPUTS)}")
+    for label, value in (("name", name), ("version", version)):
+        if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
+            raise ModelError(f"{label} {value!r}: use letters, digits and _.- (a letter or digit first)")
+    if out.exists() and not force:
+        raise PublishError(f"{out} already exists; pass force=True to replace it")
+    try:
+        json.dumps(training, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"training must be JSON-serialisable with finite numbers ({error})") from None
+
+
+def _check_likelihood_range(likelihood: str, x_model: np.ndarray, preprocessing: Preprocessing) -> None:
+    """A Bernoulli likelihood is over values in [0, 1]: raw pixels need their scaling in the bundle."""
+    low, high = float(x_model.min()), float(x_model.max())
+    if likelihood == "bernoulli" and (low < 0.0 or high > 1.0):
+        raise ModelError(
+            f"a bernoulli likelihood needs values in [0, 1] after preprocessing ({preprocessing.description}); "
+            f"the calibration data spans [{low:g}, {high:g}]. Pass preprocessing=pixel_scaling(255) for 0-255 "
+            "pixels, or use likelihood='gaussian'"
+        )
+
+
+def measured_metrics(vae: OnnxVae, validation: np.ndarray, test: np.ndarray | None, iwae_k: int, seed: int) -> Metrics:
+    """ELBO and IWAE-k of model-space rows, measured through ONNX Runtime with the serving code."""
+
+    def split(x: np.ndarray) -> SplitMetrics:
+        bounds = estimate_bounds(vae, x, iwae_k, latent_generator(seed))
+        nll = -float(bounds.iwae.mean())
+        return SplitMetrics(
+            num_examples=len(x),
+            elbo_nats=float(bounds.elbo.mean()),
+            iwae_nll_nats=nll,
+            iwae_k=iwae_k,
+            bits_per_dim=nll / (x.shape[1] * math.log(2.0)),
+        )
+
+    validation_metrics = split(validation)
+    return Metrics(
+        validation=validation_metrics,
+        test=validation_metrics if test is None else split(test),
+        binarization="none: metrics on the data as given"
+        + ("" if test is not None else "; no test data was given, so test repeats the calibration rows"),
+    )
+
+
+def export_bundle(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    *,
+    likelihood: str,
+    input_shape: Sequence[int],
+    calibration_data: np.ndarray,
+    out: str | Path,
+    name: str,
+    version: str = "1",
+    preprocessing: Preprocessing | None = None,
+    test_data: np.ndarray | None = None,
+    training: dict | None = None,
+    metrics: Metrics | None = None,
+    iwae_k: int = DEFAULT_IWAE_K,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool | None = False,
+    value_range: tuple[float | None, float | None] = (None, None),
+    likelihood_spec: LikelihoodSpec | None = None,
+) -> ExportedBundle:
+    """Export a PyTorch VAE as a verified bundle that ``vae-serve`` serves with every rpc.
+
+    Args:
+        encoder: x [batch, *input_shape] (model space) -> (z_mean, z_logvar), each [batch, L].
+        decoder: z [batch, L] -> the likelihood's parameters: ``logits`` for "bernoulli";
+            ``(mean, log_scale)`` for "gaussian", where log_scale broadcasts against the mean (one
+            shared value, one per feature, or one per row and feature).
+        likelihood: "bernoulli" (values in [0, 1] after preprocessing) or "gaussian".
+        input_shape: one example's shape, e.g. (1, 28, 28) or (30,).
+        calibration_data: held-out normal rows, raw (as clients will send them), [n, *input_shape]
+            or [n, D]; every anomaly score is calibrated on them, and they check the model.
+        out: the bundle directory to write (for a model repository: REPO/NAME/VERSION).
+        name, version: the model's name and version.
+        preprocessing: what the server applies to raw inputs, x_model = (x - loc) / scale
+            (``vae_serve.core.preprocessing.pixel_scaling`` or ``standardization``); None: none.
+        test_data: raw rows for the test metrics; None: the metrics repeat the calibration rows.
+        training: anything JSON-serialisable about training (epochs, losses), recorded as is.
+        metrics: the validation and test bounds if already measured; None: measured here
+            through ONNX Runtime with ``iwae_k`` importance samples.
+        iwae_k, seed: importance samples of the measured metrics; seed of every random draw.
+        force: replace ``out`` if it exists.
+        progress: progress bars (None: when stderr is a terminal).
+        value_range: the raw values' range, recorded for clients.
+        likelihood_spec: the manifest's likelihood section, when the caller knows more (vae-train).
+
+    Returns:
+        The bundle's path, its sealed manifest, and the calibration rows' scores.
+
+    Raises:
+        ModelError: the model or data cannot be served (shapes, latent sizes, non-finite outputs,
+            Bernoulli range); nothing is written.
+        ExportError: an op does not export, or ONNX Runtime disagrees with torch beyond tolerance.
+        PublishError: ``out`` exists and ``force`` is false.
+        BundleError: the written bundle does not verify (a bug; please report it).
+    """
+    out, input_shape = Path(out), tuple(int(size) for size in input_shape)
+    preprocessing = preprocessing or IDENTITY
+    _check_arguments(likelihood, name, version, out, force, training)
+    affine = Affine.of(preprocessing)
+    x_raw = _flat_rows(calibration_data, input_shape, "calibration_data")
+    if len(x_raw) < MIN_CALIBRATION_ROWS:
+        raise ModelError(f"calibration_data: need at least {MIN_CALIBRATION_ROWS} rows, got {len(x_raw)}")
+    x_model = to_model(affine, x_raw).astype(np.float32)
+    test_model = None if test_data is None else to_model(affine, _flat_rows(test_data, input_shape, "test_data"))
+    _check_likelihood_range(likelihood, x_model, preprocessing)
+    latent_dim = check_model(encoder, decoder, likelihood, input_shape, x_model)
+    flat_encoder, flat_decoder = FlatEncoder(encoder, input_shape), FlatDecoder(decoder, likelihood, input_shape)
+    staging = staging_dir_for(out)
+    try:
+        graphs = export_graphs(flat_encoder, flat_decoder, staging, x_model[:PARITY_EXAMPLES])
+        vae = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", likelihood, preprocessing=affine)
+        if metrics is None:
+            metrics = measured_metrics(vae, x_model, test_model, iwae_k, seed)
+        rows = f"calibration data ({len(x_raw)} rows, values as clients send them)"
+        scores, calibration = calibrate(vae, x_raw, seed, rows, progress)
+        body = build_manifest(
+            name=name,
+            version=version,
+            input_spec=InputSpec(
+                shape=list(input_shape),
+                num_features=x_raw.shape[1],
+                dtype="float32",
+                value_range=value_range,
+                preprocessing=preprocessing.description,
+            ),
+            preprocessing=preprocessing,
+            latent_dim=latent_dim,
+            likelihood=likelihood_spec or generic_likelihood_spec(likelihood, scale="from the decoder's log_scale"),
+            graphs=graphs,
+            training=training or {},
+            metrics=metrics,
+            calibration=calibration,
+            golden=golden_examples(flat_encoder, flat_decoder, x_model),
+            parity_examples=min(PARITY_EXAMPLES, len(x_model)),
+        )
+        manifest = write_manifest(staging, body)
+        publish(staging, out, force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportedBundle(out, manifest, scores)

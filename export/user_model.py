@@ -1,0 +1,172 @@
+"""A user's own PyTorch encoder and decoder, put into the shape every bundle has, and checked in torch
+before anything is exported.
+
+The served graphs take and return flat rows: the encoder x [batch, D] -> (z_mean, z_logvar)
+[batch, L]; the decoder z [batch, L] -> the likelihood's parameters, each [batch, D]. A user's
+modules take their own shapes ([batch, C, H, W] images, [batch, D] tables), so ``FlatEncoder`` and
+``FlatDecoder`` reshape around them, inside the exported graphs. ``check_model`` runs both on the
+calibration rows and refuses, with what to change, a model whose shapes or values cannot be served.
+"""
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vae_serve.core.runtime import DECODER_OUTPUTS
+
+# Rows run through the modules at once while checking: bounds memory for large conv models.
+CHECK_BATCH_ROWS = 256
+
+
+class ModelError(Exception):
+    """The user's model cannot be served as it is; the message says what to change."""
+
+
+def _as_tuple(outputs) -> tuple:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+class FlatEncoder(nn.Module):
+    """x [batch, D] -> the user's encoder on x [batch, *input_shape] -> (z_mean, z_logvar) [batch, L]."""
+
+    def __init__(self, encoder: nn.Module, input_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.input_shape = tuple(int(size) for size in input_shape)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = _as_tuple(self.encoder(x.reshape(-1, *self.input_shape)))
+        return mean.flatten(1), logvar.flatten(1)
+
+
+class FlatDecoder(nn.Module):
+    """z [batch, L] -> the user's decoder -> the likelihood's parameters, each [batch, D].
+
+    Bernoulli: the decoder returns logits shaped like the input. Gaussian: it returns (mean,
+    log_scale); log_scale may be anything that broadcasts against the mean (one shared value, one
+    per feature, or one per row and feature), so a learned scale is just a parameter it returns.
+    """
+
+    def __init__(self, decoder: nn.Module, likelihood: str, input_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.output_names = DECODER_OUTPUTS[likelihood]
+        self.num_features = math.prod(int(size) for size in input_shape)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = _as_tuple(self.decoder(z))
+        if self.likelihood == "bernoulli":
+            return (outputs[0].reshape(-1, self.num_features),)
+        mean, log_scale = outputs
+        mean = mean.reshape(-1, self.num_features)
+        # Broadcast a shared or per-feature scale to [batch, D] inside the graph: the served
+        # likelihood reads one scale per row and feature.
+        log_scale = log_scale.reshape(-1, self.num_features) if log_scale.dim() > 1 else log_scale
+        return mean, log_scale + torch.zeros_like(mean)
+
+
+def _describe(outputs: tuple) -> str:
+    return ", ".join(str(list(value.shape)) if torch.is_tensor(value) else type(value).__name__ for value in outputs)
+
+
+def _check_encoder_outputs(outputs: tuple, rows: int) -> int:
+    """The encoder returned (mean, logvar), each [rows, L]; returns L."""
+    if len(outputs) != 2 or not all(torch.is_tensor(value) for value in outputs):
+        raise ModelError(
+            f"the encoder must return two tensors (z_mean, z_logvar); it returned {len(outputs)} values "
+            f"({_describe(outputs)})"
+        )
+    mean, logvar = outputs
+    if mean.dim() != 2 or mean.shape[0] != rows or mean.shape != logvar.shape:
+        raise ModelError(
+            f"the encoder's z_mean and z_logvar must both be [batch, latent]; for a batch of {rows} they are "
+            f"{list(mean.shape)} and {list(logvar.shape)}"
+        )
+    return int(mean.shape[1])
+
+
+def _check_decoder_outputs(outputs: tuple, likelihood: str, rows: int, input_shape: tuple[int, ...]) -> None:
+    wanted = len(DECODER_OUTPUTS[likelihood])
+    names = " and ".join(DECODER_OUTPUTS[likelihood])
+    if len(outputs) != wanted or not all(torch.is_tensor(value) for value in outputs):
+        raise ModelError(
+            f"a {likelihood} decoder must return {names}; it returned {len(outputs)} values ({_describe(outputs)})"
+        )
+    main = outputs[0]
+    allowed = ([rows, *input_shape], [rows, math.prod(input_shape)])
+    if list(main.shape) not in allowed:
+        raise ModelError(
+            f"the decoder's {DECODER_OUTPUTS[likelihood][0]} must be [batch, *input_shape] = {allowed[0]} "
+            f"(or flat {allowed[1]}); for a batch of {rows} it is {list(main.shape)}"
+        )
+    if likelihood == "gaussian":
+        features = math.prod(input_shape)
+        log_scale = outputs[1]
+        try:
+            flat = log_scale.reshape(-1, features) if log_scale.dim() > 1 else log_scale
+            torch.broadcast_shapes(flat.shape, (rows, features))
+        except RuntimeError:
+            raise ModelError(
+                f"the decoder's log_scale {list(log_scale.shape)} does not broadcast against the mean "
+                f"{list(main.shape)}: return one value, one per feature, or one per row and feature"
+            ) from None
+
+
+def _run(module: nn.Module, value: torch.Tensor, role: str) -> tuple:
+    try:
+        return _as_tuple(module(value))
+    except Exception as error:  # the user's module: any error is theirs to fix, and we say where
+        raise ModelError(
+            f"the {role} failed on input of shape {list(value.shape)}: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _first_non_finite(values: list[torch.Tensor], offset: int) -> int | None:
+    for value in values:
+        bad = (~torch.isfinite(value.reshape(len(value), -1))).any(dim=1).nonzero()
+        if len(bad):
+            return offset + int(bad[0])
+    return None
+
+
+@torch.no_grad()
+def check_model(
+    encoder: nn.Module, decoder: nn.Module, likelihood: str, input_shape: tuple[int, ...], x_model: np.ndarray
+) -> int:
+    """Run the user's modules on every row of ``x_model`` (in the model's space) and check them.
+
+    Checks: the encoder returns (z_mean, z_logvar), each [batch, L]; the decoder takes those
+    latents and returns the likelihood's parameters in the input's shape; every output is finite.
+
+    Returns:
+        The latent size L.
+
+    Raises:
+        ModelError: which check failed, on which shape or row, and what to change.
+    """
+    encoder.eval()
+    decoder.eval()
+    latent_dim = None
+    for start in range(0, len(x_model), CHECK_BATCH_ROWS):
+        batch = torch.from_numpy(x_model[start : start + CHECK_BATCH_ROWS]).reshape(-1, *input_shape)
+        encoded = _run(encoder, batch, "encoder")
+        latent_dim = _check_encoder_outputs(encoded, len(batch))
+        bad = _first_non_finite(list(encoded), start)
+        if bad is not None:
+            raise ModelError(f"the encoder's output is NaN or infinite on calibration row {bad}")
+        try:
+            decoded = _as_tuple(decoder(encoded[0]))
+        except Exception as error:  # the user's module; the usual cause is named first
+            raise ModelError(
+                f"the decoder failed on the encoder's latents [batch, {latent_dim}]: {type(error).__name__}: {error}. "
+                "Do the encoder's latent size and the decoder's input size agree?"
+            ) from None
+        _check_decoder_outputs(decoded, likelihood, len(batch), input_shape)
+        bad = _first_non_finite(list(decoded), start)
+        if bad is not None:
+            raise ModelError(f"the decoder's output is NaN or infinite on calibration row {bad} (decoded at z_mean)")
+    return latent_dim
