@@ -65,8 +65,8 @@ def train(
 
 
 def digits_28(centred: bool) -> np.ndarray:
-    """scikit-learn's 8x8 digits (values 0..16) as 28x28 images in [0, 1], nearest-neighbour upscaled."""
-    images = load_digits().images / 16.0
+    """scikit-learn's 8x8 digits (values 0..16) as 28x28 images in 0-255, nearest-neighbour upscaled."""
+    images = load_digits().images / 16.0 * 255.0  # raw pixels 0-255, as the Fashion bundles take them
     if not centred:  # fill the frame: 8 -> 28 by repeating rows and columns (3 or 4 times each)
         index = np.minimum((np.arange(28) * 8) // 28, 7)
         return images[:, index][:, :, index].reshape(len(images), 784).astype(np.float32)

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vae_serve.export.conv_model import CONV_DENSE, ConvDecoderNet, ConvEncoderBody, conv_input_shape
+
 LOG_2PI = math.log(2.0 * math.pi)
 # Gaussian decoders: the learned per-feature scale, in standardized units, never drops below this.
 # Without a floor a constant feature (digits' border pixels) drives the variance to zero and the
 # likelihood to infinity.
 MIN_STANDARDIZED_SCALE = 0.01
-# Features of the dense layer between the convolutions and the latent code (--arch conv).
-CONV_DENSE = 256
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -60,58 +60,6 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.body(self.scaling.standardize(x.flatten(1)))
         return self.mean(hidden), self.logvar(hidden)
-
-
-class ConvEncoderBody(nn.Module):
-    """Rows [batch, C*H*W] -> [batch, C, H, W] -> stride-2 4x4 convolutions (each halves H and W)
-    -> a dense layer of ``dense`` features."""
-
-    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], dense: int) -> None:
-        super().__init__()
-        self.input_shape = input_shape
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in itertools.pairwise([input_shape[0], *channels]):
-            layers += [nn.Conv2d(fan_in, fan_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.convolutions = nn.Sequential(*layers)
-        height, width = conv_grid(input_shape, len(channels))
-        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * height * width, dense), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.convolutions(x.reshape(-1, *self.input_shape)))
-
-
-class ConvDecoderNet(nn.Module):
-    """z -> a dense layer -> [batch, channels[-1], H/2^n, W/2^n] -> stride-2 4x4 transposed
-    convolutions (each doubles H and W) -> [batch, C*H*W] (logits or standardized means)."""
-
-    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], dense: int, latent_dim: int) -> None:
-        super().__init__()
-        self.grid = (channels[-1], *conv_grid(input_shape, len(channels)))
-        self.dense = nn.Sequential(
-            nn.Linear(latent_dim, dense), nn.ReLU(), nn.Linear(dense, math.prod(self.grid)), nn.ReLU()
-        )
-        layers: list[nn.Module] = []
-        widths = [*reversed(channels), input_shape[0]]
-        for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-            layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
-            if index < len(widths) - 2:
-                layers.append(nn.ReLU())
-        self.deconvolutions = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconvolutions(self.dense(z).reshape(-1, *self.grid)).flatten(1)
-
-
-def conv_grid(input_shape: tuple[int, int, int], layers: int) -> tuple[int, int]:
-    """H and W after ``layers`` halvings; they must divide exactly, so the decoder rebuilds the shape."""
-    _, height, width = input_shape
-    factor = 2**layers
-    if height % factor or width % factor:
-        raise ValueError(
-            f"--arch conv with {layers} conv layers needs height and width divisible by {factor}; "
-            f"got {height}x{width} (resize with --size, or give fewer --hidden channels)"
-        )
-    return height // factor, width // factor
 
 
 class BernoulliDecoder(nn.Module):
@@ -289,15 +237,3 @@ def build_vae(
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}")
     return Vae(encoder, decoder, likelihood)
-
-
-def conv_input_shape(input_shape: Sequence[int] | None, num_features: int) -> tuple[int, int, int]:
-    """[C, H, W] of a conv model's input: a 2-D example shape is one grey channel."""
-    shape = tuple(input_shape or ())
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or math.prod(shape) != num_features:
-        raise ValueError(
-            f"--arch conv needs images [C, H, W] or [H, W]; this data's examples are {list(shape) or [num_features]}"
-        )
-    return shape

@@ -17,10 +17,11 @@ from vae_serve.core.manifest import Manifest, Metrics, SplitMetrics
 from vae_serve.core.runtime import OnnxVae
 from vae_serve.export.api import export_bundle
 from vae_serve.export.config import TrainConfig, default_name, resolve_config, source_options
+from vae_serve.export.conv_model import conv_grid, conv_input_shape
 from vae_serve.export.data import DataError, Splits, load_source, make_splits, parse_classes
 from vae_serve.export.evaluate import evaluate_bounds
 from vae_serve.export.manifest_builder import likelihood_spec, training_record
-from vae_serve.export.model import Vae, conv_grid, conv_input_shape
+from vae_serve.export.model import Vae
 from vae_serve.export.report import report_dir_for, write_report
 from vae_serve.export.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
 
