@@ -97,7 +97,7 @@ def _bounds(
     num_samples = len(noise)
     flat = z.reshape(-1, z.shape[-1])
     log_px_z = log_likelihood_rows(vae, x_all, flat, np.tile(rows, num_samples)).reshape(num_samples, len(rows))
-    log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.diag_normal_log_prob(z, mean, logvar)
+    log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.reparameterized_log_prob(noise, logvar)
     log_px_z, log_weights = np.ascontiguousarray(log_px_z.T), np.ascontiguousarray(log_weights.T)
     kl = vae_math.kl_to_standard_normal(mean, logvar)
     reconstruction = log_px_z.astype(np.float64).mean(axis=1)

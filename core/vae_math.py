@@ -38,6 +38,16 @@ def diag_normal_log_prob(z: np.ndarray, mean: np.ndarray, logvar: np.ndarray) ->
     return np.sum(-0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * np.exp(-logvar)), axis=-1)
 
 
+def reparameterized_log_prob(noise: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """log q(z|x) of z = mean + exp(logvar / 2) * noise: sum_j log N(noise_j; 0, 1) - logvar_j / 2.
+
+    The same value as ``diag_normal_log_prob(z, mean, logvar)``, computed from the noise: it stays
+    finite when a posterior is so narrow that exp(logvar / 2) underflows (z == mean exactly, where
+    (z - mean)^2 * exp(-logvar) is 0 * inf).
+    """
+    return np.sum(-0.5 * (LOG_2PI + logvar + noise**2), axis=-1)
+
+
 def standard_normal_log_prob(z: np.ndarray) -> np.ndarray:
     """sum_j log N(z_j; 0, 1)."""
     return np.sum(-0.5 * (LOG_2PI + z**2), axis=-1)

@@ -66,9 +66,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--decoder-scale",
-        choices=("per-feature", "shared"),
-        help="gaussian only: a learned scale per feature (default), or one shared by all features "
-        "(calibrated decoder; for pixels or other features in one unit)",
+        choices=("per-feature", "shared", "standardized"),
+        help="gaussian only: a learned scale per feature (default); 'shared': one scale for all features "
+        "(calibrated decoder; for pixels or other features in one unit); 'standardized': one calibrated scale "
+        "in per-feature standardized units, so features that hardly vary in training weigh most",
     )
     parser.add_argument(
         "--binarize",

@@ -69,7 +69,11 @@ def likelihood_spec(vae: Vae) -> LikelihoodSpec:
     if vae.likelihood == "bernoulli":
         return generic_likelihood_spec("bernoulli")
     decoder = vae.decoder
-    scale = "learned, one value shared by every feature" if decoder.shared_scale else "learned per feature"
+    scale = "learned per feature"
+    if decoder.shared_scale:
+        scale = "learned, one value shared by every feature"
+        if decoder.standardized_residuals:
+            scale = "learned, one value in per-feature standardized units (sigma_d = sigma * feature_scale_d)"
     return generic_likelihood_spec(
         "gaussian",
         **{

@@ -92,26 +92,46 @@ class GaussianDecoder(nn.Module):
     sigma that maximises its likelihood, sqrt(mean squared error); after each epoch rho is set to
     the epoch's value, so the exported graph carries it. Gradient steps on a single rho would take
     thousands of steps to get there.
+    ``standardized_residuals`` (with ``shared_scale`` and a per-feature scaling): the one sigma is
+    in standardized units, sigma_d = sigma * feature_scale_d, set from the mean squared
+    *standardized* error; a feature that hardly varies in training then weighs heavily.
     """
 
     output_names = ("mean", "log_scale")
 
-    def __init__(self, net: nn.Module, num_features: int, scaling: FeatureScaling, shared_scale: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        num_features: int,
+        scaling: FeatureScaling,
+        shared_scale: bool = False,
+        standardized_residuals: bool = False,
+    ) -> None:
         super().__init__()
         self.scaling = scaling
         self.net = net
         # softplus(0.5413) = 1: start at unit standardized scale.
         self.rho = nn.Parameter(torch.full((1 if shared_scale else num_features,), 0.5413))
         self.shared_scale = shared_scale
+        self.standardized_residuals = standardized_residuals
         self._squared_error = [0.0, 0]  # sum of batch mean squared errors, batches: this epoch's
 
     def batch_log_scale(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """Shared scale while training: the batch's maximum-likelihood log sigma, floored as the graph's."""
+        if self.standardized_residuals:
+            return self._batch_log_scale_standardized(x, mean)
         mse = ((x - mean) ** 2).mean()
         self._squared_error[0] += float(mse.detach())
         self._squared_error[1] += 1
         floor = math.log(MIN_STANDARDIZED_SCALE) + torch.log(self.scaling.scale[0])
         return torch.maximum(0.5 * torch.log(mse), floor).expand_as(mean)
+
+    def _batch_log_scale_standardized(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        mse = (((x - mean) / self.scaling.scale) ** 2).mean()
+        self._squared_error[0] += float(mse.detach())
+        self._squared_error[1] += 1
+        log_sigma = torch.clamp(0.5 * torch.log(mse), min=math.log(MIN_STANDARDIZED_SCALE))
+        return (log_sigma + torch.log(self.scaling.scale)).expand_as(mean)
 
     @torch.no_grad()
     def fix_scale(self) -> None:
@@ -119,7 +139,9 @@ class GaussianDecoder(nn.Module):
         total, batches = self._squared_error
         if not self.shared_scale or batches == 0:
             return
-        standardized = math.sqrt(total / batches) / float(self.scaling.scale[0]) - MIN_STANDARDIZED_SCALE
+        root_mse = math.sqrt(total / batches)
+        unit = 1.0 if self.standardized_residuals else float(self.scaling.scale[0])
+        standardized = root_mse / unit - MIN_STANDARDIZED_SCALE
         target = max(standardized, 1e-4)
         self.rho.fill_(target + math.log(-math.expm1(-target)))  # softplus^-1
         self._squared_error = [0.0, 0]
@@ -211,6 +233,7 @@ def build_vae(
     shared_scale: bool = False,
     arch: str = "mlp",
     input_shape: Sequence[int] | None = None,
+    standardized_residuals: bool = False,
 ) -> Vae:
     """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs;
     ``shared_scale`` (Gaussian only) learns one decoder scale for all features instead of one each.
@@ -233,7 +256,7 @@ def build_vae(
     if likelihood == "bernoulli":
         decoder = BernoulliDecoder(decoder_net)
     elif likelihood == "gaussian":
-        decoder = GaussianDecoder(decoder_net, num_features, scaling, shared_scale)
+        decoder = GaussianDecoder(decoder_net, num_features, scaling, shared_scale, standardized_residuals)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}")
     return Vae(encoder, decoder, likelihood)

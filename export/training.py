@@ -75,7 +75,8 @@ def train_vae(
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     loc, scale = standardization(train_x, config.likelihood, config.decoder_scale)
-    shared = config.decoder_scale == "shared"
+    # "standardized": per-feature standardization (as "per-feature") with one shared sigma in those units.
+    shared = config.decoder_scale in ("shared", "standardized")
     vae = build_vae(
         train_x.shape[1],
         config.hidden,
@@ -86,6 +87,7 @@ def train_vae(
         shared,
         config.arch,
         input_shape,
+        standardized_residuals=config.decoder_scale == "standardized",
     )
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     data = torch.from_numpy(train_x)

@@ -95,6 +95,28 @@ def test_gaussian_decoder_with_one_shared_scale(tmp_path, capsys):
     assert float(np.exp(log_scale[0, 0])) == pytest.approx(rmse, rel=0.05)
 
 
+def test_gaussian_decoder_with_one_scale_in_standardized_units(tmp_path, capsys):
+    out = tmp_path / "standardized"
+    run_vae_train(
+        capsys, "--dataset", "digits", "--likelihood", "gaussian", "--decoder-scale", "standardized", "--out", str(out)
+    )
+    bundle = load_bundle(out)
+    parameters = bundle.manifest.likelihood.parameters
+    assert "standardized units" in parameters["scale"] and np.ptp(parameters["feature_scale"]) > 0
+    z = np.random.default_rng(3).normal(size=(5, bundle.manifest.latent_dim)).astype(np.float32)
+    log_scale = bundle.vae.decode(z)["log_scale"]
+    # sigma_d = sigma * feature_scale_d: one sigma in standardized units, the same for every z.
+    log_sigma = log_scale - np.log(np.asarray(parameters["feature_scale"], np.float32))
+    assert np.ptp(log_sigma) < 1e-5
+    # That sigma is the root mean squared *standardized* error of reconstructions from posterior
+    # draws on the training rows, set from the last epoch's batches (5 %, as the shared scale above).
+    x = make_splits(load_source("digits", None, None), None, validation_fraction=0.1).in_model_space().train.x
+    z_mean, z_logvar = bundle.vae.encode(x)
+    z = z_mean + np.exp(0.5 * z_logvar) * np.random.default_rng(4).standard_normal(z_mean.shape).astype(np.float32)
+    standardized = (x - bundle.vae.decode(z)["mean"]) / np.asarray(parameters["feature_scale"], np.float32)
+    assert float(np.exp(log_sigma[0, 0])) == pytest.approx(float(np.sqrt((standardized**2).mean())), rel=0.05)
+
+
 def test_decoder_scale_needs_a_gaussian_likelihood(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "x"), "--decoder-scale", "shared"]) == 2
     assert "--decoder-scale applies to --likelihood gaussian only" in capsys.readouterr().err

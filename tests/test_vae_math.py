@@ -75,3 +75,20 @@ def test_iwae_standard_error_matches_repeated_estimates():
     spread = vae_math.logmeanexp(log_weights, axis=0).std()
     predicted = vae_math.iwae_standard_error(log_weights, axis=0).mean()
     assert predicted == pytest.approx(spread, rel=0.15)
+
+
+def test_log_q_from_the_noise_matches_scipy_and_survives_a_collapsed_posterior():
+    rng = np.random.default_rng(2)
+    mean, logvar = rng.normal(size=(4, 3)), rng.normal(scale=2.0, size=(4, 3))
+    noise = rng.standard_normal((5, 4, 3))
+    z = mean + np.exp(0.5 * logvar) * noise
+    expected = stats.norm.logpdf(z, mean, np.exp(0.5 * logvar)).sum(axis=-1)
+    np.testing.assert_allclose(vae_math.reparameterized_log_prob(noise, logvar), expected, rtol=1e-10)
+    # A posterior so narrow that its standard deviation underflows float32: z equals the mean, and
+    # (z - mean)^2 / var is 0 * inf = NaN; from the noise the density stays finite (and huge).
+    collapsed = np.full((1, 3), -250.0, np.float32)
+    eps = np.ones((1, 1, 3), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(vae_math.diag_normal_log_prob(np.zeros((1, 1, 3), np.float32), np.zeros((1, 3)), collapsed))
+    value = vae_math.reparameterized_log_prob(eps, collapsed)
+    assert np.isfinite(value).all() and value[0, 0] > 300
