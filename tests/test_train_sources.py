@@ -83,9 +83,7 @@ def table(rows: int = 240) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_a_table_trains_a_gaussian_model_served_by_vaeservice_and_the_open_inference_protocol(
-    tmp_path, file_format
-):
+def test_a_table_trains_a_gaussian_model_served_by_vaeservice_and_the_open_inference_protocol(tmp_path, file_format):
     values, labels = table()
     path = tmp_path / f"readings.{file_format}"
     columns = {"flow": values[:, 0], "pressure": values[:, 1], "noise": values[:, 2], "label": labels}
