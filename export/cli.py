@@ -83,6 +83,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="mlp, or conv for images [C, H, W] (grey or colour; H and W divisible by 4)",
     )
     parser.add_argument(
+        "--conv-decoder",
+        choices=("transposed", "upsample"),
+        default="transposed",
+        help="conv: double H and W by 4x4 stride-2 transposed convolutions, or nearest upsampling + 3x3 convolution",
+    )
+    parser.add_argument(
         "--hidden",
         type=parse_hidden,
         help="mlp: hidden layer sizes, e.g. 400 or 512,256; conv: channels of the conv layers, e.g. 32,64",

@@ -45,6 +45,8 @@ class TrainConfig:
     decoder_scale: str = "per-feature"
     # "mlp", or "conv" for images: ``hidden`` are then the channels of the convolutions.
     arch: str = "mlp"
+    # --arch conv: how the decoder doubles H and W, "transposed" or "upsample".
+    conv_decoder: str = "transposed"
 
 
 def recipe_for(dataset: str) -> dict:
@@ -104,6 +106,8 @@ def _given_or(value, default):
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: the flags given, the dataset's recipe for the rest. Raises ``DataError``."""
+    if args.conv_decoder != "transposed" and args.arch != "conv":
+        raise DataError("--conv-decoder applies to --arch conv only")
     if args.decoder_scale is not None and args.likelihood != "gaussian":
         raise DataError("--decoder-scale applies to --likelihood gaussian only")
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
@@ -124,6 +128,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         train_samples=args.train_samples,
         decoder_scale=args.decoder_scale or "per-feature",
         arch=args.arch,
+        conv_decoder=args.conv_decoder,
     )
     check_config(config, args.iwae_k)
     return config

@@ -2,7 +2,8 @@
 
 Both take and return flat rows (the served graphs' interface) and reshape inside: stride-2 4x4
 convolutions, each halving H and W, then a dense layer; the decoder mirrors them with stride-2
-4x4 transposed convolutions. docs/benchmarks.md records the widths, depths and decoders measured.
+4x4 transposed convolutions (or ``--conv-decoder upsample``: nearest upsampling + 3x3
+convolution). docs/benchmarks.md records the widths, depths and decoders measured.
 """
 
 import itertools
@@ -38,7 +39,14 @@ class ConvDecoderNet(nn.Module):
     """z -> a dense layer -> [batch, channels[-1], H/2^n, W/2^n] -> stride-2 4x4 transposed
     convolutions (each doubles H and W) -> [batch, C*H*W] (logits or standardized means)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], dense: int, latent_dim: int) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        channels: Sequence[int],
+        dense: int,
+        latent_dim: int,
+        upsampling: str = "transposed",
+    ) -> None:
         super().__init__()
         self.grid = (channels[-1], *conv_grid(input_shape, len(channels)))
         self.dense = nn.Sequential(
@@ -47,13 +55,23 @@ class ConvDecoderNet(nn.Module):
         layers: list[nn.Module] = []
         widths = [*reversed(channels), input_shape[0]]
         for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-            layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
+            layers += upsample_layer(fan_in, fan_out, upsampling)
             if index < len(widths) - 2:
                 layers.append(nn.ReLU())
         self.deconvolutions = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.deconvolutions(self.dense(z).reshape(-1, *self.grid)).flatten(1)
+
+
+def upsample_layer(fan_in: int, fan_out: int, upsampling: str) -> list[nn.Module]:
+    """Double H and W: a stride-2 4x4 transposed convolution, or nearest-neighbour upsampling then a
+    3x3 convolution (no checkerboard artefacts from overlapping strides, Odena et al. 2016)."""
+    if upsampling == "transposed":
+        return [nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1)]
+    if upsampling == "upsample":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(fan_in, fan_out, 3, padding=1)]
+    raise ValueError(f"unknown conv decoder {upsampling!r}")
 
 
 def conv_grid(input_shape: tuple[int, int, int], layers: int) -> tuple[int, int]:

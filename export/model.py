@@ -234,6 +234,7 @@ def build_vae(
     arch: str = "mlp",
     input_shape: Sequence[int] | None = None,
     standardized_residuals: bool = False,
+    conv_decoder: str = "transposed",
 ) -> Vae:
     """A fresh VAE; ``loc``/``scale`` (Gaussian only) standardize features inside both graphs;
     ``shared_scale`` (Gaussian only) learns one decoder scale for all features instead of one each.
@@ -250,7 +251,7 @@ def build_vae(
     elif arch == "conv":
         shape = conv_input_shape(input_shape, num_features)
         encoder = Encoder(ConvEncoderBody(shape, hidden, CONV_DENSE), CONV_DENSE, latent_dim, scaling)
-        decoder_net = ConvDecoderNet(shape, hidden, CONV_DENSE, latent_dim)
+        decoder_net = ConvDecoderNet(shape, hidden, CONV_DENSE, latent_dim, conv_decoder)
     else:
         raise ValueError(f"unknown architecture {arch!r}")
     if likelihood == "bernoulli":

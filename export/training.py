@@ -88,6 +88,7 @@ def train_vae(
         config.arch,
         input_shape,
         standardized_residuals=config.decoder_scale == "standardized",
+        conv_decoder=config.conv_decoder,
     )
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     data = torch.from_numpy(train_x)

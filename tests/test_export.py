@@ -58,3 +58,18 @@ def test_training_writes_a_report_beside_the_bundle(request, bundle_fixture):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         pixels = matplotlib.image.imread(path)
         assert pixels.shape[0] >= 300 and pixels.shape[1] >= 400 and pixels.std() > 0.01, name
+
+
+@pytest.mark.parametrize("conv_decoder", ["transposed", "upsample"])
+def test_conv_models_export_with_both_decoders_for_grey_and_colour(tmp_path, conv_decoder):
+    torch.manual_seed(0)
+    for shape in ((1, 8, 8), (3, 8, 12)):
+        features = int(np.prod(shape))
+        vae = build_vae(features, (4, 8), 3, "bernoulli", arch="conv", input_shape=shape, conv_decoder=conv_decoder)
+        x = np.random.default_rng(0).random((16, features), dtype=np.float32)
+        folder = tmp_path / f"{conv_decoder}-{shape[0]}"
+        folder.mkdir()
+        graphs = export_graphs(FlatEncoder(vae.encoder, shape), FlatDecoder(vae.decoder, "bernoulli", shape), folder, x)
+        assert graphs["decoder"]["outputs"][0]["shape"] == ["batch", features]
+        logits = ort.InferenceSession(str(folder / "decoder.onnx")).run(None, {"z": np.zeros((5, 3), np.float32)})[0]
+        assert logits.shape == (5, features)
