@@ -163,8 +163,10 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1)
 
 
-def diag_normal_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar))).sum(-1)
+def reparameterized_log_prob(noise: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z|x) of z = mean + exp(logvar / 2) * noise, from the noise: finite even when a posterior's
+    standard deviation underflows (then z == mean and (z - mean)^2 / var would be 0 * inf)."""
+    return (-0.5 * (LOG_2PI + logvar + noise**2)).sum(-1)
 
 
 class Vae(nn.Module):
@@ -203,11 +205,12 @@ class Vae(nn.Module):
         self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, num_samples: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log p(x|z), log p(z), log q(z|x)), each [samples, batch], for reparameterised z ~ q(z|x)."""
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(num_samples, *mean.shape)
+        noise = torch.randn(num_samples, *mean.shape)
+        z = mean + torch.exp(0.5 * logvar) * noise
         outputs = self.decoder(z.reshape(-1, z.shape[-1]))
         outputs = self._training_outputs(x, tuple(value.reshape(num_samples, len(x), -1) for value in outputs))
         log_pz = (-0.5 * (LOG_2PI + z**2)).sum(-1)
-        return self.decoder.log_prob(x, outputs), log_pz, diag_normal_log_prob(z, mean, logvar)
+        return self.decoder.log_prob(x, outputs), log_pz, reparameterized_log_prob(noise, logvar)
 
     def _training_outputs(self, x: torch.Tensor, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The decoder's outputs, with a shared Gaussian scale replaced by the batch's optimum in training."""
