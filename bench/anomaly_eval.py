@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vae_serve.client import VaeClient
-from vae_serve.client.client import SCORE_TYPES
+from vae_serve.client.client import SCORE_TYPES, VaeClientError
 from vae_serve.export.data import load_source
 
 PYTHON = sys.executable
@@ -98,10 +98,34 @@ def start(repository: Path) -> tuple[subprocess.Popen, str]:
     return process, target
 
 
+# Rows the server refused with INTERNAL (a non-finite score: a far out-of-distribution input under a
+# model whose posterior or likelihood overflows), per model and score; they are counted as
+# maximally anomalous (score 1e300, flagged), and the count is reported with the results.
+REFUSED_ROWS: dict[str, int] = {}
+REFUSED_SCORE = 1e300  # above any finite score (roc_auc_score refuses infinities)
+
+
+def _score_chunk(client: VaeClient, model: str, x: np.ndarray, score: str, **options):
+    """(scores, is_anomaly) of ``x``; a chunk refused as non-finite is split until the refused rows
+    are alone, and those get REFUSED_SCORE and True."""
+    try:
+        result = client.score(x, score, seed=0, model=model, **options)
+        return result.scores, result.is_anomaly
+    except VaeClientError as error:
+        if error.code_name != "INTERNAL":
+            raise
+    if len(x) == 1:
+        key = f"{model}/{score}"
+        REFUSED_ROWS[key] = REFUSED_ROWS.get(key, 0) + 1
+        return np.array([REFUSED_SCORE]), np.array([True])
+    half = len(x) // 2
+    first, second = (_score_chunk(client, model, part, score, **options) for part in (x[:half], x[half:]))
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
+
+
 def scores_of(client: VaeClient, model: str, x: np.ndarray, score: str) -> np.ndarray:
     parts = [
-        client.score(x[start : start + CHUNK_ROWS], score, seed=0, model=model).scores
-        for start in range(0, len(x), CHUNK_ROWS)
+        _score_chunk(client, model, x[start : start + CHUNK_ROWS], score)[0] for start in range(0, len(x), CHUNK_ROWS)
     ]
     return np.concatenate(parts)
 
@@ -111,9 +135,9 @@ def false_positive_rates(client: VaeClient, model: str, x_normal: np.ndarray, sc
     for requested in (0.01, 0.05):
         flagged = np.concatenate(
             [
-                client.score(
-                    x_normal[start : start + CHUNK_ROWS], score, false_positive_rate=requested, seed=0, model=model
-                ).is_anomaly
+                _score_chunk(client, model, x_normal[start : start + CHUNK_ROWS], score, false_positive_rate=requested)[
+                    1
+                ]
                 for start in range(0, len(x_normal), CHUNK_ROWS)
             ]
         )
@@ -216,11 +240,11 @@ def main() -> int:
                 model = f"fashion-c{c}"
                 for score in score_names:
                     auroc = roc_auc_score(test_y != c, scores_of(client, model, test_x, score)) * 100
-                    results["auroc"].setdefault(score, {})[CLASS_NAMES[c]] = round(auroc, 1)
+                    results["auroc"].setdefault(score, {})[CLASS_NAMES[c]] = round(auroc, 2)
                     results["fpr"].setdefault(score, {})[CLASS_NAMES[c]] = false_positive_rates(
                         client, model, test_x[test_y == c], score
                     )
-                    print(json.dumps({"class": CLASS_NAMES[c], "score": score, "auroc": round(auroc, 1)}), flush=True)
+                    print(json.dumps({"class": CLASS_NAMES[c], "score": score, "auroc": round(auroc, 2)}), flush=True)
             for variant, centred in () if args.skip_ood else (("frame", False), ("centred", True)):
                 digits = digits_28(centred)
                 for score in score_names:
@@ -238,8 +262,9 @@ def main() -> int:
         process.terminate()
         process.wait(timeout=60)
     results["mean_auroc"] = {
-        score: round(float(np.mean(list(by_class.values()))), 1) for score, by_class in results["auroc"].items()
+        score: round(float(np.mean(list(by_class.values()))), 2) for score, by_class in results["auroc"].items()
     }
+    results["refused_rows"] = REFUSED_ROWS
     results["published"] = PUBLISHED
     results["seconds"] = round(time.perf_counter() - started, 1)
     (args.work / "summary.json").write_text(json.dumps(results, indent=1))

@@ -97,9 +97,12 @@ def _bounds(
     num_samples = len(noise)
     flat = z.reshape(-1, z.shape[-1])
     log_px_z = log_likelihood_rows(vae, x_all, flat, np.tile(rows, num_samples)).reshape(num_samples, len(rows))
-    log_weights = log_px_z + vae_math.standard_normal_log_prob(z) - vae_math.reparameterized_log_prob(noise, logvar)
+    # The latent terms in float64: a far out-of-distribution input can get a posterior so wide
+    # (logvar > 88) that exp(logvar) and z^2 overflow float32; its bounds are then huge, not NaN.
+    z64, logvar64 = z.astype(np.float64), logvar.astype(np.float64)
+    log_weights = log_px_z + vae_math.standard_normal_log_prob(z64) - vae_math.reparameterized_log_prob(noise, logvar64)
     log_px_z, log_weights = np.ascontiguousarray(log_px_z.T), np.ascontiguousarray(log_weights.T)
-    kl = vae_math.kl_to_standard_normal(mean, logvar)
+    kl = vae_math.kl_to_standard_normal(mean.astype(np.float64), logvar64)
     reconstruction = log_px_z.astype(np.float64).mean(axis=1)
     return BoundEstimates(
         reconstruction - kl,

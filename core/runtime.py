@@ -88,7 +88,15 @@ class OnnxVae:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""
         if self.likelihood == "bernoulli":
             return vae_math.bernoulli_log_prob(x, decoded["logits"])
-        return vae_math.gaussian_log_prob(x, decoded["mean"], decoded["log_scale"])
+        with np.errstate(over="ignore"):
+            log_prob = vae_math.gaussian_log_prob(x, decoded["mean"], decoded["log_scale"])
+        if np.isfinite(log_prob).all():
+            return log_prob
+        # A residual beyond ~1e19 scales overflows float32 when squared (a far out-of-distribution
+        # input under a tight decoder scale): redo those rows in float64, where it is merely huge.
+        return vae_math.gaussian_log_prob(
+            x.astype(np.float64), decoded["mean"].astype(np.float64), decoded["log_scale"].astype(np.float64)
+        )
 
     def expected_x(self, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """E[x|z]: Bernoulli probabilities, or the Gaussian mean."""
