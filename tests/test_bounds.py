@@ -66,3 +66,16 @@ def test_anomaly_scores_are_calibrated_on_validation_data(digits_bundle):
     noise = (16 * np.random.default_rng(0).random((20, 64))).astype(np.float32)
     noise_scores = anomaly_scores(bundle.vae, noise, ["negative_iwae"], seed=0)["negative_iwae"]
     assert np.all(noise_scores > calibration.scores["negative_iwae"].quantiles[990])
+
+
+def test_far_out_of_distribution_rows_get_huge_finite_bounds_not_nan(gaussian_bundle):
+    # Residuals beyond ~1e19 decoder scales overflow float32 when squared: the likelihood is then
+    # recomputed in float64, so the bounds (and the scores built on them) stay finite, and ordered.
+    vae = load_bundle(gaussian_bundle).vae
+    elbos = []
+    for value in (1e3, 1e18, 1e30):
+        x = vae.to_model(np.full((2, 12), value, np.float32))
+        bounds = estimate_bounds(vae, x, 10, np.random.default_rng(0))
+        assert np.all(np.isfinite(bounds.elbo)) and np.all(np.isfinite(bounds.iwae))
+        elbos.append(bounds.elbo[0])
+    assert elbos[0] > elbos[1] > elbos[2]
