@@ -15,6 +15,7 @@ Prints one JSON line per result and writes the summary to WORK/summary.json.
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -145,6 +146,33 @@ def false_positive_rates(client: VaeClient, model: str, x_normal: np.ndarray, sc
     return rates
 
 
+PYOD_PYTHON = Path(__file__).resolve().parent / ".venvs" / "pyod" / "bin" / "python"
+PYOD_SCRIPT = Path(__file__).resolve().parent / "peers" / "pyod_scores.py"
+
+
+def pyod_auroc(work: Path, classes: list[int], models: str, seed: int) -> dict:
+    """PyOD's models with their defaults on the same one-class protocol, in PyOD's own venv
+    (``bash bench/peers/install.sh pyod``): {model: {class name: AUROC %}}, one thread each."""
+    if not PYOD_PYTHON.exists():
+        raise SystemExit(f"--pyod needs {PYOD_PYTHON}: run `bash bench/peers/install.sh pyod` first")
+    folder = work / "pyod"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not all((folder / f"fashion-class{c}.npz").exists() for c in classes):
+        subprocess.run(
+            [str(PYOD_PYTHON), str(PYOD_SCRIPT), "--prepare", "fashion", str(folder)], check=True, env=environment
+        )
+    auroc: dict = {}
+    for c in classes:
+        out = folder / f"fashion-class{c}-seed{seed}.json"
+        if not out.exists():
+            command = [str(PYOD_PYTHON), str(PYOD_SCRIPT), str(folder / f"fashion-class{c}.npz"), "--models", models]
+            subprocess.run([*command, "--seeds", str(seed), "--out", str(out)], check=True, env=environment)
+        for model, by_seed in json.loads(out.read_text()).items():
+            if model not in ("versions", "data"):
+                auroc.setdefault(model, {})[CLASS_NAMES[c]] = round(by_seed[str(seed)]["auroc"] * 100, 2)
+    return auroc
+
+
 def markdown(results: dict) -> str:
     """The tables of docs/anomaly.md from a summary.json."""
     scores = list(results["auroc"])
@@ -160,6 +188,14 @@ def markdown(results: dict) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| **mean** | " + " | ".join(f"**{results['mean_auroc'][s]}**" for s in scores) + " |")
+    if results.get("pyod"):
+        models = list(results["pyod"])
+        lines += ["", f"PyOD, defaults, seed {results['seed']}:", ""]
+        lines += ["| class | " + " | ".join(f"PyOD {m}" for m in models) + " |", "|---|" + "---|" * len(models)]
+        for name in classes:
+            lines.append(f"| {name} | " + " | ".join(str(results["pyod"][m][name]) for m in models) + " |")
+        means = [round(float(np.mean(list(results["pyod"][m].values()))), 2) for m in models]
+        lines.append("| **mean** | " + " | ".join(f"**{m}**" for m in means) + " |")
     lines += ["", "| published (mean one-class AUROC) | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in results["published"].items()]
     lines += ["", "| score | observed FPR at 1 %: mean (range over classes) | at 5 % |", "|---|---|---|"]
@@ -198,6 +234,12 @@ def main() -> int:
         "--train-args",
         default="",
         help="more vae-train train flags for every model, e.g. '--likelihood gaussian --decoder-scale shared'",
+    )
+    parser.add_argument(
+        "--pyod",
+        metavar="MODELS",
+        help="also run PyOD's models with their defaults on the same classes and seed, e.g. vae,iforest "
+        "(in bench/.venvs/pyod: `bash bench/peers/install.sh pyod`)",
     )
     parser.add_argument("--report", type=Path, help="print the markdown tables of this summary.json and exit")
     args = parser.parse_args()
@@ -265,10 +307,16 @@ def main() -> int:
         score: round(float(np.mean(list(by_class.values()))), 2) for score, by_class in results["auroc"].items()
     }
     results["refused_rows"] = REFUSED_ROWS
+    if args.pyod:
+        results["pyod"] = pyod_auroc(args.work, classes, args.pyod, args.seed)
+        results["pyod_mean_auroc"] = {
+            model: round(float(np.mean(list(by_class.values()))), 2) for model, by_class in results["pyod"].items()
+        }
     results["published"] = PUBLISHED
     results["seconds"] = round(time.perf_counter() - started, 1)
     (args.work / "summary.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps({"mean_auroc": results["mean_auroc"], "seconds": results["seconds"]}), flush=True)
+    summary = {"mean_auroc": results["mean_auroc"], "pyod_mean_auroc": results.get("pyod_mean_auroc")}
+    print(json.dumps({**summary, "seconds": results["seconds"]}), flush=True)
     return 0
 
 
