@@ -31,6 +31,7 @@ from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae
 from vae_serve.export.bundle_writer import PublishError, publish, staging_dir_for, write_manifest
 from vae_serve.export.calibration import calibrate
+from vae_serve.export.evaluate import Bounds
 from vae_serve.export.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
 from vae_serve.export.onnx_export import PARITY_EXAMPLES, export_graphs
 from vae_serve.export.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
@@ -96,14 +97,7 @@ def measured_metrics(vae: OnnxVae, validation: np.ndarray, test: np.ndarray | No
 
     def split(x: np.ndarray) -> SplitMetrics:
         bounds = estimate_bounds(vae, x, iwae_k, latent_generator(seed))
-        nll = -float(bounds.iwae.mean())
-        return SplitMetrics(
-            num_examples=len(x),
-            elbo_nats=float(bounds.elbo.mean()),
-            iwae_nll_nats=nll,
-            iwae_k=iwae_k,
-            bits_per_dim=nll / (x.shape[1] * math.log(2.0)),
-        )
+        return SplitMetrics(**Bounds(bounds.elbo, bounds.iwae, iwae_k).summary(x.shape[1]))
 
     validation_metrics = split(validation)
     return Metrics(

@@ -65,8 +65,13 @@ class FlatDecoder(nn.Module):
         mean = mean.reshape(-1, self.num_features)
         # Broadcast a shared or per-feature scale to [batch, D] inside the graph: the served
         # likelihood reads one scale per row and feature.
-        log_scale = log_scale.reshape(-1, self.num_features) if log_scale.dim() > 1 else log_scale
-        return mean, log_scale + torch.zeros_like(mean)
+        return mean, flat_log_scale(log_scale, self.num_features) + torch.zeros_like(mean)
+
+
+def flat_log_scale(log_scale: torch.Tensor, num_features: int) -> torch.Tensor:
+    """A Gaussian decoder's log_scale with its feature axes flattened: [batch, D] for one per row
+    and feature, unchanged when it is one shared value or one per feature (it then broadcasts)."""
+    return log_scale.reshape(-1, num_features) if log_scale.dim() > 1 else log_scale
 
 
 def _describe(outputs: tuple) -> str:
@@ -107,8 +112,7 @@ def _check_decoder_outputs(outputs: tuple, likelihood: str, rows: int, input_sha
         features = math.prod(input_shape)
         log_scale = outputs[1]
         try:
-            flat = log_scale.reshape(-1, features) if log_scale.dim() > 1 else log_scale
-            torch.broadcast_shapes(flat.shape, (rows, features))
+            torch.broadcast_shapes(flat_log_scale(log_scale, features).shape, (rows, features))
         except RuntimeError:
             raise ModelError(
                 f"the decoder's log_scale {list(log_scale.shape)} does not broadcast against the mean "
