@@ -41,6 +41,21 @@ class EchoServicer(vae_pb2_grpc.VaeServiceServicer):
         reply.model.name, reply.model.version = "echo", "1"
         return reply
 
+    async def ScoreAnomaly(self, request, context):
+        rows = request.x.shape[0]
+        values = np.zeros(rows)
+        return vae_pb2.ScoreAnomalyResponse(
+            model=vae_pb2.ModelVersion(name="echo", version="1"),
+            score=vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR,
+            scores=values,
+            percentile=values,
+            p_value=values,
+            is_anomaly=np.zeros(rows, bool),
+            threshold=0.0,
+            false_positive_rate=0.01,
+            seed=1,
+        )
+
     async def Encode(self, request, context):
         rows = request.x.shape[0]
         return vae_pb2.EncodeResponse(

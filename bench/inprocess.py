@@ -16,13 +16,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.workloads import WORKLOADS, inputs
 from vae_serve.core import work
 from vae_serve.core.bundle import load_bundle
+from vae_serve.core.scores import DEFAULT_SCORE
+from vae_serve.service.servicer import DEFAULT_FALSE_POSITIVE_RATE
 
 
-def one_call(vae, workload, x, latent_dim):
+def score_item(bundle, x) -> work.ScoreItem:
+    """The work of ScoreAnomaly with its defaults: the default score, decided at a 1 % false-positive rate."""
+    calibration = bundle.manifest.calibration.scores[DEFAULT_SCORE]
+    return work.ScoreItem(x, DEFAULT_SCORE, 1, calibration, DEFAULT_FALSE_POSITIVE_RATE, None)
+
+
+def one_call(bundle, workload, x):
+    vae, latent_dim = bundle.vae, bundle.manifest.latent_dim
     if workload.rpc == "Elbo":
         return work.elbo_batch(vae, [work.BoundsItem(x, workload.k, 1)])
     if workload.rpc == "Encode":
         return work.encode_batch(vae, [work.EncodeItem(x, 0, 1)])
+    if workload.rpc == "ScoreAnomaly":
+        return work.score_anomaly_batch(vae, [score_item(bundle, x)])
     sampler = work.Sampler(latent_dim, 1.0, 1)
     return [work.sample_batch(vae, [work.SampleItem(sampler, 1000)]) for _ in range(workload.rows // 1000)]
 
@@ -31,13 +42,12 @@ def measure(bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: f
     bundle = load_bundle(bundle_dir, intra_op_threads=1)
     workload = WORKLOADS[workload_name]
     x = inputs(workload, bundle.manifest.input.num_features)
-    latent_dim = bundle.manifest.latent_dim
     warm_until = time.perf_counter() + warmup_s
     while time.perf_counter() < warm_until:
-        one_call(bundle.vae, workload, x, latent_dim)
+        one_call(bundle, workload, x)
     calls, latencies, started = 0, [], time.perf_counter()
     while (now := time.perf_counter()) - started < duration_s:
-        one_call(bundle.vae, workload, x, latent_dim)
+        one_call(bundle, workload, x)
         latencies.append(time.perf_counter() - now)
         calls += 1
     elapsed = time.perf_counter() - started

@@ -17,7 +17,7 @@ from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 @dataclass(frozen=True)
 class Workload:
     name: str
-    rpc: str  # Elbo, Encode or SampleStream
+    rpc: str  # Elbo, Encode, ScoreAnomaly or SampleStream
     rows: int  # examples per request, or samples for SampleStream
     k: int = 1
     description: str = ""
@@ -30,6 +30,7 @@ WORKLOADS = {
         Workload("elbo_b1_k100", "Elbo", 1, 100, "Elbo, batch 1, k=100 (IWAE)"),
         Workload("elbo_b256", "Elbo", 256, 1, "Elbo, batch 256, k=1"),
         Workload("encode_b1", "Encode", 1, 1, "Encode, batch 1"),
+        Workload("score_b256", "ScoreAnomaly", 256, 1, "ScoreAnomaly (default score), batch 256"),
         Workload("sample_10000", "SampleStream", 10_000, 1, "SampleStream, n=10,000"),
     )
 }
@@ -62,6 +63,8 @@ def vae_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int)
     tensor = vae_pb2.Tensor(shape=x.shape, data=x.tobytes())
     if workload.rpc == "Encode":
         request, method = vae_pb2.EncodeRequest(x=tensor), stub.Encode
+    elif workload.rpc == "ScoreAnomaly":
+        request, method = vae_pb2.ScoreAnomalyRequest(x=tensor, seed=1), stub.ScoreAnomaly
     else:
         request, method = vae_pb2.ElboRequest(x=tensor, k=workload.k, seed=1), stub.Elbo
 
@@ -77,8 +80,8 @@ def kserve_caller(channel: grpc.aio.Channel, workload: Workload, num_features: i
     from vae_serve.api.oip import grpc_service_pb2 as service_pb2
     from vae_serve.api.oip import grpc_service_pb2_grpc as service_pb2_grpc
 
-    if workload.rpc == "SampleStream":
-        raise NotImplementedError("the peers serve no streaming sampler")
+    if workload.rpc in ("SampleStream", "ScoreAnomaly"):
+        raise NotImplementedError("the peers serve no streaming sampler and no calibrated scores")
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     model = "vae_encode" if workload.rpc == "Encode" else f"vae_elbo_k{workload.k}"
     x = inputs(workload, num_features)

@@ -15,6 +15,8 @@ from vae_serve.core.runtime import OnnxVae
 
 # Rows of decoder output held at once (samples x examples x features), bounding memory to ~64 MB.
 MAX_DECODED_VALUES = 1 << 24
+# The same bound for one run of the bounds graph, which holds a few tensors of that size at once.
+MAX_GRAPH_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,14 @@ def estimate_bounds_batch(
     variance than the sampled log-ratio); IWAE = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
     (Burda et al. eq. 8).
     """
+    if vae.bounds is not None:
+        return _graph_bounds_batch(vae, requests)
     counts = [len(x) for x, _, _ in requests]
     starts = np.cumsum([0, *counts[:-1]])
     x_all = np.concatenate([x for x, _, _ in requests])
     mean_all, logvar_all = vae.encode(x_all)
-    by_samples: dict[int, list[int]] = {}
-    for index, (_, num_samples, _) in enumerate(requests):
-        by_samples.setdefault(num_samples, []).append(index)
     results: list[BoundEstimates | None] = [None] * len(requests)
-    for num_samples, indices in by_samples.items():
+    for num_samples, indices in _by_samples(requests).items():
         rows = np.concatenate([np.arange(starts[index], starts[index] + counts[index]) for index in indices])
         noise = np.concatenate(
             [
@@ -82,6 +83,54 @@ def estimate_bounds_batch(
         for index, part in zip(indices, _split_bounds(bounds, [counts[index] for index in indices]), strict=True):
             results[index] = part
     return results
+
+
+def _by_samples(requests: list[tuple[np.ndarray, int, np.random.Generator]]) -> dict[int, list[int]]:
+    """Request indices grouped by their number of draws K."""
+    groups: dict[int, list[int]] = {}
+    for index, (_, num_samples, _) in enumerate(requests):
+        groups.setdefault(num_samples, []).append(index)
+    return groups
+
+
+def _graph_bounds_batch(
+    vae: OnnxVae, requests: list[tuple[np.ndarray, int, np.random.Generator]]
+) -> list[BoundEstimates]:
+    """``estimate_bounds_batch`` through the bundle's bounds graph, one graph run per request (chunked
+    by rows when large), with each request's noise drawn exactly as the numpy path draws it.
+
+    One run per request, not one per batch: ONNX Runtime's element-wise kernels compute the tail of
+    a tensor that does not fill a SIMD register with scalar code, whose exp and log may differ from
+    the vector code's in the last bit, so a row's value can depend on its position in a joined
+    batch. Run alone, a request's rows sit at the same positions whatever it was batched with,
+    and its reply is bit-identical alone or batched, for any model.
+
+    A request with a non-finite value in its bounds is done again by the numpy path, whose
+    likelihood falls back to float64 where float32 overflows (a far out-of-distribution row under a
+    tight Gaussian scale).
+    """
+    latent_dim = vae.latent_dim
+    results = []
+    for x, num_samples, rng in requests:
+        noise = rng.standard_normal((num_samples, len(x), latent_dim), np.float32)
+        chunk = max(1, MAX_GRAPH_VALUES // (num_samples * x.shape[1]))
+        runs = [
+            vae.run_bounds(x[start : start + chunk], noise[:, start : start + chunk])
+            for start in range(0, len(x), chunk)
+        ]
+        bounds = BoundEstimates(
+            *(values[0] if len(values) == 1 else np.concatenate(values) for values in zip(*runs, strict=True))
+        )
+        finite = all(np.isfinite(values).all() for values in vars(bounds).values())
+        results.append(bounds if finite else bounds_from_noise(vae, x, noise))
+    return results
+
+
+def bounds_from_noise(vae: OnnxVae, x: np.ndarray, noise: np.ndarray) -> BoundEstimates:
+    """One request's bounds by the numpy path, from its noise [K, n, L] (the reference the bounds graph
+    is checked against)."""
+    mean, logvar = vae.encode(x)
+    return _bounds(vae, x, np.arange(len(x)), mean, logvar, noise)
 
 
 def _bounds(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, READABLE_FORMATS, Manifest, file_sha256, manifest_digest
 from vae_serve.core.preprocessing import Affine
-from vae_serve.core.runtime import DEFAULT_PROVIDERS, OnnxVae, make_session
+from vae_serve.core.runtime import BOUNDS_OUTPUTS, DEFAULT_PROVIDERS, OnnxVae, make_session
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ def read_manifest(bundle_dir: Path) -> Manifest:
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Every graph is listed in ``files``, and every listed file exists with its size and sha256."""
-    for role, graph in manifest.graphs.items():
-        if graph.file not in manifest.files:
-            raise BundleError(f"{MANIFEST_FILE}: the {role} graph {graph.file} has no checksum entry")
+    for file in manifest.graph_files():
+        if file not in manifest.files:
+            raise BundleError(f"{MANIFEST_FILE}: the graph {file} has no checksum entry")
     for name, entry in manifest.files.items():
         path = Path(bundle_dir) / name
         if Path(name).name != name or name.startswith("."):
@@ -118,6 +118,30 @@ def verify_golden(vae: OnnxVae, manifest: Manifest) -> None:
             _compare(file, name, outputs[name], np.asarray(expected, dtype=np.float32), golden)
 
 
+def verify_bounds_golden(session: ort.InferenceSession, bounds_graph) -> None:
+    """Run the bounds graph on its golden inputs and compare with the numpy path's recorded outputs."""
+    file = bounds_graph.graph.file
+    try:
+        inputs = {name: np.asarray(value, dtype=np.float32) for name, value in bounds_graph.inputs.items()}
+        outputs = dict(zip(BOUNDS_OUTPUTS, session.run(list(BOUNDS_OUTPUTS), inputs), strict=True))
+    except Exception as error:  # ORT's pybind errors share no base class below Exception
+        raise BundleError(f"{file}: golden inputs could not be run ({error})") from None
+    for name in BOUNDS_OUTPUTS:
+        if name not in bounds_graph.outputs:
+            raise BundleError(f"{MANIFEST_FILE}: the bounds graph's golden case has no {name!r}")
+        _compare(file, name, outputs[name], np.asarray(bounds_graph.outputs[name], dtype=np.float64), bounds_graph)
+
+
+def _open_graph(bundle_dir: Path, graph, providers: Sequence[str], intra_op_threads: int) -> ort.InferenceSession:
+    path = bundle_dir / graph.file
+    try:
+        session = make_session(path, providers, intra_op_threads)
+    except Exception as error:  # ORT raises several private exception types for bad models
+        raise BundleError(f"{path}: ONNX Runtime cannot load it ({error})") from None
+    _check_signature(session, graph.file, graph)
+    return session
+
+
 def load_bundle(
     bundle_dir: str | Path,
     providers: Sequence[str] = DEFAULT_PROVIDERS,
@@ -129,14 +153,14 @@ def load_bundle(
         raise BundleError(f"{bundle_dir}: not a directory")
     manifest = read_manifest(bundle_dir)
     verify_files(bundle_dir, manifest)
-    sessions = {}
-    for role, graph in manifest.graphs.items():
-        path = bundle_dir / graph.file
-        try:
-            sessions[role] = make_session(path, providers, intra_op_threads)
-        except Exception as error:  # ORT raises several private exception types for bad models
-            raise BundleError(f"{path}: ONNX Runtime cannot load it ({error})") from None
-        _check_signature(sessions[role], graph.file, graph)
-    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name, Affine.of(manifest.preprocessing))
+    sessions = {
+        role: _open_graph(bundle_dir, graph, providers, intra_op_threads) for role, graph in manifest.graphs.items()
+    }
+    bounds = None
+    if manifest.bounds_graph is not None:
+        bounds = _open_graph(bundle_dir, manifest.bounds_graph.graph, providers, intra_op_threads)
+        verify_bounds_golden(bounds, manifest.bounds_graph)
+    preprocessing = Affine.of(manifest.preprocessing)
+    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name, preprocessing, bounds)
     verify_golden(vae, manifest)
     return Bundle(bundle_dir, manifest, vae)

@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 class TensorSpec(_Strict):
     name: str
     shape: list[int | str] = Field(description="dimensions; a string names a dynamic axis")
-    dtype: Literal["float32"]
+    dtype: Literal["float32", "float64"]
 
 
 class GraphSpec(_Strict):
@@ -123,6 +123,23 @@ class Golden(_Strict):
     decoder: GoldenCase
 
 
+class BoundsGraph(_Strict):
+    """The optional fused bounds graph (``bounds.onnx``): x [n, D] and the noise eps [k, n, L] in,
+    every row's ELBO, its two terms, the IWAE bound and its standard error out (float64).
+
+    Its golden case holds outputs computed by the numpy path (``core.bounds``) at export; the loader
+    checks the graph against them, so the two computations agree within the tolerances every time
+    the bundle loads. A bundle without it is served through the numpy path. Readers that predate it
+    ignore the key (unknown keys are kept, not refused) and serve the same bundle through numpy.
+    """
+
+    graph: GraphSpec
+    atol: float = Field(gt=0, le=MAX_GOLDEN_TOLERANCE)
+    rtol: float = Field(ge=0, le=MAX_GOLDEN_TOLERANCE)
+    inputs: dict[str, list] = Field(description="x [n, D] and eps [k, n, L], nested lists")
+    outputs: dict[str, list[float]] = Field(description="per output name, one value per row")
+
+
 class FileEntry(_Strict):
     sha256: str = Field(pattern=SHA256_HEX)
     size_bytes: int = Field(ge=0)
@@ -146,6 +163,12 @@ class ManifestBody(_Strict):
     export: dict[str, Any]
     calibration: Calibration
     golden: Golden
+    bounds_graph: BoundsGraph | None = None
+
+    def graph_files(self) -> list[str]:
+        """Every graph file the manifest names."""
+        files = [graph.file for graph in self.graphs.values()]
+        return files + ([self.bounds_graph.graph.file] if self.bounds_graph is not None else [])
 
     @model_validator(mode="after")
     def _preprocessing_fits(self) -> "ManifestBody":
@@ -198,8 +221,9 @@ def seal_manifest(body: ManifestBody, files: dict[str, FileEntry]) -> Manifest:
         pydantic.ValidationError: the result breaks the schema (a body from ``model_copy(update=...)``
             is not validated until here).
     """
+    # A bundle without a bounds graph is written as before it existed: no key rather than null.
     document = {
-        **body.model_dump(mode="json"),
+        **body.model_dump(mode="json", exclude={"bounds_graph"} if body.bounds_graph is None else set()),
         "files": {name: entry.model_dump(mode="json") for name, entry in files.items()},
     }
     return Manifest.model_validate(seal(document))

@@ -14,6 +14,9 @@ ENCODER_INPUT = "x"
 ENCODER_OUTPUTS = ("z_mean", "z_logvar")
 DECODER_INPUT = "z"
 DECODER_OUTPUTS = {"bernoulli": ("logits",), "gaussian": ("mean", "log_scale")}
+BOUNDS_INPUTS = ("x", "eps")
+# In the order of core.bounds.BoundEstimates' fields.
+BOUNDS_OUTPUTS = ("elbo", "reconstruction", "kl", "iwae", "iwae_standard_error")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 CUDA = "CUDAExecutionProvider"
 
@@ -44,11 +47,13 @@ class OnnxVae:
         decoder: ort.InferenceSession,
         likelihood: str,
         preprocessing: Affine | None = None,
+        bounds: ort.InferenceSession | None = None,
     ) -> None:
         if likelihood not in DECODER_OUTPUTS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
         self.encoder = encoder
         self.decoder = decoder
+        self.bounds = bounds  # the fused bounds graph, when the bundle has one
         self.likelihood = likelihood
         self.decoder_outputs = DECODER_OUTPUTS[likelihood]
         self.preprocessing = preprocessing
@@ -83,6 +88,14 @@ class OnnxVae:
         """z [batch, latent] float32 -> the likelihood's parameters by output name, each [batch, features]."""
         values = self.decoder.run(list(self.decoder_outputs), {DECODER_INPUT: z})
         return dict(zip(self.decoder_outputs, values, strict=True))
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.encoder.get_outputs()[0].shape[-1])
+
+    def run_bounds(self, x: np.ndarray, eps: np.ndarray) -> list[np.ndarray]:
+        """The bounds graph: x [n, D] (model space) and eps [k, n, L] -> ``BOUNDS_OUTPUTS``, each [n] float64."""
+        return self.bounds.run(list(BOUNDS_OUTPUTS), {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps})
 
     def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""

@@ -28,10 +28,11 @@ from vae_serve.core.manifest import (
     SplitMetrics,
 )
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
-from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae
+from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae, make_session
 from vae_serve.export.bundle_writer import PublishError, publish, staging_dir_for, write_manifest
 from vae_serve.export.calibration import calibrate
 from vae_serve.export.evaluate import Bounds
+from vae_serve.export.fused_graph import add_bounds_graph
 from vae_serve.export.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
 from vae_serve.export.onnx_export import PARITY_EXAMPLES, export_graphs
 from vae_serve.export.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
@@ -179,7 +180,12 @@ def export_bundle(
     staging = staging_dir_for(out)
     try:
         graphs = export_graphs(flat_encoder, flat_decoder, staging, x_model[:PARITY_EXAMPLES])
-        vae = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", likelihood, preprocessing=affine)
+        numpy_vae = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", likelihood)
+        bounds_graph = add_bounds_graph(staging, numpy_vae, latent_dim, x_model, seed)
+        # Metrics and calibration through the bounds graph: what the server will compute.
+        vae = OnnxVae(
+            numpy_vae.encoder, numpy_vae.decoder, likelihood, affine, make_session(staging / bounds_graph.graph.file)
+        )
         if metrics is None:
             metrics = measured_metrics(vae, x_model, test_model, iwae_k, seed)
         rows = f"calibration data ({len(x_raw)} rows, values as clients send them)"
@@ -203,6 +209,7 @@ def export_bundle(
             calibration=calibration,
             golden=golden_examples(flat_encoder, flat_decoder, x_model),
             parity_examples=min(PARITY_EXAMPLES, len(x_model)),
+            bounds_graph=bounds_graph,
         )
         manifest = write_manifest(staging, body)
         publish(staging, out, force)

@@ -59,7 +59,7 @@ def write_manifest(staging: Path, body: ManifestBody) -> Manifest:
     Raises:
         pydantic.ValidationError: the sealed manifest breaks the schema.
     """
-    files = file_entries(staging, [graph.file for graph in body.graphs.values()])
+    files = file_entries(staging, body.graph_files())
     manifest = seal_manifest(body, files)
     (staging / MANIFEST_FILE).write_text(manifest_text(manifest), encoding="utf-8")
     return manifest

@@ -82,8 +82,8 @@ def recalibrate(args: argparse.Namespace) -> dict:
     description = f"{args.dataset} {args.split} rows ({len(x)} examples), recalibrated by vae-train calibrate"
     _, calibration = calibrate(bundle.vae, x, args.seed, description, args.progress)
     staging = staging_dir_for(out)
-    for graph in bundle.manifest.graphs.values():
-        shutil.copy2(args.bundle / graph.file, staging / graph.file)
+    for file in bundle.manifest.graph_files():
+        shutil.copy2(args.bundle / file, staging / file)
     write_manifest(staging, recalibrated(bundle.manifest, version, calibration))
     publish(staging, out, args.force)
     return {"bundle": str(out), "name": bundle.manifest.name, "version": version, "calibration_examples": len(x)}

@@ -11,6 +11,7 @@ import torch
 
 from vae_serve.core.manifest import (
     FORMAT_VERSION,
+    BoundsGraph,
     Calibration,
     Golden,
     GoldenCase,
@@ -152,6 +153,7 @@ def build_manifest(
     calibration: Calibration,
     golden: Golden,
     parity_examples: int,
+    bounds_graph: BoundsGraph | None = None,
 ) -> ManifestBody:
     """The manifest of an exported model, ready to seal (``bundle_writer.write_manifest``).
 
@@ -174,4 +176,5 @@ def build_manifest(
         export=export_record(graphs, parity_examples),
         calibration=calibration,
         golden=golden,
+        bounds_graph=bounds_graph,
     )
