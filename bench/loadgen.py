@@ -34,6 +34,7 @@ def summary(latencies_s: list[float], rows: int, errors: int, elapsed_s: float) 
         "errors": errors,
         "requests_per_s": len(latencies_s) / elapsed_s,
         "rows_per_s": rows / elapsed_s,
+        "mean_ms": float(np.mean(latency_ms)),
         **{f"p{p:g}_ms": float(np.percentile(latency_ms, p)) for p in PERCENTILES},
         "load_average_1m": os.getloadavg()[0],
     }

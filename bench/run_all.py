@@ -24,6 +24,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.workloads import WORKLOADS  # noqa: E402
+
 PYTHON = sys.executable
 VENVS = ROOT / "bench" / ".venvs"
 WORKLOAD_SETTINGS = {
@@ -42,10 +43,23 @@ def serves(spec: dict, workload: str) -> bool:
     return not (spec["protocol"] == "kserve" and WORKLOADS[workload].rpc in ("SampleStream", "ScoreAnomaly"))
 
 
-def targets(bundle: Path) -> dict[str, dict]:
+def targets(bundle: Path, baseline: Path | None) -> dict[str, dict]:
     vae_serve = str(Path(PYTHON).with_name("vae-serve"))
     serve = [vae_serve, "--bundle", str(bundle), "--port", "0", "--no-metrics"]
-    return {
+    found = {}
+    if baseline is not None:  # another checkout (an earlier commit), run with this venv: before/after
+        shim = subprocess.run(
+            ["bash", "bench/checkout_path.sh", str(baseline), str(ROOT / "runs" / "baseline-path")],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        found["vae-serve-baseline"] = {
+            "command": [PYTHON, "-m", "vae_serve.service", *serve[1:]],
+            "protocol": "vae",
+            "ready": "vae-serve listening on ",
+            "wait_serving": True,
+            "env": {"PYTHONPATH": shim},
+        }
+    return found | {
         "echo": {
             "command": [PYTHON, "bench/echo_server.py", "--port", "0"],
             "protocol": "vae",
@@ -102,7 +116,7 @@ def pinned(cpus: set[int]):
 def start(spec: dict, cpus: set[int], log_path: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in spec["command"]]
-    env = dict(os.environ)
+    env = dict(os.environ) | spec.get("env", {})
     if "needs" in spec:  # PyTriton's tritonserver links against the interpreter's libpython
         import sysconfig
 
@@ -176,12 +190,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="JSON lines file (appended)")
-    parser.add_argument("--targets", default="echo,vae-serve,vae-serve-unbatched,triton,mlserver")
+    parser.add_argument("--targets", default="echo,vae-serve-baseline,vae-serve,vae-serve-unbatched,triton,mlserver")
     parser.add_argument("--workloads", default=",".join(WORKLOAD_SETTINGS))
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before COMMIT`): adds the target vae-serve-baseline",
+    )
     args = parser.parse_args()
     server_cpus = {int(cpu) for cpu in args.server_cpus.split(",")}
     client_cpus = {int(cpu) for cpu in args.client_cpus.split(",")}
@@ -220,19 +239,14 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
     chosen = {}
-    for name, spec in targets(args.bundle).items():
+    for name, spec in targets(args.bundle, args.baseline).items():
         if name not in args.targets.split(","):
             continue
         if "needs" in spec and not spec["needs"].exists():
             print(f"skipping {name}: {spec['needs']} missing (bash bench/peers/install.sh)", file=sys.stderr)
             continue
         chosen[name] = spec
-    runs = sum(
-        1
-        for spec in chosen.values()
-        for workload in workloads
-        if serves(spec, workload)
-    )
+    runs = sum(1 for spec in chosen.values() for workload in workloads if serves(spec, workload))
     progress = tqdm(total=runs, desc="benchmark", unit="workload", file=sys.stderr)
     for name, spec in chosen.items():
         log_path = args.out.parent / f"{name}.log"
@@ -272,7 +286,9 @@ def main() -> int:
                     done = subprocess.run(command, cwd=ROOT, preexec_fn=pinned(client_cpus), stdout=subprocess.DEVNULL)
                     if done.returncode == 0:
                         break
-                    progress.write(f"{name} {workload}: load generator exited with {done.returncode} (attempt {attempt})")
+                    progress.write(
+                        f"{name} {workload}: load generator exited with {done.returncode} (attempt {attempt})"
+                    )
                 else:
                     raise RuntimeError(f"{name} {workload}: the load generator failed twice")
                 progress.set_postfix_str(f"{name} {workload}")

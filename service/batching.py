@@ -24,11 +24,18 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   and run (a stream's next chunk, Interpolate's second step), the queue is no longer reported, and
   the collecting task ends whenever the queue is empty, so an unloaded version leaves nothing behind
   once its last call is answered.
+- ``run_inline`` (optional, the same work run synchronously): a request of cost at most
+  ``inline_max_cost`` that arrives with nothing queued, no batch running and no companions expected
+  (the adaptive peak is one caller, and ``calls``, every call waiting on any of the server's
+  batchers, counts this one alone) runs at once in the caller's own coroutine, on the event loop:
+  a lone small request then skips the collector, the thread hand-off and the wake-ups back, which
+  are most of its latency. Its result is the same; it counts as a batch of one.
 - ``close()`` (the server is stopping): new requests are refused with ``NotReady``; what was
   accepted still runs, then the collecting task ends.
 """
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -51,6 +58,13 @@ class _Pending:
 
 
 @dataclass
+class Calls:
+    """The calls waiting on any of a server's batchers, counted by their owner (the data plane)."""
+
+    waiting: int = 0
+
+
+@dataclass
 class BatchObserver:
     """Hooks for metrics; each receives plain numbers."""
 
@@ -62,12 +76,37 @@ class BatchObserver:
 
 def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[list], Awaitable[list]]:
     """A ``run_batch`` that runs the synchronous ``run`` on ``executor``'s threads: ONNX Runtime
-    releases the GIL there, so the event loop never blocks on a model."""
+    releases the GIL there, so the event loop never blocks on a model.
+
+    The thread hands its result straight to a future of the loop (one ``call_soon_threadsafe``),
+    not through ``run_in_executor``'s chained pair of futures, which cost more per batch.
+    """
 
     async def run_batch(items: list) -> list:
-        return await asyncio.get_running_loop().run_in_executor(executor, run, items)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def work() -> None:
+            try:
+                outcome, failed = run(items), False
+            except BaseException as error:  # handed to the awaiting batch, which answers its callers
+                outcome, failed = error, True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, outcome, failed)
+
+        executor.submit(work)
+        return await future
 
     return run_batch
+
+
+def _settle(future: asyncio.Future, outcome: Any, failed: bool) -> None:
+    if future.done():  # the awaiting batch was cancelled
+        return
+    if failed:
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class DynamicBatcher:
@@ -82,8 +121,14 @@ class DynamicBatcher:
         adaptive_wait: bool = False,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        run_inline: Callable[[list], list] | None = None,
+        inline_max_cost: int = 0,
+        calls: "Calls | None" = None,
     ) -> None:
         self.run_batch = run_batch
+        self.run_inline = run_inline
+        self.calls = calls or Calls()
+        self.inline_max_cost = inline_max_cost if run_inline is not None else 0
         self.max_batch_cost = max_batch_cost
         self.max_batch_wait_s = max_batch_wait_s
         self.max_queue_cost = max_queue_cost
@@ -102,6 +147,7 @@ class DynamicBatcher:
         self._running_items = 0
         self._expected_callers = 1.0
         self._last_arrival = clock()
+        self._last_answer = clock()  # when a batch (or an inline run) last answered
         self._closed = False
         self._retired = False
 
@@ -114,20 +160,31 @@ class DynamicBatcher:
                 f"server busy: {self._admitted_cost} rows queued or running, this request adds {cost}, "
                 f"limit {self.max_queue_cost}; retry with backoff"
             )
+        now = self.clock()
+        self._unanswered += 1
+        self._admitted_cost += cost
+        decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
+        self._expected_callers = max(float(self._unanswered), self._expected_callers * decay)
+        self._last_arrival = now
+        if self._alone(cost, now):
+            # One turn of the loop first: calls that arrived while it was busy reach their batcher
+            # now, and then this one is not alone and joins their batch instead.
+            await asyncio.sleep(0)
+            if self._alone(cost, now):
+                try:
+                    return self._run_alone(item, cost)
+                finally:
+                    self._unanswered -= 1
+                    self._admitted_cost -= cost
+                    self._last_answer = self.clock()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._collect())
-        now = self.clock()
         pending = _Pending(
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
         self._queue.append(pending)
         self._waiting.add(pending)
         self._set_queued(self._queued_cost + cost)
-        self._unanswered += 1
-        self._admitted_cost += cost
-        decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
-        self._expected_callers = max(float(self._unanswered), self._expected_callers * decay)
-        self._last_arrival = now
         self._arrived.set()
         try:
             return await pending.future
@@ -138,6 +195,32 @@ class DynamicBatcher:
             self._waiting.discard(pending)
             self._unanswered -= 1
             self._admitted_cost -= cost
+
+    def _alone(self, cost: int, now: float) -> bool:
+        """Run this arrival inline: small, nothing queued or running, and a lone caller to expect."""
+        return (
+            cost <= self.inline_max_cost
+            and not self._queue
+            and not self._running_items
+            and self._unanswered == 1
+            and self._expected_callers < 1.5
+            and self.calls.waiting <= 1
+        )
+
+    def _run_alone(self, item: Any, cost: int) -> Any:
+        """One item run at once with ``run_inline``, as a batch of one."""
+        self.observer.on_batch(1, cost)
+        self.observer.on_wait(0.0)
+        started = self.clock()
+        try:
+            results = self.run_inline([item])
+        finally:
+            self.observer.on_run(self.clock() - started)
+        if len(results) != 1:
+            raise RuntimeError(f"batch of 1 item returned {len(results)} results")
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        return results[0]
 
     def _withdraw(self, pending: _Pending) -> None:
         try:
@@ -177,10 +260,12 @@ class DynamicBatcher:
         close_at = self._queue[0].enqueued_at + self.max_batch_wait_s
         while self._should_wait() and (remaining := close_at - self.clock()) > 0:
             self._arrived.clear()
+            # A timer that sets the event: cheaper than asyncio.wait_for, which makes a task per wait.
+            timer = asyncio.get_running_loop().call_later(remaining, self._arrived.set)
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                break
+                await self._arrived.wait()
+            finally:
+                timer.cancel()
         return self._take()
 
     def _should_wait(self) -> bool:
@@ -225,7 +310,8 @@ class DynamicBatcher:
                 return
             finally:
                 self._running_items -= len(batch)
-                self.observer.on_run(self.clock() - started)
+                self._last_answer = self.clock()
+                self.observer.on_run(self._last_answer - started)
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
                     continue

@@ -1,6 +1,7 @@
 """vae.v1 messages <-> numpy, with the checks every request input gets (raises InvalidInput)."""
 
 import secrets
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,19 +21,63 @@ def to_tensor(array: np.ndarray) -> vae_pb2.Tensor:
     return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
 
 
-def rows_from_tensor(
-    tensor: vae_pb2.Tensor, field: str, row_shapes: list[tuple[int, ...]], max_rows: int
-) -> np.ndarray:
+@dataclass(frozen=True)
+class RowFormat:
+    """What the rows of one request field must be for one model version, worked out once when the
+    version loads rather than on every request.
+
+    ``shapes``: accepted shapes of one row, flat [width] first. ``low`` / ``high``: the raw range a
+    Bernoulli model's inputs must lie in (its likelihood is defined on [0, 1] only, after the
+    bundle's preprocessing), one value or one per feature; None: any finite value.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    width: int
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    @property
+    def expected(self) -> str:
+        return " or ".join(str(["n", *row]) for row in self.shapes)
+
+    def accepts(self, values: np.ndarray) -> bool:
+        """All finite (and within the range, if any), in one pass where it can: NaN fails every
+        comparison, so rows inside a finite range are finite too."""
+        if self.low is None:
+            return bool(np.isfinite(values).all())
+        if self.low.size == 1:
+            return bool(values.min() >= self.low[0] and values.max() <= self.high[0])
+        return bool(((values >= self.low) & (values <= self.high)).all())
+
+
+def input_format(manifest: Manifest) -> RowFormat:
+    """A model's input rows: flat [D] or the example's natural shape; for a Bernoulli model, raw
+    values that the preprocessing maps into [0, 1] (e.g. 0..255 for pixel / 255)."""
+    flat = (manifest.input.num_features,)
+    natural = tuple(manifest.input.shape)
+    shapes = (flat,) if natural == flat else (flat, natural)
+    if manifest.likelihood.name != "bernoulli":
+        return RowFormat(shapes, flat[0])
+    low, high = bernoulli_raw_range(manifest.preprocessing)
+    return RowFormat(shapes, flat[0], low, high)
+
+
+def latent_format(manifest: Manifest) -> RowFormat:
+    """A model's latent codes: [L] each."""
+    return RowFormat(((manifest.latent_dim,),), manifest.latent_dim)
+
+
+def rows_from_tensor(tensor: vae_pb2.Tensor, field: str, row_format: RowFormat, max_rows: int) -> np.ndarray:
     """Decode ``tensor`` into a float32 [n, width] matrix without copying.
 
     Args:
         tensor: the request field.
         field: its name, for error messages.
-        row_shapes: accepted shapes of one row, e.g. [(64,), (8, 8)]; the first one's size is the width.
+        row_format: what one row must be (``input_format`` / ``latent_format`` of the model).
         max_rows: the server's per-request row limit.
     Raises:
         InvalidInput: unsupported dtype, empty, wrong shape, byte length not matching the shape, too
-            many rows, or non-finite values.
+            many rows, non-finite values, or values outside a Bernoulli model's range.
     """
     wire_type = WIRE_TYPES.get(tensor.dtype)
     if wire_type is None:
@@ -40,56 +85,43 @@ def rows_from_tensor(
             f"{field}: dtype {tensor.dtype} is not supported; send DATA_TYPE_FLOAT32 (the default) or DATA_TYPE_FLOAT64"
         )
     shape = tuple(tensor.shape)
-    expected = " or ".join(str(["n", *row]) for row in row_shapes)
     if not shape:
-        raise InvalidInput(f"{field}: missing tensor; expected shape {expected}")
+        raise InvalidInput(f"{field}: missing tensor; expected shape {row_format.expected}")
     if shape[0] == 0:
         raise InvalidInput(f"{field}: empty batch (shape {list(shape)}); send at least one row")
-    if any(dim < 1 for dim in shape) or shape[1:] not in row_shapes:
-        raise InvalidInput(f"{field}: shape {list(shape)} does not fit this model; expected {expected}")
+    if shape[1:] not in row_format.shapes or min(shape) < 1:
+        raise InvalidInput(f"{field}: shape {list(shape)} does not fit this model; expected {row_format.expected}")
     rows = shape[0]
     if rows > max_rows:
         raise InvalidInput(f"{field}: {rows} rows exceeds the limit of {max_rows} per request")
-    width = int(np.prod(row_shapes[0]))
-    expected_bytes = rows * width * wire_type.itemsize
+    expected_bytes = rows * row_format.width * wire_type.itemsize
     if len(tensor.data) != expected_bytes:
         raise InvalidInput(
             f"{field}: {len(tensor.data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
             f"({wire_type.name}, little-endian)"
         )
-    values = np.frombuffer(tensor.data, dtype=wire_type).reshape(rows, width)
+    values = np.frombuffer(tensor.data, dtype=wire_type).reshape(rows, row_format.width)
     if wire_type != FLOAT32_LE:
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
             values = values.astype(FLOAT32_LE)
-    if not np.isfinite(values).all():
-        bad_row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
-        raise InvalidInput(f"{field}: non-finite value (NaN or infinity) in row {bad_row}")
+    if not row_format.accepts(values):
+        _refuse(values, field, row_format)
     return values
 
 
-def input_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
-    """Accepted shapes of one input row: flat [D] first, then the example's natural shape."""
-    flat = (manifest.input.num_features,)
-    natural = tuple(manifest.input.shape)
-    return [flat] if natural == flat else [flat, natural]
-
-
-def input_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:
-    """A request's model inputs as float32 [n, D] of raw values: the checks of ``rows_from_tensor``,
-    and for a Bernoulli model, whose likelihood is defined on [0, 1] only, values that the bundle's
-    preprocessing maps into that range (e.g. 0..255 for pixel / 255)."""
-    x = rows_from_tensor(tensor, field, input_shapes(manifest), max_rows)
-    if manifest.likelihood.name == "bernoulli":
-        low, high = bernoulli_raw_range(manifest.preprocessing)
-        outside = (x < low) | (x > high)
-        if outside.any():
-            row, feature = np.argwhere(outside)[0]
-            raise InvalidInput(
-                f"{field}: value {x[row, feature]:g} in row {row}, feature {feature} is outside "
-                f"[{_at(low, feature):g}, {_at(high, feature):g}], the range of this Bernoulli model's raw data "
-                "(its preprocessing maps that range onto [0, 1])"
-            )
-    return x
+def _refuse(values: np.ndarray, field: str, row_format: RowFormat) -> None:
+    """Say which row (and feature) ``row_format`` refuses, the non-finite first."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad_row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise InvalidInput(f"{field}: non-finite value (NaN or infinity) in row {bad_row}")
+    low, high = row_format.low, row_format.high
+    row, feature = np.argwhere((values < low) | (values > high))[0]
+    raise InvalidInput(
+        f"{field}: value {values[row, feature]:g} in row {row}, feature {feature} is outside "
+        f"[{_at(low, feature):g}, {_at(high, feature):g}], the range of this Bernoulli model's raw data "
+        "(its preprocessing maps that range onto [0, 1])"
+    )
 
 
 def bernoulli_raw_range(spec: Preprocessing | None) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +133,6 @@ def bernoulli_raw_range(spec: Preprocessing | None) -> tuple[np.ndarray, np.ndar
 
 def _at(bound: np.ndarray, feature: int) -> float:
     return float(bound[feature] if bound.size > 1 else bound[0])
-
-
-def latent_rows(tensor: vae_pb2.Tensor, field: str, manifest: Manifest, max_rows: int) -> np.ndarray:
-    """A request's latent codes as float32 [n, L]."""
-    return rows_from_tensor(tensor, field, [(manifest.latent_dim,)], max_rows)
 
 
 def check_path_lengths(start: np.ndarray, end: np.ndarray) -> None:

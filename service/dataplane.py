@@ -18,7 +18,8 @@ from typing import Any
 from vae_serve.core.bundle import Bundle
 from vae_serve.core.errors import NotReady
 from vae_serve.core.work import WORK_KINDS
-from vae_serve.service.batching import DynamicBatcher, in_executor
+from vae_serve.service.batching import Calls, DynamicBatcher, in_executor
+from vae_serve.service.codec import RowFormat, input_format, latent_format
 from vae_serve.service.limits import Limits
 from vae_serve.service.metrics import ServerMetrics, model_label
 from vae_serve.service.registry import ModelRegistry
@@ -34,6 +35,8 @@ class ServedModel:
 
     bundle: Bundle
     batchers: dict[str, DynamicBatcher]
+    inputs: RowFormat  # what its input rows and latent codes must be, worked out once
+    latents: RowFormat
 
     @property
     def label(self) -> str:
@@ -51,6 +54,8 @@ class DataPlane:
         # Unloaded versions that calls still hold (a stream, Interpolate's second step): reached by
         # the drain; each drops out once the last call holding it is answered.
         self._retired: weakref.WeakSet[ServedModel] = weakref.WeakSet()
+        self._examples: dict[str, Any] = {}
+        self._calls = Calls()  # calls in ``run``, on any batcher: a lone call may run inline
 
     @property
     def ready(self) -> bool:
@@ -82,18 +87,22 @@ class DataPlane:
         self.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
             {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(providers)}
         )
-        return ServedModel(bundle, batchers)
+        return ServedModel(bundle, batchers, input_format(bundle.manifest), latent_format(bundle.manifest))
 
     def _batcher(self, bundle: Bundle, kind: str, label: str) -> DynamicBatcher:
         settings = self.settings
+        run = functools.partial(WORK_KINDS[kind], bundle.vae)
         return DynamicBatcher(
-            in_executor(self.executor, functools.partial(WORK_KINDS[kind], bundle.vae)),
+            in_executor(self.executor, run),
             max_batch_cost=settings.max_batch_rows,
             max_batch_wait_s=settings.max_batch_wait_s,
             max_queue_cost=settings.max_queue_rows,
             concurrency=settings.batch_runners,
             adaptive_wait=settings.batch_wait == "adaptive",
             observer=self.metrics.batch_observer(kind, label),
+            run_inline=run,
+            inline_max_cost=settings.inline_max_rows,
+            calls=self._calls,
         )
 
     def _retire(self, model: ServedModel) -> None:
@@ -119,9 +128,16 @@ class DataPlane:
         ``count``: add the item's rows to the examples metric of ``method`` (a call of several steps
         counts one of them). Raises NotReady once the server is stopping.
         """
-        result = await model.batchers[item.kind].submit(item, item.cost, timeout_s)
+        self._calls.waiting += 1
+        try:
+            result = await model.batchers[item.kind].submit(item, item.cost, timeout_s)
+        finally:
+            self._calls.waiting -= 1
         if count:
-            self.metrics.examples.labels(method).inc(item.rows)
+            examples = self._examples.get(method)
+            if examples is None:  # labels() takes a lock and builds a key: once per method
+                examples = self._examples[method] = self.metrics.examples.labels(method)
+            examples.inc(item.rows)
         return result
 
     def _batchers(self) -> list[DynamicBatcher]:

@@ -19,6 +19,22 @@ def _status_name(context: grpc.aio.ServicerContext) -> str:
     return "OK" if code is None else code.name
 
 
+class _MethodSeries:
+    """One method's metric series, looked up once (``labels()`` takes a lock and builds a key)."""
+
+    def __init__(self, metrics: ServerMetrics, method: str) -> None:
+        self.in_flight = metrics.in_flight.labels(method)
+        self.duration = metrics.request_duration.labels(method)
+        self._metrics, self._method = metrics, method
+        self._requests: dict[str, object] = {}
+
+    def requests(self, status_name: str):
+        counter = self._requests.get(status_name)
+        if counter is None:
+            counter = self._requests[status_name] = self._metrics.requests.labels(self._method, status_name)
+        return counter
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Error mapping and metrics for the methods of the services named in ``service_prefixes``."""
 
@@ -26,37 +42,53 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self.metrics = metrics
         self.service_prefixes = service_prefixes
         self.active_calls = 0  # reported in the drain log
+        # This interceptor is the last of the chain, so the handler behind a method never changes:
+        # each method's wrapped handler is built once, not on every call.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._series: dict[str, _MethodSeries] = {}
 
     def _enter(self, method: str) -> float:
         self.active_calls += 1
-        self.metrics.in_flight.labels(method).inc()
+        self._series_of(method).in_flight.inc()
         return time.perf_counter()
 
+    def _series_of(self, method: str) -> "_MethodSeries":
+        series = self._series.get(method)
+        if series is None:
+            series = self._series[method] = _MethodSeries(self.metrics, method)
+        return series
+
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
         full_method = handler_call_details.method
+        if (wrapped := self._handlers.get(full_method)) is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or not full_method.startswith(self.service_prefixes):
             return handler
         method = full_method.rsplit("/", 1)[-1]
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        else:
+            return handler
+        self._handlers[full_method] = wrapped
+        return wrapped
 
     def _record(self, method: str, status_name: str, started: float) -> None:
         self.active_calls -= 1
-        self.metrics.in_flight.labels(method).dec()
-        self.metrics.requests.labels(method, status_name).inc()
-        self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
+        series = self._series_of(method)
+        series.in_flight.dec()
+        series.requests(status_name).inc()
+        series.duration.observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def _guarded(self, method: str, context: grpc.aio.ServicerContext):

@@ -155,7 +155,7 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         served, model = self._model(request.model_name, request.model_version)
-        rows = self._input_rows(request, served.bundle, model)
+        rows = self._input_rows(request, served, model)
         # Triton's tools add their own hints ("triton_enable_empty_final_response"); they mean
         # nothing here. Any other unknown parameter is a mistake worth reporting.
         parameters = {key: value for key, value in request.parameters.items() if not key.startswith("triton_")}
@@ -175,7 +175,7 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(values.tobytes())
         return response
 
-    def _input_rows(self, request, bundle: Bundle, model: OipModel) -> np.ndarray:
+    def _input_rows(self, request, served: ServedModel, model: OipModel) -> np.ndarray:
         """The one input tensor as float32 rows, through VaeService's own checks."""
         spec = model.inputs[0]
         if len(request.inputs) != 1 or request.inputs[0].name != spec.name:
@@ -197,9 +197,9 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             data = np.asarray(typed, dtype=FLOAT_TYPES[tensor.datatype]).tobytes()
         shaped = vae_pb2.Tensor(shape=tensor.shape, data=data, dtype=WIRE_TYPES[tensor.datatype])
         max_rows = self.plane.limits.max_rows
-        if spec.name == "x":
-            return codec.input_rows(shaped, spec.name, bundle.manifest, max_rows)
-        return codec.latent_rows(shaped, spec.name, bundle.manifest, max_rows)
+        return codec.rows_from_tensor(
+            shaped, spec.name, served.inputs if spec.name == "x" else served.latents, max_rows
+        )
 
     @staticmethod
     def _requested(request, model: OipModel) -> list[TensorSpec]:

@@ -62,7 +62,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return self.plane.resolve(request.model.name, request.model.version)
 
     def _inputs(self, request, model: ServedModel) -> np.ndarray:
-        return codec.input_rows(request.x, "x", model.bundle.manifest, self.limits.max_rows)
+        return codec.rows_from_tensor(request.x, "x", model.inputs, self.limits.max_rows)
 
     async def Encode(self, request, context):
         model = self._model(request)
@@ -81,7 +81,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
 
     async def Decode(self, request, context):
         model = self._model(request)
-        z = codec.latent_rows(request.z, "z", model.bundle.manifest, self.limits.max_rows)
+        z = codec.rows_from_tensor(request.z, "z", model.latents, self.limits.max_rows)
         num_samples = self.limits.samples_per_row("num_samples", request.num_samples, len(z), 0)
         seed = codec.request_seed(request)
         item = work.DecodeItem(z, num_samples, seed)
@@ -224,8 +224,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         if field is None:
             raise InvalidInput(f"{which}: missing; set x_{which} (inputs) or z_{which} (latent codes)")
         if field.startswith("x"):
-            return "x", codec.input_rows(getattr(request, field), field, model.bundle.manifest, self.limits.max_rows)
-        return "z", codec.latent_rows(getattr(request, field), field, model.bundle.manifest, self.limits.max_rows)
+            return "x", codec.rows_from_tensor(getattr(request, field), field, model.inputs, self.limits.max_rows)
+        return "z", codec.rows_from_tensor(getattr(request, field), field, model.latents, self.limits.max_rows)
 
     async def GetModelInfo(self, request, context):
         model = self._model(request)

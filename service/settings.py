@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     core (measured in docs/benchmarks.md): runs then queue up and batches grow; use ``--processes``
     to use more cores."""
 
+    inline_max_rows: int = Field(default=16, ge=0)
+    """A request of at most this many rows x samples that finds its batcher idle, with no queue and no
+    concurrent callers to expect, runs at once on the event loop instead of on an inference thread:
+    a lone caller's small request skips the thread hand-off (measured in docs/benchmarks.md). 0: every
+    batch runs on the inference threads."""
+
     max_queue_rows: int = Field(default=1_048_576, ge=1)
     """Rows x samples that may wait per kind and model; beyond it requests get RESOURCE_EXHAUSTED at
     once."""

@@ -282,3 +282,84 @@ def test_a_retired_batcher_serves_its_callers_then_holds_no_task():
         await asyncio.wait_for(asyncio.gather(*(asyncio.all_tasks() - before)), 5)
 
     run(scenario())
+
+
+class Inline:
+    """A run_inline that records each batch and the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+        self.threads: list[int] = []
+
+    def __call__(self, items: list) -> list:
+        import threading
+
+        self.batches.append(list(items))
+        self.threads.append(threading.get_ident())
+        return [("inline", item) for item in items]
+
+
+def test_a_lone_small_call_runs_inline_on_the_loop_and_a_large_one_does_not():
+    async def scenario():
+        import threading
+
+        runner, inline, batches = Runner(), Inline(), []
+        observer = BatchObserver(on_batch=lambda items, cost: batches.append((items, cost)))
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=100, max_batch_wait_s=LONG_S, max_queue_cost=1000, adaptive_wait=True,
+            observer=observer, run_inline=inline, inline_max_cost=4,
+        )  # fmt: skip
+        assert await batcher.submit("small", cost=4) == ("inline", "small")
+        assert inline.threads == [threading.get_ident()] and runner.batches == []
+        assert await batcher.submit("large", cost=5) == ("result", "large")  # above inline_max_cost
+        assert runner.batches == [["large"]] and batches == [(1, 4), (1, 5)]
+
+    run(scenario())
+
+
+def test_concurrent_small_calls_are_not_run_inline_but_batched():
+    async def scenario():
+        runner, inline = Runner(), Inline()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=100, max_batch_wait_s=LONG_S, max_queue_cost=1000, adaptive_wait=True,
+            run_inline=inline, inline_max_cost=4,
+        )  # fmt: skip
+        results = await asyncio.gather(*(batcher.submit(index, cost=1) for index in range(8)))
+        # All eight arrive in one turn of the loop: each sees the others and none runs inline.
+        assert results == [("result", index) for index in range(8)]
+        assert inline.batches == [] and sum(len(batch) for batch in runner.batches) == 8
+        assert len(runner.batches) < 8
+
+    run(scenario())
+
+
+def test_a_call_waiting_on_another_batcher_keeps_a_small_call_off_the_loop():
+    async def scenario():
+        from vae_serve.service.batching import Calls
+
+        calls = Calls(waiting=2)  # this call and one on another batcher (counted by the data plane)
+        runner, inline = Runner(), Inline()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=100, max_batch_wait_s=LONG_S, max_queue_cost=1000, adaptive_wait=True,
+            run_inline=inline, inline_max_cost=4, calls=calls,
+        )  # fmt: skip
+        assert await batcher.submit("small", cost=1) == ("result", "small")
+        assert inline.batches == [] and runner.batches == [["small"]]
+
+    run(scenario())
+
+
+def test_an_inline_error_result_reaches_its_caller():
+    async def scenario():
+        def failing(items: list) -> list:
+            return [ValueError("bad row") for _ in items]
+
+        batcher = DynamicBatcher(
+            Runner(), max_batch_cost=100, max_batch_wait_s=LONG_S, max_queue_cost=1000,
+            run_inline=failing, inline_max_cost=4,
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="bad row"):
+            await batcher.submit("x", cost=1)
+        assert batcher._admitted_cost == 0 and batcher._unanswered == 0
+
+    run(scenario())
