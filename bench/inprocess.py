@@ -38,7 +38,9 @@ def one_call(bundle, workload, x):
     return [work.sample_batch(vae, [work.SampleItem(sampler, 1000)]) for _ in range(workload.rows // 1000)]
 
 
-def measure(bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: float) -> dict:
+def measure(
+    bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: float, label: str = "in-process"
+) -> dict:
     bundle = load_bundle(bundle_dir, intra_op_threads=1)
     workload = WORKLOADS[workload_name]
     x = inputs(workload, bundle.manifest.input.num_features)
@@ -53,7 +55,7 @@ def measure(bundle_dir: Path, workload_name: str, duration_s: float, warmup_s: f
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
-        "target": "in-process",
+        "target": label,
         "workload": workload_name,
         "mode": "closed",
         "concurrency": 1,
@@ -73,8 +75,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--label", default="in-process", help="the target name written with the result")
     args = parser.parse_args()
-    result = measure(args.bundle, args.workload, args.duration, args.warmup)
+    result = measure(args.bundle, args.workload, args.duration, args.warmup, args.label)
     print(json.dumps(result), flush=True)
     if args.json:
         with args.json.open("a") as stream:

@@ -95,12 +95,13 @@ def rows_from_tensor(tensor: vae_pb2.Tensor, field: str, row_format: RowFormat, 
     if rows > max_rows:
         raise InvalidInput(f"{field}: {rows} rows exceeds the limit of {max_rows} per request")
     expected_bytes = rows * row_format.width * wire_type.itemsize
-    if len(tensor.data) != expected_bytes:
+    data = tensor.data  # each read of the field copies its bytes out of the message
+    if len(data) != expected_bytes:
         raise InvalidInput(
-            f"{field}: {len(tensor.data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
+            f"{field}: {len(data)} bytes of data, shape {list(shape)} needs {expected_bytes} "
             f"({wire_type.name}, little-endian)"
         )
-    values = np.frombuffer(tensor.data, dtype=wire_type).reshape(rows, row_format.width)
+    values = np.frombuffer(data, dtype=wire_type).reshape(rows, row_format.width)
     if wire_type != FLOAT32_LE:
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
             values = values.astype(FLOAT32_LE)

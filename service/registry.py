@@ -4,6 +4,7 @@ Requests resolve names through this registry's own dictionary, never through the
 request cannot reach a path.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +36,18 @@ class ModelRegistry:
             raise NotFound(f"unknown model {name!r}; this server serves {sorted(self.models)}")
         versions = self.models[name]
         if not version:
-            return versions[self.versions(name)[-1]]
+            return versions[self._sorted_versions[name][-1]]
         if version not in versions:
             raise NotFound(f"model {name!r} has no version {version!r}; available: {self.versions(name)}")
         return versions[version]
 
     def versions(self, name: str) -> list[str]:
-        return sorted(self.models[name], key=version_order)
+        return list(self._sorted_versions[name])
+
+    @functools.cached_property
+    def _sorted_versions(self) -> dict[str, tuple[str, ...]]:
+        """Each model's versions in order, sorted once (a reload makes a new registry)."""
+        return {name: tuple(sorted(versions, key=version_order)) for name, versions in self.models.items()}
 
     def bundles(self) -> list[Bundle]:
         return [bundle for versions in self.models.values() for bundle in versions.values()]
