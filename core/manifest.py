@@ -171,6 +171,11 @@ class ManifestBody(_Strict):
     golden: Golden
     bounds_graph: BoundsGraph | None = None
 
+    def document(self) -> dict[str, Any]:
+        """The JSON document this manifest is written as (and sealed over). A bundle without a bounds
+        graph is written as before it existed: no key, rather than null."""
+        return self.model_dump(mode="json", exclude={"bounds_graph"} if self.bounds_graph is None else set())
+
     def graph_files(self) -> list[str]:
         """Every graph file the manifest names."""
         files = [graph.file for graph in self.graphs.values()]
@@ -221,15 +226,14 @@ def seal_manifest(body: ManifestBody, files: dict[str, FileEntry]) -> Manifest:
         files: sha256 and size of every file of the bundle but manifest.json.
 
     Returns:
-        The sealed, validated manifest; ``model_dump(mode="json")`` is what to write.
+        The sealed, validated manifest; ``document()`` is what to write.
 
     Raises:
         pydantic.ValidationError: the result breaks the schema (a body from ``model_copy(update=...)``
             is not validated until here).
     """
-    # A bundle without a bounds graph is written as before it existed: no key rather than null.
     document = {
-        **body.model_dump(mode="json", exclude={"bounds_graph"} if body.bounds_graph is None else set()),
+        **body.document(),
         "files": {name: entry.model_dump(mode="json") for name, entry in files.items()},
     }
     return Manifest.model_validate(seal(document))

@@ -42,7 +42,7 @@ def file_entries(directory: Path, names: list[str]) -> dict[str, FileEntry]:
 
 def manifest_text(manifest: Manifest) -> str:
     """manifest.json's text: the JSON-mode dump (what the digest covers), indented, vectors on one line."""
-    text = json.dumps(manifest.model_dump(mode="json"), indent=1, allow_nan=False)
+    text = json.dumps(manifest.document(), indent=1, allow_nan=False)
     return _NUMBER_LIST.sub(lambda match: "[" + re.sub(r",\s+", ", ", match.group(1)) + "]", text) + "\n"
 
 

@@ -36,6 +36,7 @@ Contract (after Ray Serve's early ``_BatchQueue``):
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -94,10 +95,23 @@ def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[li
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
                 loop.call_soon_threadsafe(_settle, future, outcome, failed)
 
-        executor.submit(work)
-        return await future
+        submitted = executor.submit(work)
+        # A drain shuts the executor down with cancel_futures: work that never started must still
+        # answer its batch, or the batch would wait for ever.
+        submitted.add_done_callback(functools.partial(_cancel_if_dropped, loop, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            submitted.cancel()  # the batch was abandoned: do not start the work if not yet started
+            raise
 
     return run_batch
+
+
+def _cancel_if_dropped(loop: asyncio.AbstractEventLoop, future: asyncio.Future, submitted) -> None:
+    if submitted.cancelled():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            loop.call_soon_threadsafe(future.cancel)
 
 
 def _settle(future: asyncio.Future, outcome: Any, failed: bool) -> None:
@@ -147,7 +161,6 @@ class DynamicBatcher:
         self._running_items = 0
         self._expected_callers = 1.0
         self._last_arrival = clock()
-        self._last_answer = clock()  # when a batch (or an inline run) last answered
         self._closed = False
         self._retired = False
 
@@ -166,17 +179,21 @@ class DynamicBatcher:
         decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
         self._expected_callers = max(float(self._unanswered), self._expected_callers * decay)
         self._last_arrival = now
-        if self._alone(cost, now):
-            # One turn of the loop first: calls that arrived while it was busy reach their batcher
-            # now, and then this one is not alone and joins their batch instead.
-            await asyncio.sleep(0)
-            if self._alone(cost, now):
+        if self._alone(cost, timeout_s):
+            try:
+                # One turn of the loop first: calls that arrived while it was busy reach their
+                # batcher now, and then this one is not alone and joins their batch instead.
+                await asyncio.sleep(0)
+            except BaseException:  # cancelled meanwhile: it was never queued
+                self._unanswered -= 1
+                self._admitted_cost -= cost
+                raise
+            if self._alone(cost, timeout_s):
                 try:
                     return self._run_alone(item, cost)
                 finally:
                     self._unanswered -= 1
                     self._admitted_cost -= cost
-                    self._last_answer = self.clock()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._collect())
         pending = _Pending(
@@ -196,10 +213,12 @@ class DynamicBatcher:
             self._unanswered -= 1
             self._admitted_cost -= cost
 
-    def _alone(self, cost: int, now: float) -> bool:
-        """Run this arrival inline: small, nothing queued or running, and a lone caller to expect."""
+    def _alone(self, cost: int, timeout_s: float | None) -> bool:
+        """Run this arrival inline: small, nothing queued or running, a lone caller to expect, and
+        time left (one whose deadline has passed takes the queue, which answers it unrun)."""
         return (
             cost <= self.inline_max_cost
+            and (timeout_s is None or timeout_s > 0)
             and not self._queue
             and not self._running_items
             and self._unanswered == 1
@@ -310,8 +329,7 @@ class DynamicBatcher:
                 return
             finally:
                 self._running_items -= len(batch)
-                self._last_answer = self.clock()
-                self.observer.on_run(self._last_answer - started)
+                self.observer.on_run(self.clock() - started)
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
                     continue

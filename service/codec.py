@@ -1,5 +1,6 @@
 """vae.v1 messages <-> numpy, with the checks every request input gets (raises InvalidInput)."""
 
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -46,8 +47,15 @@ class RowFormat:
         if self.low is None:
             return bool(np.isfinite(values).all())
         if self.low.size == 1:
-            return bool(values.min() >= self.low[0] and values.max() <= self.high[0])
-        return bool(((values >= self.low) & (values <= self.high)).all())
+            inside = bool(values.min() >= self.low[0] and values.max() <= self.high[0])
+        else:
+            inside = bool(((values >= self.low) & (values <= self.high)).all())
+        # A range whose end overflowed float32 lets infinity in: then check finiteness as well.
+        return inside and (self.finite_range or bool(np.isfinite(values).all()))
+
+    @functools.cached_property
+    def finite_range(self) -> bool:
+        return bool(np.isfinite(self.low).all() and np.isfinite(self.high).all())
 
 
 def input_format(manifest: Manifest) -> RowFormat:

@@ -93,6 +93,7 @@ def load_registry(settings: Settings) -> ModelRegistry:
             models.setdefault(name, {})[version] = bundle
     in_use = []
     for bundle in (bundle for versions in models.values() for bundle in versions.values()):
-        in_use = check_device([bundle.vae.encoder, bundle.vae.decoder], settings.device)
+        sessions = [bundle.vae.encoder, bundle.vae.decoder, *([bundle.vae.bounds] if bundle.vae.bounds else [])]
+        in_use = check_device(sessions, settings.device)
         log.info("loaded %s/%s from %s on %s", bundle.manifest.name, bundle.manifest.version, bundle.path, in_use)
     return ModelRegistry(models, sorted(models)[0], in_use)

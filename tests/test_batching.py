@@ -363,3 +363,35 @@ def test_an_inline_error_result_reaches_its_caller():
         assert batcher._admitted_cost == 0 and batcher._unanswered == 0
 
     run(scenario())
+
+
+def test_a_lone_caller_cancelled_before_its_inline_run_leaves_nothing_admitted():
+    async def scenario():
+        inline = Inline()
+        batcher = DynamicBatcher(
+            Runner(), max_batch_cost=8, max_batch_wait_s=LONG_S, max_queue_cost=8,
+            run_inline=inline, inline_max_cost=4,
+        )  # fmt: skip
+        task = asyncio.ensure_future(batcher.submit("x", cost=4))
+        await asyncio.sleep(0)  # the call is in its one turn of the loop before running inline
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert inline.batches == [] and batcher._admitted_cost == 0 and batcher._unanswered == 0
+        assert await batcher.submit("y", cost=8) == ("result", "y")  # the whole bound is free again
+
+    run(scenario())
+
+
+def test_a_lone_caller_past_its_deadline_is_answered_unrun():
+    async def scenario():
+        inline, runner = Inline(), Runner()
+        batcher = DynamicBatcher(
+            runner, max_batch_cost=1, max_batch_wait_s=LONG_S, max_queue_cost=100,
+            run_inline=inline, inline_max_cost=4,
+        )  # fmt: skip
+        with pytest.raises(DeadlineExpired):
+            await batcher.submit("late", cost=1, timeout_s=0.0)
+        assert inline.batches == [] and runner.batches == []
+
+    run(scenario())

@@ -171,9 +171,24 @@ def test_calibrate_writes_a_new_version_with_new_quantiles(digits_bundle, tmp_pa
     assert new.version == "2" and "test rows" in new.calibration.data
     assert set(new.calibration.scores) == set(old.calibration.scores)
     assert new.calibration.scores["negative_iwae"].quantiles != old.calibration.scores["negative_iwae"].quantiles
-    for name in ("encoder.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder.onnx", "bounds.onnx"):
         assert (repository / "2" / name).read_bytes() == (repository / "1" / name).read_bytes()
     assert json.loads((repository / "2" / "manifest.json").read_text())["calibration"]["replaces"]["version"] == "1"
     # Again without --force: refused, nothing replaced.
     again = cli.main(["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--no-progress"])
     assert again == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_calibrate_keeps_a_bundle_without_a_bounds_graph_loadable(digits_bundle, tmp_path, capsys):
+    # A bundle written before the bounds graph existed: recalibrated, it must still verify, with no
+    # bounds_graph key (written as absent, sealed as absent).
+    from tests.test_bounds_graph import without_bounds_graph
+
+    repository = tmp_path / "repository" / "digits"
+    repository.mkdir(parents=True)
+    without_bounds_graph(digits_bundle, repository / "1")
+    exit_code = cli.main(["calibrate", "--bundle", str(repository / "1"), "--dataset", "digits", "--no-progress"])
+    assert exit_code == 0, capsys.readouterr().err
+    recalibrated = load_bundle(repository / "2")
+    assert recalibrated.vae.bounds is None and recalibrated.manifest.bounds_graph is None
+    assert "bounds_graph" not in json.loads((repository / "2" / "manifest.json").read_text())

@@ -146,7 +146,7 @@ def test_written_manifest_is_its_schema_dump_and_verifies(digits_bundle):
     text = (digits_bundle / MANIFEST_FILE).read_text()
     document = json.loads(text)
     manifest = Manifest.model_validate(document)
-    assert manifest.model_dump(mode="json") == document
+    assert manifest.document() == document
     assert manifest_digest(document) == document["manifest_sha256"]
     assert manifest_text(manifest) == text  # same bytes from the typed manifest
     # Unsealing and sealing again gives the same manifest, digest included.
