@@ -1,5 +1,6 @@
 """ONNX Runtime sessions for one VAE: numpy in, numpy out. No grpc, no asyncio, no torch."""
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ class OnnxVae:
         values = self.decoder.run(list(self.decoder_outputs), {DECODER_INPUT: z})
         return dict(zip(self.decoder_outputs, values, strict=True))
 
-    @property
+    @functools.cached_property
     def latent_dim(self) -> int:
         return int(self.encoder.get_outputs()[0].shape[-1])
 
