@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.run_all import targets  # noqa: E402
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc  # noqa: E402
 
 BURST_CALLS = 2000
@@ -79,12 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     bundle = args.bundle.resolve()
     servers = {"vae-serve": None}
-    if args.baseline is not None:
-        shim = subprocess.run(
-            ["bash", "bench/checkout_path.sh", str(args.baseline), str(ROOT / "runs" / "baseline-path")],
-            cwd=ROOT, check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        servers["vae-serve-baseline"] = shim
+    if args.baseline is not None:  # run_all's baseline target: the other checkout's code on PYTHONPATH
+        servers["vae-serve-baseline"] = targets(bundle, args.baseline)["vae-serve-baseline"]["env"]["PYTHONPATH"]
     rounds: dict[str, list[dict]] = {name: [] for name in servers}
     for _ in range(args.rounds):
         for name, pythonpath in servers.items():

@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from anomaly_eval import start  # noqa: E402
 from tabular_split import breast_cancer_split, write_breast_cancer_csv  # noqa: E402
 
 from vae_serve.client import VaeClient  # noqa: E402
@@ -43,7 +44,6 @@ from vae_serve.client.client import SCORE_TYPES  # noqa: E402
 
 PYTHON = sys.executable
 VAE_TRAIN = str(Path(PYTHON).with_name("vae-train"))
-VAE_SERVE = str(Path(PYTHON).with_name("vae-serve"))
 PYOD_PYTHON = ROOT / "bench/.venvs/pyod/bin/python"
 PYOD_SCRIPT = ROOT / "bench/peers/pyod_scores.py"
 PYOD_MODELS = {"vae": "PyOD VAE", "iforest": "PyOD IForest", "autoencoder": "PyOD AutoEncoder"}
@@ -89,19 +89,6 @@ def train(repository: Path, train_csv: Path, variant: str, seed: int) -> dict:
     )
     print(f"trained {name}: {json.dumps(entry['examples'])} best epoch {entry['best_epoch']}", file=sys.stderr)
     return entry
-
-
-def start_server(repository: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [VAE_SERVE, "--model-repository", str(repository), "--port", "0", "--no-metrics", "--repository-poll", "3600"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    while not (line := process.stdout.readline()).startswith("vae-serve listening on "):
-        if not line:
-            raise RuntimeError(f"vae-serve exited ({process.wait()}) before listening")
-    return process, line.split(" on ", 1)[1].strip()
 
 
 def read_test_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +464,7 @@ def main() -> int:
     train_var = train_x.var(axis=0)
     header = test_csv.read_text().splitlines()[0].split(",")
     area = [header.index(name) for name in ("mean_area", "area_error", "worst_area")]
-    process, target = start_server(repository)
+    process, target = start(repository)  # anomaly_eval's: launch, wait until SERVING
     try:
         with VaeClient(target, timeout_s=120) as client:
             client.wait_until_serving(timeout_s=300)

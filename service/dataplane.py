@@ -54,7 +54,6 @@ class DataPlane:
         # Unloaded versions that calls still hold (a stream, Interpolate's second step): reached by
         # the drain; each drops out once the last call holding it is answered.
         self._retired: weakref.WeakSet[ServedModel] = weakref.WeakSet()
-        self._examples: dict[str, Any] = {}
         self._calls = Calls()  # calls in ``run``, on any batcher: a lone call may run inline
 
     @property
@@ -134,10 +133,7 @@ class DataPlane:
         finally:
             self._calls.waiting -= 1
         if count:
-            examples = self._examples.get(method)
-            if examples is None:  # labels() takes a lock and builds a key: once per method
-                examples = self._examples[method] = self.metrics.examples.labels(method)
-            examples.inc(item.rows)
+            self.metrics.series(self.metrics.examples, method).inc(item.rows)
         return result
 
     def _batchers(self) -> list[DynamicBatcher]:

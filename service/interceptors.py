@@ -19,22 +19,6 @@ def _status_name(context: grpc.aio.ServicerContext) -> str:
     return "OK" if code is None else code.name
 
 
-class _MethodSeries:
-    """One method's metric series, looked up once (``labels()`` takes a lock and builds a key)."""
-
-    def __init__(self, metrics: ServerMetrics, method: str) -> None:
-        self.in_flight = metrics.in_flight.labels(method)
-        self.duration = metrics.request_duration.labels(method)
-        self._metrics, self._method = metrics, method
-        self._requests: dict[str, object] = {}
-
-    def requests(self, status_name: str):
-        counter = self._requests.get(status_name)
-        if counter is None:
-            counter = self._requests[status_name] = self._metrics.requests.labels(self._method, status_name)
-        return counter
-
-
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Error mapping and metrics for the methods of the services named in ``service_prefixes``."""
 
@@ -45,18 +29,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         # This interceptor is the last of the chain, so the handler behind a method never changes:
         # each method's wrapped handler is built once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        self._series: dict[str, _MethodSeries] = {}
 
     def _enter(self, method: str) -> float:
         self.active_calls += 1
-        self._series_of(method).in_flight.inc()
+        self.metrics.series(self.metrics.in_flight, method).inc()
         return time.perf_counter()
-
-    def _series_of(self, method: str) -> "_MethodSeries":
-        series = self._series.get(method)
-        if series is None:
-            series = self._series[method] = _MethodSeries(self.metrics, method)
-        return series
 
     async def intercept_service(self, continuation, handler_call_details):
         full_method = handler_call_details.method
@@ -85,10 +62,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _record(self, method: str, status_name: str, started: float) -> None:
         self.active_calls -= 1
-        series = self._series_of(method)
-        series.in_flight.dec()
-        series.requests(status_name).inc()
-        series.duration.observe(time.perf_counter() - started)
+        metrics = self.metrics
+        metrics.series(metrics.in_flight, method).dec()
+        metrics.series(metrics.requests, method, status_name).inc()
+        metrics.series(metrics.request_duration, method).observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def _guarded(self, method: str, context: grpc.aio.ServicerContext):

@@ -20,6 +20,7 @@ def model_label(name: str, version: str) -> str:
 
 class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._series: dict[tuple, object] = {}
         self.registry = registry
         self.requests = Counter(
             "vae_requests",
@@ -99,6 +100,15 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+
+    def series(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up once: ``labels()`` takes a lock and builds a key on
+        every call. Only for series that are never removed (per method, per status), not per model."""
+        key = (metric, labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
 
     def forget_model(self, name: str, version: str, kinds: list[str]) -> None:
         """Remove the series of a model version that is no longer served."""
