@@ -19,10 +19,15 @@ for pair in promtool:prometheus kubectl:kubernetes-client; do
     command -v "${pair%%:*}" >/dev/null || apt_install "${pair#*:}" \
         || echo "scripts/test.sh: could not install ${pair%%:*}; its tests will be skipped" >&2
 done
-# Triton's own client drives the Open Inference Protocol in tests/test_oip.py. It pins protobuf < 5
-# and numpy < 2, so it lives in a venv of its own, never in the project's.
+# Triton's own client drives the Open Inference Protocol (gRPC and REST) in tests/test_oip.py and
+# tests/test_http.py, and its model_config proto parses our Triton configs. It pins protobuf < 5 and
+# numpy < 2, so it lives in a venv of its own, never in the project's.
 [ -x .venvs/tritonclient/bin/python ] || "$PYTHON" -m venv .venvs/tritonclient
-.venvs/tritonclient/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc]==2.51.0"
+.venvs/tritonclient/bin/python -m pip install --quiet --disable-pip-version-check "tritonclient[grpc,http]==2.51.0"
+# KServe's SDK builds deploy/kserve/ through its typed models (tests/test_kserve.py); it pins
+# protobuf < 7, so it too has a venv of its own.
+[ -x .venvs/kserve/bin/python ] || "$PYTHON" -m venv .venvs/kserve
+.venvs/kserve/bin/python -m pip install --quiet --disable-pip-version-check "kserve==0.21.0" pyyaml
 # The committed api/ must be exactly what the pinned grpcio-tools generates from protos/.
 generated="$(mktemp -d)"
 trap 'rm -rf "$generated"' EXIT
