@@ -30,7 +30,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         # each method's wrapped handler is built once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    def _enter(self, method: str) -> float:
+    def begin_call(self, method: str) -> float:
+        """A call of ``method`` starts (either protocol): in-flight gauges; returns its start time."""
         self.active_calls += 1
         self.metrics.series(self.metrics.in_flight, method).inc()
         return time.perf_counter()
@@ -60,7 +61,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._handlers[full_method] = wrapped
         return wrapped
 
-    def _record(self, method: str, status_name: str, started: float) -> None:
+    def end_call(self, method: str, status_name: str, started: float) -> None:
+        """The call ended with ``status_name`` (a gRPC status code name): counts and latency."""
         self.active_calls -= 1
         metrics = self.metrics
         metrics.series(metrics.in_flight, method).dec()
@@ -74,23 +76,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         Metrics are recorded before the status goes out, so a client that saw its answer and then
         scrapes /metrics always finds the call counted.
         """
-        started = self._enter(method)
+        started = self.begin_call(method)
         try:
             yield
         except grpc.aio.AbortError:
-            self._record(method, _status_name(context), started)  # the handler aborted itself
+            self.end_call(method, _status_name(context), started)  # the handler aborted itself
             raise
         except asyncio.CancelledError:
-            self._record(method, "CANCELLED", started)  # the client went away or the deadline passed
+            self.end_call(method, "CANCELLED", started)  # the client went away or the deadline passed
             raise
         except Exception as error:
             code, message = status_for(error)
-            self._record(method, code.name, started)
+            self.end_call(method, code.name, started)
             if retry_after_ms := getattr(error, "retry_after_ms", None):
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))
             await context.abort(code, message)
         else:
-            self._record(method, _status_name(context), started)
+            self.end_call(method, _status_name(context), started)
 
     def _wrap_unary(self, behavior, method: str):
         async def wrapper(request, context):
