@@ -27,7 +27,7 @@ def reserve_port(host: str, port: int) -> int:
         return probe.getsockname()[1]
 
 
-def child_command(argv: list[str], port: int, metrics_port: int | None) -> list[str]:
+def child_command(argv: list[str], port: int, metrics_port: int | None, http_port: int | None = None) -> list[str]:
     """The command line of one server process: this interpreter, the installed vae_serve.service.
 
     ``-P`` keeps the working directory off sys.path, so a folder that happens to hold a
@@ -37,17 +37,20 @@ def child_command(argv: list[str], port: int, metrics_port: int | None) -> list[
     extra = ["--processes", "1", "--reuse-port", "--port", str(port)]
     if metrics_port is not None:
         extra += ["--metrics-port", str(metrics_port)]
+    if http_port is not None:
+        extra += ["--http-port", str(http_port)]  # shared like the gRPC port
     return [sys.executable, "-P", "-m", "vae_serve.service", *argv, *extra]
 
 
 def run_processes(settings: Settings, argv: list[str]) -> int:
     port = reserve_port(settings.host, settings.port)
+    http_port = None if settings.http_port is None else reserve_port(settings.host, settings.http_port)
     children = []
     for index in range(settings.processes):
         metrics_port = None
         if settings.metrics_port is not None:
             metrics_port = settings.metrics_port + index if settings.metrics_port else 0
-        children.append(subprocess.Popen(child_command(argv, port, metrics_port)))
+        children.append(subprocess.Popen(child_command(argv, port, metrics_port, http_port)))
     stopping = False
 
     def forward(signum, _frame) -> None:

@@ -12,6 +12,9 @@ early exit) and never logged. Health and reflection stay open: probes carry no s
 
 import hmac
 import logging
+import ssl
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -41,12 +44,12 @@ class _CertificateFiles:
         self.paths = {"cert": settings.tls_cert, "key": settings.tls_key, "client_ca": settings.tls_client_ca}
         self.stamps: tuple | None = None
 
-    def _stamps(self) -> tuple:
+    def current_stamps(self) -> tuple:
         return tuple(path.stat().st_mtime_ns if path else None for path in self.paths.values())
 
     def read(self) -> dict[str, bytes]:
         pem = {name: _read(path, f"TLS {name.replace('_', ' ')} file") for name, path in self.paths.items() if path}
-        self.stamps = self._stamps()
+        self.stamps = self.current_stamps()
         return pem
 
     def configuration(self, pem: dict[str, bytes] | None = None) -> grpc.ServerCertificateConfiguration:
@@ -56,7 +59,7 @@ class _CertificateFiles:
     def changed(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each handshake: a new configuration if the files changed, else None."""
         try:
-            if self._stamps() == self.stamps:
+            if self.current_stamps() == self.stamps:
                 return None
             configuration = self.configuration()
         except (OSError, SecurityError) as error:  # keep serving with the old certificate
@@ -105,6 +108,32 @@ def _token_matches(presented: bytes, tokens: list[bytes]) -> bool:
     return matched
 
 
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # the auth-failures metric's label: missing, malformed or wrong
+    message: str  # what the client is told
+
+
+REFUSALS = {
+    "missing": "missing credentials: send 'authorization: Bearer <token>'",
+    "malformed": "malformed authorization: expected 'Bearer <token>'",
+    "wrong": "invalid token",
+}
+
+
+def bearer_refusal(header: str | bytes | None, tokens: list[bytes]) -> Refusal | None:
+    """Why an ``authorization`` value (gRPC metadata or HTTP header) is refused; None if accepted."""
+    if header is None:
+        return Refusal("missing", REFUSALS["missing"])
+    if isinstance(header, bytes):
+        header = header.decode(errors="replace")
+    if not header.lower().startswith(BEARER):
+        return Refusal("malformed", REFUSALS["malformed"])
+    if not _token_matches(header[len(BEARER) :].strip().encode(), tokens):
+        return Refusal("wrong", REFUSALS["wrong"])
+    return None
+
+
 def _deny(message: str):
     async def deny(request, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
@@ -124,21 +153,53 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if not handler_call_details.method.startswith(self.protected):
             return await continuation(handler_call_details)
         values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
-        if not values:
-            return self._refuse(handler_call_details, "missing")
-        header = values[0] if isinstance(values[0], str) else values[0].decode(errors="replace")
-        if not header.lower().startswith(BEARER):
-            return self._refuse(handler_call_details, "malformed")
-        if not _token_matches(header[len(BEARER) :].strip().encode(), self.tokens):
-            return self._refuse(handler_call_details, "wrong")
-        return await continuation(handler_call_details)
-
-    def _refuse(self, handler_call_details, reason: str) -> grpc.RpcMethodHandler:
+        refusal = bearer_refusal(values[0] if values else None, self.tokens)
+        if refusal is None:
+            return await continuation(handler_call_details)
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        self.metrics.auth_failures.labels(method, reason).inc()
-        message = {
-            "missing": "missing credentials: send the metadata 'authorization: Bearer <token>'",
-            "malformed": "malformed authorization metadata: expected 'Bearer <token>'",
-            "wrong": "invalid token",
-        }[reason]
-        return grpc.unary_unary_rpc_method_handler(_deny(message))
+        self.metrics.auth_failures.labels(method, refusal.reason).inc()
+        return grpc.unary_unary_rpc_method_handler(_deny(refusal.message))
+
+
+class HttpTls:
+    """TLS of the REST port, from the gRPC port's files.
+
+    ``ssl`` has no per-handshake hook that every client triggers (SNI callbacks need a server name,
+    which clients of an IP address do not send), so the REST adapter calls ``refresh`` on its
+    requests: at most once per ``CHECK_INTERVAL_S`` it compares the files' modification times and
+    loads changed ones into the same context, for the handshakes that follow.
+    """
+
+    CHECK_INTERVAL_S = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.files = _CertificateFiles(settings)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca is not None:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(settings.tls_client_ca)
+        self.files.stamps = self.files.current_stamps()
+        self.checked_at = time.monotonic()
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self.checked_at < self.CHECK_INTERVAL_S:
+            return
+        self.checked_at = now
+        try:
+            stamps = self.files.current_stamps()
+            if stamps != self.files.stamps:
+                self.context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+                if self.settings.tls_client_ca is not None:
+                    self.context.load_verify_locations(self.settings.tls_client_ca)
+                self.files.stamps = stamps
+                log.info("TLS certificate of the REST port reloaded from %s", self.settings.tls_cert)
+        except (OSError, ssl.SSLError) as error:  # keep serving with the old certificate
+            log.error("TLS files changed but cannot be reloaded for the REST port, keeping the current ones: %s", error)
+
+
+def http_tls(settings: Settings) -> HttpTls | None:
+    """TLS for the REST port, or None for plaintext."""
+    return None if settings.tls_cert is None else HttpTls(settings)

@@ -24,6 +24,7 @@ from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.runtime import providers_for
 from vae_serve.service.dataplane import DataPlane
 from vae_serve.service.health import HealthService
+from vae_serve.service.http_server import HttpFront
 from vae_serve.service.interceptors import ServiceInterceptor
 from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.oip import OIP_SERVICE, InferenceServicer
@@ -60,6 +61,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     metrics_httpd: object | None = None
     watcher: asyncio.Task | None = None  # the model-repository watcher, when hot reload is on
+    http: HttpFront | None = None  # the REST binding, with --http-port
 
 
 def milliseconds(seconds: float) -> int:
@@ -129,12 +131,21 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
     await server.start()
     running = RunningServer(server, port, None, health, plane, interceptor, metrics, executor)
+    if settings.http_port is not None:
+        running.http = HttpFront(oip, interceptor, metrics, tokens, ready=oip.ready)
+        try:
+            await running.http.start(settings, shutdown_timeout_s=settings.grace_s + ANSWER_MARGIN_S)
+        except OSError as error:
+            await server.stop(0)
+            raise StartupError(f"cannot serve HTTP on {settings.host}:{settings.http_port}: {error.strerror}") from None
     if settings.metrics_port is not None:
         metrics_host = settings.metrics_host or settings.host
         try:
             httpd, _ = start_http_server(settings.metrics_port, metrics_host, metrics.registry)
         except OSError as error:
             await server.stop(0)
+            if running.http is not None:
+                await running.http.stop()
             address = f"{metrics_host}:{settings.metrics_port}"
             raise StartupError(f"cannot serve metrics on {address}: {error.strerror}") from None
         running.metrics_httpd, running.metrics_port = httpd, httpd.server_port
@@ -170,6 +181,8 @@ async def answer_leftovers(running: RunningServer, grace_s: float) -> None:
 async def drain(running: RunningServer, grace_s: float) -> None:
     """NOT_SERVING at once, refuse new calls, let in-flight calls finish within ``grace_s``."""
     await running.health.drain()
+    if running.http is not None:
+        running.http.draining = True  # new REST calls: 503; ready: false
     if running.watcher is not None:
         running.watcher.cancel()
     running.metrics.serving.set(0)
@@ -178,7 +191,14 @@ async def drain(running: RunningServer, grace_s: float) -> None:
     # answered UNAVAILABLE by us (counted in the metrics, with a reason) rather than cancelled by
     # gRPC, which would log a CancelledError traceback per call; the margin lets those answers go out.
     leftovers = asyncio.ensure_future(answer_leftovers(running, grace_s))
+    deadline = asyncio.get_running_loop().time() + grace_s + ANSWER_MARGIN_S
     await running.server.stop(grace_s + ANSWER_MARGIN_S)  # awaited here: refusal starts at once
+    if running.http is not None:
+        # REST calls count in active_calls (the leftovers answer theirs too). The port stays open
+        # until they are answered, so probes read "not ready" and new calls a 503, not a refusal.
+        while running.interceptor.active_calls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        await running.http.stop()
     leftovers.cancel()
     running.plane.close()
     running.executor.shutdown(wait=False, cancel_futures=True)
@@ -189,6 +209,9 @@ async def drain(running: RunningServer, grace_s: float) -> None:
 def announce(settings: Settings, running: RunningServer) -> None:
     """The bound addresses, each on a line of its own on stdout (what --port 0 callers read)."""
     print(f"vae-serve listening on {settings.host}:{running.port}", flush=True)
+    if running.http is not None:
+        scheme = "http" if settings.tls_cert is None else "https"
+        print(f"vae-serve http on {scheme}://{settings.host}:{running.http.port}", flush=True)
     if running.metrics_port is not None:
         print(
             f"vae-serve metrics on http://{settings.metrics_host or settings.host}:{running.metrics_port}/metrics",

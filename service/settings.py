@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     """Prometheus /metrics port; 0 binds a free port, printed on stdout as ``vae-serve metrics on URL``.
     ``--no-metrics`` serves no metrics."""
 
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Open Inference Protocol REST/JSON port (KServe v2 and Triton's HTTP clients, curl); 0 binds a free
+    port, printed on stdout as ``vae-serve http on URL``. Unset: no HTTP. The same models, batchers,
+    limits, tokens, TLS files and metrics as gRPC; ``/v2/health/live`` and ``/v2/health/ready`` stay
+    open to probes."""
+
     metrics_host: str | None = None
     """Address of the metrics endpoint (unset: the ``--host`` address)."""
 

@@ -28,6 +28,7 @@ class ServerProcess:
     metrics_url: str | None
     log_path: Path
     credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
+    http_url: str | None = None  # the REST binding's base URL, when started with --http-port
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,9 +92,10 @@ def start_server(
 ) -> ServerProcess:
     """Start vae-serve, read the addresses it prints, wait until health says SERVING."""
     process, lines, log_path = launch(*args, env=env, metrics=metrics)
-    port, metrics_url = None, None
+    port, metrics_url, http_url = None, None, None
+    http = "--http-port" in args
     deadline = time.monotonic() + timeout_s
-    while port is None or (metrics and metrics_url is None):
+    while port is None or (metrics and metrics_url is None) or (http and http_url is None):
         line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
         if line is None:
             raise RuntimeError(f"vae-serve exited with {process.wait()}: {log_path.read_text()}")
@@ -101,7 +103,9 @@ def start_server(
             port = int(line.rsplit(":", 1)[1])
         elif line.startswith("vae-serve metrics on "):
             metrics_url = line.split(" on ", 1)[1]
-    server = ServerProcess(process, port, metrics_url, log_path, credentials)
+        elif line.startswith("vae-serve http on "):
+            http_url = line.split(" on ", 1)[1]
+    server = ServerProcess(process, port, metrics_url, log_path, credentials, http_url)
     while True:
         try:
             if server.health_status() == SERVING:

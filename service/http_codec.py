@@ -1,0 +1,211 @@
+"""The Open Inference Protocol's REST/JSON binding, turned into its gRPC messages and back.
+
+The REST adapter (service/http_server.py) hands every call to the same ``InferenceServicer`` as
+gRPC, so both protocols share one set of checks, limits and batchers. This module only translates:
+a JSON (or JSON + binary) infer request into a ``ModelInferRequest``, a ``ModelInferResponse`` into
+JSON, and the metadata replies into the protocol's JSON objects.
+
+Tensor data comes as a flat or nested row-major JSON array, or, with the binary-data extension
+(what ``tritonclient.http`` sends by default), as raw little-endian bytes after the JSON header: the
+header's length is in the ``Inference-Header-Content-Length`` HTTP header and each input names its
+byte count in the parameter ``binary_data_size``.
+"""
+
+from typing import Any
+
+import numpy as np
+import orjson
+from google.protobuf import json_format
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.core.errors import InvalidInput
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# The binary-data extension's parameters: read here, never passed on to the model.
+BINARY_SIZE, BINARY_OUTPUT, BINARY_ALL_OUTPUTS = "binary_data_size", "binary_data", "binary_data_output"
+JSON_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+INT64_MAX, UINT64_LIMIT = 2**63 - 1, 2**64
+MAX_REPORTED_ERRORS = 3
+
+
+class _Tensor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = {}
+    data: Any = None  # a (nested) JSON array; numpy checks and converts it
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    parameters: dict[str, Any] = {}
+
+
+class _InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = ""
+    parameters: dict[str, Any] = {}
+    inputs: list[_Tensor]
+    outputs: list[_Output] = []
+
+
+def _describe(error: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+        for problem in error.errors(include_url=False)[:MAX_REPORTED_ERRORS]
+    ]
+    more = error.error_count() - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _parameter(name: str, value: Any) -> oip_pb2.InferParameter:
+    """A JSON parameter value as the protocol's typed parameter."""
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        return oip_pb2.InferParameter(bool_param=value)
+    if isinstance(value, int):
+        if -INT64_MAX - 1 <= value <= INT64_MAX:
+            return oip_pb2.InferParameter(int64_param=value)
+        if 0 <= value < UINT64_LIMIT:
+            return oip_pb2.InferParameter(uint64_param=value)
+        raise InvalidInput(f"parameter {name!r}: {value} does not fit in 64 bits")
+    if isinstance(value, float):
+        return oip_pb2.InferParameter(double_param=value)
+    if isinstance(value, str):
+        return oip_pb2.InferParameter(string_param=value)
+    raise InvalidInput(f"parameter {name!r}: must be a number, a string or a boolean, got {type(value).__name__}")
+
+
+def _parameters(message_parameters, values: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    for name, value in values.items():
+        if name not in skip:
+            message_parameters[name].CopyFrom(_parameter(name, value))
+
+
+def _json_data(tensor: _Tensor) -> bytes:
+    """A JSON tensor's values as little-endian bytes of its datatype."""
+    if tensor.data is None:
+        raise InvalidInput(f"input {tensor.name!r}: no data (give 'data', or the parameter '{BINARY_SIZE}')")
+    dtype = JSON_TYPES.get(tensor.datatype)
+    if dtype is None:
+        raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} not supported; send FP32 (or FP64)")
+    try:
+        values = np.asarray(tensor.data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(
+            f"input {tensor.name!r}: 'data' must be a (nested) array of numbers in row-major order"
+        ) from None
+    return values.tobytes()
+
+
+def infer_request(body: bytes, header_length: str | None, model_name: str, model_version: str) -> tuple:
+    """A REST infer call as (``ModelInferRequest``, names of the outputs wanted as binary data).
+
+    Raises:
+        InvalidInput: the body is not a valid infer request; the message says where and why.
+    """
+    binary = b""
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidInput(f"{HEADER_LENGTH}: {header_length!r} is not a byte count") from None
+        if not 0 <= length <= len(body):
+            raise InvalidInput(f"{HEADER_LENGTH}: {length} is outside the body's {len(body)} bytes")
+        body, binary = body[:length], body[length:]
+    try:
+        parsed = _InferRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise InvalidInput(f"not a valid infer request: {_describe(error)}") from None
+    request = oip_pb2.ModelInferRequest(model_name=model_name, model_version=model_version, id=parsed.id)
+    _parameters(request.parameters, parsed.parameters, skip=(BINARY_ALL_OUTPUTS,))
+    offset = 0
+    for tensor in parsed.inputs:
+        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        size = tensor.parameters.get(BINARY_SIZE)
+        if size is None:
+            request.raw_input_contents.append(_json_data(tensor))
+            continue
+        if tensor.data is not None:
+            raise InvalidInput(f"input {tensor.name!r}: both 'data' and '{BINARY_SIZE}' given; send one")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise InvalidInput(
+                f"input {tensor.name!r}: {BINARY_SIZE} {size!r} does not fit the "
+                f"{len(binary) - offset} binary bytes left"
+            )
+        request.raw_input_contents.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} binary bytes after the inputs belong to no input")
+    all_binary = parsed.parameters.get(BINARY_ALL_OUTPUTS) is True
+    wanted_binary = set()
+    for output in parsed.outputs:
+        request.outputs.add(name=output.name)
+        if output.parameters.get(BINARY_OUTPUT, all_binary) is True:
+            wanted_binary.add(output.name)
+    return request, (wanted_binary, all_binary)
+
+
+def _parameter_value(parameter: oip_pb2.InferParameter) -> Any:
+    return getattr(parameter, parameter.WhichOneof("parameter_choice"))
+
+
+def infer_response(response: oip_pb2.ModelInferResponse, binary: tuple[set[str], bool]) -> tuple[bytes, int | None]:
+    """The JSON reply (+ binary outputs) and the JSON header's length when binary data follows."""
+    wanted_binary, all_binary = binary
+    outputs, blobs = [], []
+    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        output = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if all_binary or tensor.name in wanted_binary:
+            output["parameters"] = {BINARY_SIZE: len(raw)}
+            blobs.append(raw)
+        else:
+            output["data"] = np.frombuffer(raw, dtype=JSON_TYPES[tensor.datatype])
+        outputs.append(output)
+    document = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = {name: _parameter_value(value) for name, value in response.parameters.items()}
+    document["outputs"] = outputs
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def _tensors(tensors) -> list[dict]:
+    return [{"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)} for tensor in tensors]
+
+
+def model_metadata(response: oip_pb2.ModelMetadataResponse) -> dict:
+    return {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        "inputs": _tensors(response.inputs),
+        "outputs": _tensors(response.outputs),
+    }
+
+
+def server_metadata(response: oip_pb2.ServerMetadataResponse) -> dict:
+    return {"name": response.name, "version": response.version, "extensions": list(response.extensions)}
+
+
+# The config's 64-bit integer fields: protobuf's JSON writes them as strings, Triton's as numbers.
+INT64_CONFIG_FIELDS = ("dims", "max_queue_delay_microseconds")
+
+
+def _numbers(document, key: str = ""):
+    if isinstance(document, dict):
+        return {name: _numbers(value, name) for name, value in document.items()}
+    if isinstance(document, list):
+        return [_numbers(value, key) for value in document]
+    return int(document) if key in INT64_CONFIG_FIELDS else document
+
+
+def model_config(response: oip_pb2.ModelConfigResponse) -> dict:
+    """Triton's model configuration extension: the config message as JSON, with its own field names."""
+    return _numbers(json_format.MessageToDict(response.config, preserving_proto_field_name=True))

@@ -1,0 +1,213 @@
+"""The Open Inference Protocol over HTTP/REST (``--http-port``), beside gRPC on the same event loop.
+
+Routes (KServe v2 / Triton): ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
+``GET /v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../config`` and ``POST .../infer``.
+Every model call goes to the gRPC adapter's ``InferenceServicer``, so REST and gRPC share the data
+plane, its checks, limits and batchers; the calls are counted in the same metric series (method
+``ModelInfer`` and so on, by gRPC status code name), traced the same way, and refused the same way
+without a bearer token. The health routes stay open to probes; the rest need the token when tokens
+are configured. TLS uses the same certificate files as gRPC, re-read when they change.
+
+Why aiohttp: it serves HTTP/1.1 from C-accelerated parsing on the asyncio loop that grpc.aio
+already runs, so a REST call reaches the batchers without a thread hop or a second loop, and it
+needs no ASGI server and framework pair (uvicorn + Starlette/FastAPI, as MLServer and KServe use)
+for seven routes. Errors are JSON ``{"error": "..."}`` with the protocol's status codes; no
+traceback ever reaches a client.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import orjson
+from aiohttp import web
+
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.service import http_codec
+from vae_serve.service.interceptors import ServiceInterceptor
+from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.oip import InferenceServicer
+from vae_serve.service.security import HttpTls, bearer_refusal, http_tls
+from vae_serve.service.settings import Settings
+from vae_serve.service.status import status_for
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+DRAINING_MESSAGE = "the server is shutting down; retry on another replica"
+# gRPC status -> HTTP status, as Triton and KServe answer the same failures.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+
+
+class _NoDeadline:
+    """The ``context`` the servicer's handlers read: an HTTP call brings no deadline."""
+
+    @staticmethod
+    def time_remaining() -> None:
+        return None
+
+
+def json_response(document: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(document), status=status, content_type=JSON, headers=headers)
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return json_response({"error": message}, status, headers)
+
+
+@dataclass
+class HttpFront:
+    """The REST routes over one ``InferenceServicer``; ``start`` binds them, ``stop`` closes them."""
+
+    oip: InferenceServicer
+    interceptor: ServiceInterceptor
+    metrics: ServerMetrics
+    tokens: list[bytes]
+    ready: Callable[[], bool]
+    draining: bool = False
+    runner: web.AppRunner | None = None
+    port: int | None = None
+    tls: HttpTls | None = None
+    max_body_bytes: int = 0
+
+    def application(self, settings: Settings) -> web.Application:
+        self.max_body_bytes = settings.max_receive_message_bytes
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
+        app.router.add_get("/v2/health/live", self._live)
+        app.router.add_get("/v2/health/ready", self._ready)
+        app.router.add_get("/v2", self._call("ServerMetadata", self._server_metadata))
+        for path in MODEL_PATHS:
+            app.router.add_get(path, self._call("ModelMetadata", self._model_metadata))
+            app.router.add_get(path + "/ready", self._call("ModelReady", self._model_ready))
+            app.router.add_get(path + "/config", self._call("ModelConfig", self._model_config))
+            app.router.add_post(path + "/infer", self._call("ModelInfer", self._infer))
+        return app
+
+    async def start(self, settings: Settings, shutdown_timeout_s: float) -> int:
+        """Bind ``--host``:``--http-port`` (TLS when configured) and serve; returns the bound port.
+
+        ``shutdown_timeout_s``: how long ``stop`` waits for calls still running.
+        """
+        self.runner = web.AppRunner(self.application(settings), access_log=None, shutdown_timeout=shutdown_timeout_s)
+        await self.runner.setup()
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.create_server(
+            (settings.host, settings.http_port), family=family, reuse_port=settings.reuse_port, backlog=1024
+        )
+        self.port = sock.getsockname()[1]
+        self.tls = http_tls(settings)
+        await web.SockSite(self.runner, sock, ssl_context=None if self.tls is None else self.tls.context).start()
+        return self.port
+
+    async def stop(self) -> None:
+        """Close the port and wait for the calls still running (the drain bounds how long)."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # --- one call: auth, drain, metrics, tracing, errors -----------------------------------------
+
+    def _call(self, method: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
+        async def call(request: web.Request) -> web.Response:
+            if self.tokens and (refusal := bearer_refusal(request.headers.get("Authorization"), self.tokens)):
+                self.metrics.auth_failures.labels(method, refusal.reason).inc()
+                return error_response(401, refusal.message, {"WWW-Authenticate": "Bearer"})
+            if self.draining:
+                return error_response(503, DRAINING_MESSAGE, {"Connection": "close"})
+            started = self.interceptor.begin_call(method)
+            code = grpc.StatusCode.OK
+            try:
+                with contextlib.nullcontext():  # TODO(14): tracing.call_span(method, request.headers, "http")
+                    return await handler(request)
+            except web.HTTPRequestEntityTooLarge:  # from reading the body; gRPC answers the same
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                return error_response(
+                    413, f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
+                )
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away
+                raise
+            except Exception as error:
+                code, message = status_for(error)
+                headers = {}
+                if retry_after_ms := getattr(error, "retry_after_ms", None):
+                    headers["Retry-After"] = str(max(1, round(retry_after_ms / 1000)))
+                return error_response(HTTP_STATUS.get(code, 500), message, headers)
+            finally:
+                self.interceptor.end_call(method, code.name, started)
+
+        return call
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        """aiohttp's own refusals (no such route, body too large) as JSON errors too."""
+        if self.tls is not None:
+            self.tls.refresh()
+        try:
+            return await handler(request)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            message = error.reason
+            if error.status == 404:
+                message = f"no such endpoint: {request.path}; see the Open Inference Protocol's /v2 routes"
+            elif error.status == 405:
+                message = f"{request.method} is not allowed on {request.path}"
+            allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+            return error_response(error.status, message, allow)
+
+    # --- the routes ------------------------------------------------------------------------------
+
+    async def _live(self, request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ready = self.ready() and not self.draining
+        return json_response({"ready": ready}, 200 if ready else 400)
+
+    async def _server_metadata(self, request: web.Request) -> web.Response:
+        reply = await self.oip.ServerMetadata(oip_pb2.ServerMetadataRequest(), _NoDeadline())
+        return json_response(http_codec.server_metadata(reply))
+
+    @staticmethod
+    def _model(request: web.Request) -> tuple[str, str]:
+        return request.match_info["name"], request.match_info.get("version", "")
+
+    async def _model_metadata(self, request: web.Request) -> web.Response:
+        name, version = self._model(request)
+        reply = await self.oip.ModelMetadata(oip_pb2.ModelMetadataRequest(name=name, version=version), _NoDeadline())
+        return json_response(http_codec.model_metadata(reply))
+
+    async def _model_ready(self, request: web.Request) -> web.Response:
+        name, version = self._model(request)
+        reply = await self.oip.ModelReady(oip_pb2.ModelReadyRequest(name=name, version=version), _NoDeadline())
+        return json_response({"name": name, "ready": reply.ready}, 200 if reply.ready else 400)
+
+    async def _model_config(self, request: web.Request) -> web.Response:
+        name, version = self._model(request)
+        reply = await self.oip.ModelConfig(oip_pb2.ModelConfigRequest(name=name, version=version), _NoDeadline())
+        return json_response(http_codec.model_config(reply))
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        name, version = self._model(request)
+        body = await request.read()
+        infer, binary = http_codec.infer_request(body, request.headers.get(http_codec.HEADER_LENGTH), name, version)
+        reply = await self.oip.ModelInfer(infer, _NoDeadline())
+        document, header_length = http_codec.infer_response(reply, binary)
+        if header_length is None:
+            return web.Response(body=document, content_type=JSON)
+        headers = {http_codec.HEADER_LENGTH: str(header_length)}
+        return web.Response(body=document, content_type="application/octet-stream", headers=headers)

@@ -1,0 +1,277 @@
+"""The Open Inference Protocol over REST (``--http-port``): driven by plain curl and by Triton's own
+``tritonclient.http``; answers equal to gRPC's, JSON errors with the protocol's status codes, the
+same metrics, tokens and TLS as gRPC, and a drain that refuses new calls but finishes running ones.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.server_process import start_server, tensor
+from tests.test_hot_reload import samples, scrape
+from tests.test_oip import ROOT, TRITONCLIENT_PYTHON, array
+from tests.test_security import TOKENS, authority, signed
+from vae_serve.api.v1 import vae_pb2
+
+MAX_BODY_BYTES = 256 * 1024  # the test server's request limit, so that a too-large body is cheap to send
+BOUND_NAMES = ("elbo", "reconstruction", "kl", "iwae", "iwae_standard_error")
+
+if shutil.which("curl") is None:
+    pytest.skip("curl is not installed (apt-get install curl)", allow_module_level=True)
+
+
+def curl(url: str, *args: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers in lower case, body) of one curl call; ``body`` goes in through stdin."""
+    command = ["curl", "-sS", "-D", "-", "-o", "-", "-H", "Expect:", *args, url]  # no "100 Continue" head
+    if body is not None:
+        command[1:1] = ["--data-binary", "@-"]
+    out = subprocess.run(command, input=body, capture_output=True, timeout=60, check=True).stdout
+    head, _, payload = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {key.lower(): value.strip() for key, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, payload
+
+
+def post_json(url: str, document, *args: str) -> tuple[int, dict]:
+    status, _, payload = curl(url, "-H", "Content-Type: application/json", *args, body=json.dumps(document).encode())
+    return status, json.loads(payload)
+
+
+def infer_body(values: np.ndarray, name: str = "x", **parameters) -> dict:
+    document = {"id": "r-1", "inputs": [{"name": name, "shape": list(values.shape), "datatype": "FP32"}]}
+    document["inputs"][0]["data"] = values.tolist()
+    if parameters:
+        document["parameters"] = parameters
+    return document
+
+
+def by_name(reply: dict) -> dict[str, np.ndarray]:
+    return {out["name"]: np.array(out["data"]).reshape(out["shape"]) for out in reply["outputs"]}
+
+
+@pytest.fixture(scope="module")
+def rest(digits_bundle):
+    server = start_server(
+        "--bundle", str(digits_bundle), "--http-port", "0", "--max-receive-message-bytes", str(MAX_BODY_BYTES)
+    )
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    return np.random.default_rng(8).random((5, 64), dtype=np.float32)
+
+
+def test_curl_health_metadata_and_config(rest):
+    url = rest.http_url
+    assert curl(url + "/v2/health/live")[0] == 200
+    status, headers, payload = curl(url + "/v2/health/ready")
+    assert (status, headers["content-type"], json.loads(payload)) == (200, "application/json", {"ready": True})
+    server = json.loads(curl(url + "/v2")[2])
+    assert server["name"] == "vae-serve" and "model_configuration" in server["extensions"]
+    encoder = json.loads(curl(url + "/v2/models/digits-encoder")[2])
+    assert encoder["versions"] == ["1"] and encoder["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert json.loads(curl(url + "/v2/models/digits-elbo/versions/1")[2])["outputs"][0]["datatype"] == "FP64"
+    assert curl(url + "/v2/models/digits-decoder/ready")[0] == 200
+    assert curl(url + "/v2/models/digits-decoder/versions/9/ready")[0] == 400
+    config = json.loads(curl(url + "/v2/models/digits-encoder/config")[2])
+    assert config["max_batch_size"] == 1024 and config["input"] == [
+        {"name": "x", "data_type": "TYPE_FP32", "dims": [64]}
+    ]
+
+
+def test_curl_infer_equals_grpc(rest, rows):
+    url = rest.http_url + "/v2/models/digits-elbo/infer"
+    status, reply = post_json(url, infer_body(rows, k=20, seed=11))
+    assert status == 200 and reply["id"] == "r-1" and reply["parameters"] == {"seed": 11}
+    assert reply["model_name"] == "digits-elbo" and reply["model_version"] == "1"
+    reference = rest.stub.Elbo(vae_pb2.ElboRequest(x=tensor(rows), k=20, seed=11))
+    got = by_name(reply)
+    for name in BOUND_NAMES:
+        assert np.array_equal(got[name], np.array(getattr(reference, name))), name  # JSON keeps every float64 bit
+
+    nested = infer_body(rows.reshape(5, 8, 8))  # the 8x8 image shape, as nested arrays
+    status, reply = post_json(rest.http_url + "/v2/models/digits-encoder/infer", nested)
+    encoded = rest.stub.Encode(vae_pb2.EncodeRequest(x=tensor(rows)))
+    assert status == 200 and np.array_equal(by_name(reply)["z_mean"].astype(np.float32), array(encoded.z_mean))
+
+
+def test_curl_binary_data_extension(rest, rows):
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [5, 64], "datatype": "FP32", "parameters": {"binary_data_size": rows.nbytes}}
+            ],
+            "outputs": [{"name": "z_logvar", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    status, headers, payload = curl(
+        rest.http_url + "/v2/models/digits-encoder/infer",
+        "-H", "Content-Type: application/octet-stream",
+        "-H", f"Inference-Header-Content-Length: {len(header)}",
+        body=header + rows.tobytes(),
+    )  # fmt: skip
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    length = int(headers["inference-header-content-length"])
+    reply = json.loads(payload[:length])
+    [output] = reply["outputs"]
+    assert (output["name"], output["datatype"], output["shape"][0]) == ("z_logvar", "FP32", 5)
+    assert output["parameters"] == {"binary_data_size": len(payload) - length} and "data" not in output
+    z_logvar = np.frombuffer(payload[length:], dtype="<f4").reshape(reply["outputs"][0]["shape"])
+    encoded = rest.stub.Encode(vae_pb2.EncodeRequest(x=tensor(rows)))
+    assert np.array_equal(z_logvar, array(encoded.z_logvar))
+
+
+def bad_calls(rows: np.ndarray) -> list[tuple[str, str, bytes | None, int, str]]:
+    """(method, path, body, HTTP status, text the error must contain)."""
+    infer = "/v2/models/digits-elbo/infer"
+    nan = json.dumps(infer_body(rows)).replace(str(rows[1, 3].tolist()), "1e999", 1)  # JSON has no NaN: 1e999 is inf
+
+    def body(document) -> bytes:
+        return json.dumps(document).encode()
+
+    def changed_input(**changes) -> bytes:
+        document = infer_body(rows)
+        document["inputs"][0].update(changes)
+        return body(document)
+
+    return [
+        ("POST", infer, b"{not json", 400, "Invalid JSON"),
+        ("POST", infer, body({"input": []}), 400, "inputs: Field required"),
+        ("POST", infer, changed_input(data=None), 400, "no data"),
+        ("POST", infer, body(infer_body(rows[:, :10])), 400, "does not fit this model"),
+        ("POST", infer, changed_input(datatype="INT8"), 400, "datatype 'INT8' not supported"),
+        ("POST", infer, changed_input(data=[["a"] * 64] * 5), 400, "array of numbers"),
+        ("POST", infer, changed_input(parameters={"binary_data_size": 99}), 400, "both 'data' and 'binary_data_size'"),
+        ("POST", infer, body(infer_body(rows, k=0)), 400, "k: 0 is out of range"),
+        ("POST", infer, body(infer_body(rows, k="ten")), 400, "must be an integer"),
+        ("POST", infer, body(infer_body(rows, temperature=2)), 400, "not understood"),
+        ("POST", infer, nan.encode(), 400, "non-finite value"),
+        ("POST", infer, b"[" + b"0," * (MAX_BODY_BYTES // 2) + b"0]", 413, f"limit of {MAX_BODY_BYTES} bytes"),
+        ("POST", "/v2/models/digits-nothing/infer", body(infer_body(rows)), 404, "unknown model"),
+        ("POST", "/v2/models/other-elbo/infer", body(infer_body(rows)), 404, "unknown model 'other'"),
+        ("GET", "/v2/models/digits-elbo/versions/7", None, 404, "version"),
+        ("GET", "/v3/anything", None, 404, "no such endpoint"),
+        ("GET", infer, None, 405, "GET is not allowed"),
+    ]
+
+
+def test_bad_requests_get_json_errors_with_protocol_status_codes(rest, rows):
+    for method, path, body, status, text in bad_calls(rows):
+        args = ["-X", method] + (["-H", "Content-Type: application/json"] if body is not None else [])
+        got_status, headers, payload = curl(rest.http_url + path, *args, body=body)
+        assert headers["content-type"] == "application/json", (path, payload)
+        error = json.loads(payload)["error"]
+        assert (got_status, text in error) == (status, True), (path, got_status, error, text)
+        assert not any(leak in error for leak in ("Traceback", ".py", "/tmp", str(ROOT))), error
+    assert "Traceback" not in rest.log()
+
+
+def test_rest_calls_count_in_the_same_metrics(rest, rows):
+    before = samples(scrape(rest.metrics_url))
+    ok = ("vae_requests_total", (("code", "OK"), ("method", "ModelInfer")))
+    invalid = ("vae_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "ModelInfer")))
+    for _ in range(3):
+        assert post_json(rest.http_url + "/v2/models/digits-encoder/infer", infer_body(rows))[0] == 200
+    assert post_json(rest.http_url + "/v2/models/digits-encoder/infer", infer_body(rows[:, :3]))[0] == 400
+    after = samples(scrape(rest.metrics_url))
+    assert after.get(ok, 0) - before.get(ok, 0) == 3
+    assert after.get(invalid, 0) - before.get(invalid, 0) == 1
+    examples = ("vae_examples_total", (("method", "ModelInfer"),))
+    assert after[examples] - before.get(examples, 0) == 15
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    folder = tmp_path_factory.mktemp("pki")
+    authority(folder, "ca")
+    signed(folder, "ca", "server", server=True)
+    return folder
+
+
+def test_tokens_and_tls_as_on_grpc(digits_bundle, pki, tmp_path, rows):
+    (tmp_path / "tokens").write_text(f"{TOKENS[0]}\n")
+    server = start_server(
+        "--bundle", str(digits_bundle), "--http-port", "0", "--auth-tokens-file", str(tmp_path / "tokens"),
+        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+        credentials=grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes()),
+    )  # fmt: skip
+    try:
+        url = server.http_url
+        assert url.startswith("https://")
+        tls = ("--cacert", str(pki / "ca.pem"))
+        assert curl(url + "/v2/health/ready", *tls)[0] == 200  # probes need no token
+        status, headers, payload = curl(url + "/v2/models/digits-encoder", *tls)
+        assert (status, headers["www-authenticate"]) == (401, "Bearer")
+        assert "missing credentials" in json.loads(payload)["error"]
+        wrong = curl(url + "/v2/models/digits-encoder", *tls, "-H", "Authorization: Bearer nope")
+        assert wrong[0] == 401 and json.loads(wrong[2])["error"] == "invalid token"
+        token = ("-H", f"Authorization: Bearer {TOKENS[0]}")
+        status, reply = post_json(url + "/v2/models/digits-encoder/infer", infer_body(rows), *tls, *token)
+        assert status == 200 and by_name(reply)["z_mean"].shape[0] == 5
+        refused = subprocess.run(["curl", "-sS", url + "/v2/health/live"], capture_output=True, timeout=30)
+        assert refused.returncode != 0  # TLS only: no certificate the client trusts, no answer
+        failures = samples(scrape(server.metrics_url))
+        assert failures[("vae_auth_failures_total", (("method", "ModelMetadata"), ("reason", "missing")))] == 1
+    finally:
+        assert server.stop() == 0
+
+
+def test_drain_refuses_new_rest_calls_and_finishes_running_ones(digits_bundle):
+    server = start_server("--bundle", str(digits_bundle), "--http-port", "0", "--grace", "20")
+    heavy = np.random.default_rng(2).random((1024, 64), dtype=np.float32)
+    answers: list = []
+    url = server.http_url + "/v2/models/digits-elbo/infer"
+    running = threading.Thread(target=lambda: answers.append(post_json(url, infer_body(heavy, k=250, seed=3))))
+    try:
+        running.start()
+        time.sleep(0.3)  # the heavy call is in the batcher (about a second of work)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while curl(server.http_url + "/v2/health/ready")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert curl(server.http_url + "/v2/health/ready")[0] == 400
+        status, _, payload = curl(server.http_url + "/v2/models/digits-encoder")
+        assert status == 503 and "shutting down" in json.loads(payload)["error"]
+        running.join(timeout=30)
+        assert answers and answers[0][0] == 200 and len(answers[0][1]["outputs"][0]["data"]) == 1024
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_tritonclient_http_drives_it(rest, tmp_path, rows):
+    if not TRITONCLIENT_PYTHON.exists():
+        pytest.skip(f"no tritonclient venv at {TRITONCLIENT_PYTHON} (scripts/test.sh makes it)")
+    np.save(tmp_path / "x.npy", rows)
+    result = subprocess.run(
+        [str(TRITONCLIENT_PYTHON), str(ROOT / "tests/tritonclient_http_probe.py"), rest.http_url.split("://")[1],
+         "digits", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["live"] and report["ready"] and report["models_ready"] == [True, True, True]
+    assert report["unknown_ready"] is False
+    assert report["server"]["name"] == "vae-serve"
+    assert report["metadata"]["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert report["config"]["max_batch_size"] == 1024
+    assert report["seed"] == 11 and report["json_outputs"] == ["z_mean"]
+    assert report["bad_shape"][0] == "400" and "does not fit this model" in report["bad_shape"][1]
+    got = np.load(tmp_path / "outputs.npz")
+    encoded = rest.stub.Encode(vae_pb2.EncodeRequest(x=tensor(rows)))
+    assert np.array_equal(got["z_mean"], array(encoded.z_mean)) and np.array_equal(got["z_mean_json"], got["z_mean"])
+    assert np.array_equal(got["z_logvar"], array(encoded.z_logvar))
+    bounds = rest.stub.Elbo(vae_pb2.ElboRequest(x=tensor(rows), k=20, seed=11))
+    assert np.array_equal(got["iwae"], np.array(bounds.iwae)) and np.array_equal(got["elbo"], np.array(bounds.elbo))
