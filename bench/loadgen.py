@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.workloads import CALLERS, CHANNEL_OPTIONS, WORKLOADS
+from bench.workloads import CALLERS, CHANNEL_OPTIONS, REST_PROTOCOLS, WORKLOADS, rest_caller
 
 PERCENTILES = (50, 90, 99, 99.9)
 
@@ -50,7 +51,7 @@ async def closed_loop(calls, concurrency: int, duration_s: float, warmup_s: floa
         while (started := time.perf_counter()) < stop_at:
             try:
                 done = await call()
-            except grpc.aio.AioRpcError:
+            except (grpc.aio.AioRpcError, aiohttp.ClientError):
                 errors += started >= measuring_from
                 continue
             if started >= measuring_from:
@@ -73,7 +74,7 @@ async def open_loop(calls, rate_per_s: float, duration_s: float, warmup_s: float
         nonlocal rows, errors
         try:
             done = await call()
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, aiohttp.ClientError):
             errors += measured
             return
         if measured:
@@ -96,9 +97,32 @@ async def open_loop(calls, rate_per_s: float, duration_s: float, warmup_s: float
     return result
 
 
-async def run(args: argparse.Namespace) -> list[dict]:
-    workload = WORKLOADS[args.workload]
+async def sweep(args: argparse.Namespace, calls) -> list[dict]:
     results = []
+    for concurrency in args.closed:
+        result = await closed_loop(calls, concurrency, args.duration, args.warmup)
+        results.append({"mode": "closed", "concurrency": concurrency, "channels": args.channels, **result})
+    for rate in args.open:
+        result = await open_loop(calls, rate, args.duration, args.warmup)
+        results.append({"mode": "open", "rate_per_s": rate, "channels": args.channels, **result})
+    return results
+
+
+async def run_rest(args: argparse.Namespace) -> list[dict]:
+    """The REST binding: one HTTP/1.1 keep-alive connection per concurrent worker at most."""
+    workload = WORKLOADS[args.workload]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        binary = args.protocol == "rest-binary"
+        calls = [rest_caller(session, f"http://{args.target}", workload, args.num_features, binary)]
+        results = await sweep(args, calls)
+    return [{"target": args.label, "workload": workload.name, **result} for result in results]
+
+
+async def run(args: argparse.Namespace) -> list[dict]:
+    if args.protocol in REST_PROTOCOLS:
+        return await run_rest(args)
+    workload = WORKLOADS[args.workload]
     # A local subchannel pool per channel: without it, channels to one target share one connection.
     options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
@@ -106,12 +130,7 @@ async def run(args: argparse.Namespace) -> list[dict]:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 30)
         calls = [CALLERS[args.protocol](channel, workload, args.num_features) for channel in channels]
-        for concurrency in args.closed:
-            result = await closed_loop(calls, concurrency, args.duration, args.warmup)
-            results.append({"mode": "closed", "concurrency": concurrency, "channels": args.channels, **result})
-        for rate in args.open:
-            result = await open_loop(calls, rate, args.duration, args.warmup)
-            results.append({"mode": "open", "rate_per_s": rate, "channels": args.channels, **result})
+        results = await sweep(args, calls)
     finally:
         for channel in channels:
             await channel.close()
@@ -125,7 +144,7 @@ def numbers(text: str, kind=int) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--protocol", choices=sorted(CALLERS), default="vae")
+    parser.add_argument("--protocol", choices=sorted([*CALLERS, *REST_PROTOCOLS]), default="vae")
     parser.add_argument("--label", default=None, help="name of the target in the results")
     parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
     parser.add_argument("--num-features", type=int, default=64)

@@ -2,10 +2,13 @@
 
 A workload is one kind of request, repeated. Each protocol adapter turns it into a coroutine
 factory: ``call()`` sends one request and returns the number of rows (examples or samples) it
-covered. Protocols: ``vae`` (vae-serve, or the echo server, which speaks the same API) and
-``kserve`` (Triton and MLServer through the Open Inference Protocol's ModelInfer).
+covered. Protocols: ``vae`` (vae-serve, or the echo server, which speaks the same API),
+``kserve`` (Triton and MLServer through the Open Inference Protocol's ModelInfer), ``oip`` (vae-serve's
+own ModelInfer over gRPC) and ``rest`` / ``rest-binary`` (vae-serve's REST binding, JSON tensors or
+the binary-data extension; the target is the ``--http-port`` address).
 """
 
+import json
 from dataclasses import dataclass
 
 import grpc
@@ -96,4 +99,53 @@ def kserve_caller(channel: grpc.aio.Channel, workload: Workload, num_features: i
     return call
 
 
-CALLERS = {"vae": vae_caller, "kserve": kserve_caller}
+def oip_caller(channel: grpc.aio.Channel, workload: Workload, num_features: int, bundle: str = "digits"):
+    """vae-serve's Open Inference Protocol over gRPC: ``<bundle>-elbo`` with the parameter k."""
+    from vae_serve.api.oip import grpc_service_pb2 as service_pb2
+    from vae_serve.api.oip import grpc_service_pb2_grpc as service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    x = inputs(workload, num_features)
+    part = {"Elbo": "elbo", "Encode": "encoder"}[workload.rpc]
+    request = service_pb2.ModelInferRequest(model_name=f"{bundle}-{part}")
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    if part == "elbo":
+        request.parameters["k"].int64_param = workload.k
+        request.parameters["seed"].int64_param = 1
+
+    async def call() -> int:
+        await stub.ModelInfer(request)
+        return workload.rows
+
+    return call
+
+
+def rest_caller(session, base_url: str, workload: Workload, num_features: int, binary: bool, bundle: str = "digits"):
+    """vae-serve's REST binding (an ``aiohttp.ClientSession``): the same calls as ``oip_caller``."""
+    x = inputs(workload, num_features)
+    part = {"Elbo": "elbo", "Encode": "encoder"}[workload.rpc]
+    url = f"{base_url}/v2/models/{bundle}-{part}/infer"
+    tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32"}
+    document = {"inputs": [tensor], "parameters": {"k": workload.k, "seed": 1} if part == "elbo" else {}}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": x.nbytes}
+        document["parameters"]["binary_data_output"] = True
+        header = json.dumps(document).encode()
+        body = header + x.tobytes()
+        headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    else:
+        tensor["data"] = x.ravel().tolist()
+        body, headers = json.dumps(document).encode(), {"Content-Type": "application/json"}
+
+    async def call() -> int:
+        async with session.post(url, data=body, headers=headers) as response:
+            response.raise_for_status()
+            await response.read()
+        return workload.rows
+
+    return call
+
+
+CALLERS = {"vae": vae_caller, "kserve": kserve_caller, "oip": oip_caller}
+REST_PROTOCOLS = ("rest", "rest-binary")
