@@ -47,8 +47,9 @@ ENV PATH=/opt/vae/bin:${PATH} \
     VAE_HOST=0.0.0.0 \
     VAE_PORT=50051 \
     VAE_METRICS_PORT=9090 \
+    VAE_HTTP_PORT=8000 \
     VAE_GRACE_S=30
-EXPOSE 50051 9090
+EXPOSE 50051 8000 9090
 USER 10001:10001
 # The gRPC health protocol, as Kubernetes' native probes use it: SERVING only after every bundle
 # passed verification, NOT_SERVING from the first moment of a drain.

@@ -111,9 +111,10 @@ verified=$("$DOCKER" run --rm --entrypoint vae-train "$IMAGE" verify --bundle /m
 
 PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 METRICS_PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-log "docker run (read-only root, port $PORT, metrics $METRICS_PORT)"
+HTTP_PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+log "docker run (read-only root, port $PORT, REST $HTTP_PORT, metrics $METRICS_PORT)"
 "$DOCKER" run -d --name "$NAME" --network host --read-only --tmpfs /tmp \
-    -e VAE_HOST=127.0.0.1 -e VAE_PORT="$PORT" -e VAE_METRICS_PORT="$METRICS_PORT" \
+    -e VAE_HOST=127.0.0.1 -e VAE_PORT="$PORT" -e VAE_METRICS_PORT="$METRICS_PORT" -e VAE_HTTP_PORT="$HTTP_PORT" \
     --health-interval 1s --health-start-period 30s "$IMAGE" >/dev/null
 status=starting
 for _ in $(seq 90); do
@@ -130,7 +131,8 @@ fi
 log "healthy; calling it"
 .venv/bin/vae-client --target "127.0.0.1:$PORT" info >/dev/null
 .venv/bin/vae-client --target "127.0.0.1:$PORT" --json sample --n 8 --seed 1 >/dev/null
-.venv/bin/python - "$PORT" "$METRICS_PORT" <<'EOF'
+.venv/bin/python - "$PORT" "$METRICS_PORT" "$HTTP_PORT" <<'EOF'
+import json
 import sys
 import urllib.request
 
@@ -139,13 +141,17 @@ import numpy as np
 
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 
-port, metrics_port = sys.argv[1:]
+port, metrics_port, http_port = sys.argv[1:]
 stub = vae_pb2_grpc.VaeServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
 reply = stub.Elbo(vae_pb2.ElboRequest(x=vae_pb2.Tensor(shape=x.shape, data=x.tobytes()), k=10, seed=3), timeout=30)
 assert len(reply.elbo) == 4 and all(np.isfinite(reply.iwae)), reply
 text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
 assert 'vae_requests_total{code="OK",method="Elbo"} 1.0' in text, text
+body = json.dumps({"inputs": [{"name": "x", "shape": [4, 64], "datatype": "FP32", "data": x.ravel().tolist()}]})
+request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/digits-elbo/infer", data=body.encode())
+rest = json.load(urllib.request.urlopen(request, timeout=30))
+assert [output["shape"] for output in rest["outputs"]] == [[4]] * 5, rest
 EOF
 if command -v promtool >/dev/null; then
     .venv/bin/python -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics').read().decode())" \
