@@ -6,17 +6,23 @@ from vae_serve.client.results import (
     ElboResult,
     EncodeResult,
     InterpolateResult,
+    Piece,
     SampleResult,
     ScoreResult,
 )
+from vae_serve.client.retry import RetryPolicy
+from vae_serve.client.split import piece_seed
 
 __all__ = [
     "DecodeResult",
     "ElboResult",
     "EncodeResult",
     "InterpolateResult",
+    "Piece",
+    "RetryPolicy",
     "SampleResult",
     "ScoreResult",
     "VaeClient",
     "VaeClientError",
+    "piece_seed",
 ]

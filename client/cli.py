@@ -2,6 +2,9 @@
 
 Exit status: 0 on success; 1 when the server answers with an error (or health is not SERVING);
 2 for bad local input (arguments, files). Errors go to stderr as one line, never a traceback.
+
+Inputs larger than the server's per-request limits are sent as several requests (a progress bar on
+a terminal's stderr), and overloaded or unavailable servers are retried: see VaeClient.
 """
 
 import argparse
@@ -16,7 +19,7 @@ import numpy as np
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.client.client import INTERPOLATION_PATHS, SCORE_TYPES, VaeClient, VaeClientError
 from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
-from vae_serve.client.results import DecodeResult, EncodeResult
+from vae_serve.client.results import DecodeResult, EncodeResult, Piece
 
 PROG = "vae-client"
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -67,7 +70,7 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         type=_positive_float,
         metavar="SECONDS",
         default=default(30.0),
-        help="deadline of each call, or of a whole stream (default: 30)",
+        help="deadline of each request, its retries included, or of a whole stream (default: 30)",
     )
     parser.add_argument("--tls", action="store_true", default=default(False), help="use TLS with the system's CA roots")
     parser.add_argument("--tls-ca", metavar="CA.pem", default=default(None), help="use TLS, trusting these PEM CAs")
@@ -79,6 +82,12 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         help="bearer token for servers with authentication (default: $VAE_TOKEN; prefer the variable)",
     )
     parser.add_argument("--json", action="store_true", default=default(False), help="print one JSON object")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=default(False),
+        help="no progress bar for inputs sent as several requests (shown only on a terminal)",
+    )
     parser.add_argument("--model", default=default(None), help="model name (default: the server's default)")
     parser.add_argument(
         "--version",
@@ -188,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample" and args.chunk_size and not args.stream:
         parser.error("--chunk-size needs --stream")
     try:
-        with VaeClient(args.target, timeout_s=args.timeout_s, **_security(args)) as client:
+        client = VaeClient(args.target, timeout_s=args.timeout_s, progress=not args.no_progress, **_security(args))
+        with client:
             return args.handler(client, args)
     except VaeClientError as err:
         _error(args, f"{err.code_name}: {err.details}", {"code": err.code_name, "message": err.details})
@@ -215,6 +225,23 @@ def _emit(args: argparse.Namespace, payload: dict, lines: list[str]) -> None:
 
 def _model_json(name: str, version: str) -> dict:
     return {"name": name, "version": version}
+
+
+def _pieces_json(pieces: tuple[Piece, ...]) -> list[dict]:
+    """The requests a call was sent as: rows [start, stop) and the seed of each."""
+    return [{"start": piece.start, "stop": piece.stop, "seed": piece.seed} for piece in pieces]
+
+
+def _seed_text(result) -> str:
+    """ "seed S", and how many requests a split call took (their seeds: --json, or --out)."""
+    if len(result.pieces) <= 1:
+        return f"seed {result.seed}"
+    return f"seed {result.seed}, sent as {len(result.pieces)} requests"
+
+
+def _pieces_array(pieces: tuple[Piece, ...]) -> np.ndarray:
+    """[requests, 3] uint64: start, stop and seed of each request, for .npz outputs."""
+    return np.array([[piece.start, piece.stop, piece.seed] for piece in pieces], dtype=np.uint64).reshape(-1, 3)
 
 
 def _shapes(arrays: dict[str, np.ndarray | None]) -> dict[str, list[int] | None]:
@@ -328,17 +355,19 @@ def _report_coder(
     """Print an encode/decode result (and save it with --out). JSON lists ``per_row``; samples only by shape."""
     saved = {name: array for name, array in {**per_row, **samples}.items() if array is not None}
     if args.out:
-        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), **saved))
+        pieces = _pieces_array(result.pieces)
+        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), pieces=pieces, **saved))
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
+        "pieces": _pieces_json(result.pieces),
         **{name: array.tolist() for name, array in per_row.items()},
         "shapes": _shapes({**per_row, **samples}),
         "out": args.out,
     }
     count = len(next(iter(per_row.values())))
     shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in saved.items())
-    lines = [f"{verb} {count} rows with {result.model_name}:{result.model_version} (seed {result.seed}): {shapes}"]
+    lines = [f"{verb} {count} rows with {result.model_name}:{result.model_version} ({_seed_text(result)}): {shapes}"]
     for row in range(min(count, _MAX_PRINTED_ROWS)):
         # numpy's summarisation keeps a row of 784 values to one readable line.
         cells = (f"{name}={np.array2string(array[row], precision=3, threshold=8)}" for name, array in per_row.items())
@@ -416,13 +445,14 @@ def _cmd_elbo(client: VaeClient, args: argparse.Namespace) -> int:
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
+        "pieces": _pieces_json(result.pieces),
         "k": result.k,
         # The iwae lists are null when k == 1 (the server computes no IWAE bound then).
         **{name: None if values is None else values.tolist() for name, values in {**columns, **iwae_columns}.items()},
     }
     if result.iwae is not None:
         columns |= iwae_columns
-    lines = [f"model {result.model_name}:{result.model_version}  k={result.k}  seed {result.seed}  (nats)"]
+    lines = [f"model {result.model_name}:{result.model_version}  k={result.k}  {_seed_text(result)}  (nats)"]
     lines += _table(columns)
     lines.append("mean " + "  ".join(f"{values.mean():>{max(10, len(name))}.4f}" for name, values in columns.items()))
     _emit(args, payload, lines)
@@ -438,6 +468,7 @@ def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
+        "pieces": _pieces_json(result.pieces),
         "score": result.score,
         "scores": result.scores.tolist(),
         "percentile": result.percentile.tolist(),
@@ -450,7 +481,7 @@ def _cmd_score(client: VaeClient, args: argparse.Namespace) -> int:
         {"score": result.scores, "percentile": result.percentile, "p_value": result.p_value}, {"p_value": ".4g"}
     )
     flags = ["flagged", *np.where(result.is_anomaly, "ANOMALY", "-")]
-    lines = [f"model {result.model_name}:{result.model_version}  score {result.score}  seed {result.seed}"]
+    lines = [f"model {result.model_name}:{result.model_version}  score {result.score}  {_seed_text(result)}"]
     lines += [f"{line}  {flag:>8}" for line, flag in zip(table, flags, strict=True)]
     lines.append(
         f"threshold {result.threshold:.4f} (false-positive rate {result.false_positive_rate:.4g} on calibration data): "
@@ -479,7 +510,8 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
     arrays = {"t": result.t, "z": result.z, "x_mean": result.x_mean, "x_samples": result.x_samples}
     if args.out:
         saved = {name: array for name, array in arrays.items() if array is not None}
-        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), **saved))
+        pieces = _pieces_array(result.pieces)
+        save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), pieces=pieces, **saved))
     if args.png:
         paths, steps = result.x_mean.shape[:2]
         images = np.clip(result.x_mean, 0.0, 1.0).reshape(paths * steps, *image_shape)
@@ -487,6 +519,7 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
+        "pieces": _pieces_json(result.pieces),
         "path": args.path,
         "t": result.t.tolist(),
         "shapes": _shapes(arrays),
@@ -495,7 +528,7 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
     }
     lines = [
         f"interpolated {len(result.z)} paths of {len(result.t)} points ({args.path}) with "
-        f"{result.model_name}:{result.model_version} (seed {result.seed})",
+        f"{result.model_name}:{result.model_version} ({_seed_text(result)})",
         "  ".join(f"{name} {list(array.shape)}" for name, array in arrays.items() if array is not None),
     ]
     lines += [f"wrote {path}" for path in (args.out, args.png) if path]

@@ -5,6 +5,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One request of a call: rows ``start`` to ``stop`` (exclusive) of the input, sent with ``seed``.
+
+    A call that fits one request has one piece; a larger one is split by the server's limits
+    (docs/client.md). Calling the same method on ``x[start:stop]`` with ``seed`` repeats the piece.
+    """
+
+    start: int
+    stop: int
+    seed: int | None  # None only in a plan, before the server picked the seed
+
+
 # eq=False: the fields hold numpy arrays, for which == is elementwise and has no truth value.
 @dataclass(frozen=True, eq=False)
 class EncodeResult:
@@ -16,6 +29,7 @@ class EncodeResult:
     model_name: str
     model_version: str
     seed: int
+    pieces: tuple[Piece, ...] = ()  # the requests sent, with their seeds
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +43,7 @@ class DecodeResult:
     model_name: str
     model_version: str
     seed: int
+    pieces: tuple[Piece, ...] = ()  # the requests sent, with their seeds
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +73,7 @@ class ElboResult:
     model_name: str
     model_version: str
     seed: int
+    pieces: tuple[Piece, ...] = ()  # the requests sent, with their seeds
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +91,7 @@ class ScoreResult:
     model_version: str
     seed: int
     feature_errors: np.ndarray | None = None  # [n, D] squared reconstruction errors, when asked
+    pieces: tuple[Piece, ...] = ()  # the requests sent, with their seeds
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,3 +106,4 @@ class InterpolateResult:
     model_name: str
     model_version: str
     seed: int
+    pieces: tuple[Piece, ...] = ()  # the requests sent, with their seeds
