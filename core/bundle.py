@@ -5,7 +5,7 @@ that says which file and what differs. Imports no torch.
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,38 @@ from vae_serve.core.runtime import BOUNDS_OUTPUTS, DEFAULT_PROVIDERS, OnnxVae, m
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle, ready to serve."""
+    """A verified bundle, ready to serve.
+
+    ``manifest.name`` and ``manifest.version`` are the identity it is served under: the manifest's
+    own, or a model repository's directories (``served_as``). Everything keyed on a model version
+    (replies, metric labels, batchers, hot reload) reads them there.
+    """
 
     path: Path
     manifest: Manifest
     vae: OnnxVae
+    # (name, version) as manifest.json says, when the bundle is served under another identity.
+    sealed_as: tuple[str, str] | None = None
+
+    def served_as(self, name: str, version: str) -> "Bundle":
+        """This bundle under the name and version a model repository's layout gives it.
+
+        Neither the manifest file nor its seal is touched: the copy returned carries the new name
+        and version in memory only (its ``manifest_sha256`` still describes the file), and the
+        file's own in ``sealed_as``.
+
+        Args:
+            name, version: the identity to serve it under (``NAME_PATTERN``; the caller checks).
+
+        Returns:
+            ``self`` when they are the manifest's already, else a copy.
+        """
+        if (name, version) == (self.manifest.name, self.manifest.version):
+            return self
+        # model_copy does not validate; the caller has checked name and version against NAME_PATTERN.
+        manifest = self.manifest.model_copy(update={"name": name, "version": version})
+        sealed = self.sealed_as or (self.manifest.name, self.manifest.version)
+        return replace(self, manifest=manifest, sealed_as=sealed)
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

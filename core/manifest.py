@@ -3,6 +3,8 @@
 import hashlib
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +20,22 @@ SAFE_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 SHA256_HEX = r"^[0-9a-f]{64}$"
 # A model name or version: it becomes a directory name in a model repository.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A version directory that vae-train reads as a version: digits only (Triton's rule too).
+INTEGER_VERSION = r"^[0-9]+$"
+
+
+def repository_layout(directory: str | Path) -> tuple[str, str] | None:
+    """(NAME, N) when ``directory`` is a model repository's ``NAME/N`` with N an integer, else None.
+
+    In a model repository the directories are the name and version a bundle is served as, whatever
+    its manifest says (docs/bundle.md, "Versions in a model repository"); vae-train takes its default
+    name and version from them so that the two agree.
+    """
+    directory = Path(directory).absolute()
+    version, name = directory.name, directory.parent.name
+    if re.fullmatch(INTEGER_VERSION, version) and re.fullmatch(NAME_PATTERN, name):
+        return name, version
+    return None
 
 
 class _Strict(BaseModel):

@@ -26,6 +26,7 @@ from vae_serve.core.manifest import (
     Metrics,
     Preprocessing,
     SplitMetrics,
+    repository_layout,
 )
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae, make_session
@@ -118,7 +119,7 @@ def export_bundle(
     calibration_data: np.ndarray,
     out: str | Path,
     name: str,
-    version: str = "1",
+    version: str | None = None,
     preprocessing: Preprocessing | None = None,
     test_data: np.ndarray | None = None,
     training: dict | None = None,
@@ -142,7 +143,9 @@ def export_bundle(
         calibration_data: held-out normal rows, raw (as clients will send them), [n, *input_shape]
             or [n, D]; every anomaly score is calibrated on them, and they check the model.
         out: the bundle directory to write (for a model repository: REPO/NAME/VERSION).
-        name, version: the model's name and version.
+        name, version: the model's name and version. In a model repository a bundle is served under
+            its directories' name and version, whatever these say (docs/bundle.md); version
+            defaults to N of ``out`` = REPO/NAME/N (N an integer), else "1".
         preprocessing: what the server applies to raw inputs, x_model = (x - loc) / scale
             (``vae_serve.core.preprocessing.pixel_scaling`` or ``standardization``); None: none.
         test_data: raw rows for the test metrics; None: the metrics repeat the calibration rows.
@@ -166,6 +169,9 @@ def export_bundle(
         BundleError: the written bundle does not verify (a bug; please report it).
     """
     out, input_shape = Path(out), tuple(int(size) for size in input_shape)
+    if version is None:
+        layout = repository_layout(out)
+        version = layout[1] if layout is not None else "1"
     preprocessing = preprocessing or IDENTITY
     _check_arguments(likelihood, name, version, out, force, training)
     affine = Affine.of(preprocessing)

@@ -1,8 +1,13 @@
-"""``vae-train``: train a VAE into a verified ONNX model bundle, recalibrate a bundle, verify one.
+"""``vae-train``: train a VAE into a verified ONNX model bundle, recalibrate a bundle, verify one,
+export one as a Triton model repository.
 
-    vae-train train --dataset digits --out models/digits
+    vae-train train --dataset digits --out models/repo/digits/1
     vae-train calibrate --bundle models/repo/digits/1 --dataset npy:normal.npy --split all
     vae-train verify --bundle models/digits
+    vae-train export-triton --bundle models/repo/digits/1 --out triton-repo
+
+In a model repository the directories are the name and version (docs/bundle.md): ``--out
+REPO/NAME/N`` (N an integer) makes NAME and N the defaults of ``--name`` and ``--version``.
 
 Progress goes to stderr; the last line on stdout is one JSON object. Exit codes: 0 done, 1 export
 or verification failed, 2 bad arguments or data (or the [train] extra missing).
@@ -17,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vae_serve.core.manifest import repository_layout
 from vae_serve.export.config import model_name, parse_hidden, parse_size
 from vae_serve.export.data import DataError
 
@@ -107,8 +113,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--iwae-k", type=int, default=1000, help="importance samples of the test NLL")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--name", type=model_name, help="model name (default: from the dataset)")
-    parser.add_argument("--version", type=model_name, default="1", help="model version (default 1)")
+    parser.add_argument(
+        "--name", type=model_name, help="model name (default: NAME of --out REPO/NAME/N, else from the dataset)"
+    )
+    parser.add_argument("--version", type=model_name, help="model version (default: N of --out REPO/NAME/N, else 1)")
     _add_run_arguments(parser, "training seed: the same seed gives the same model (default 0)")
 
 
@@ -122,7 +130,12 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         default="validation",
         help="rows to calibrate on (default: validation; all: every row)",
     )
-    parser.add_argument("--version", type=model_name, help="the new version (default: the old one + 1 when numeric)")
+    parser.add_argument(
+        "--version",
+        type=model_name,
+        help="the new version (default: N of --out REPO/NAME/N; else the old one + 1 when numeric, "
+        "the old one being N of --bundle REPO/NAME/N)",
+    )
     parser.add_argument("--out", type=Path, help="where to write it (default: beside the bundle, named by version)")
     _add_run_arguments(parser, "seed of the sampled scores' noise (default 0)")
 
@@ -130,6 +143,53 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``vae-train verify``."""
     parser.add_argument("--bundle", required=True, type=Path, help="the bundle directory to verify")
+
+
+def _integer_from(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def add_export_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``vae-train export-triton``."""
+    from vae_serve.export.triton_repo import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_US, KINDS
+
+    parser.add_argument("--bundle", required=True, type=Path, help="the bundle to export (verified first)")
+    parser.add_argument("--out", required=True, type=Path, help="the Triton model repository (created if missing)")
+    parser.add_argument("--name", type=model_name, help="prefix of the models' names (default: the manifest's name)")
+    parser.add_argument(
+        "--version",
+        type=_integer_from(1),
+        help="Triton's version directory (default: the manifest's version, which must then be an integer)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=_integer_from(1),
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"rows Triton may batch into one run of the encoder or decoder (default {DEFAULT_MAX_BATCH_SIZE}, "
+        "vae-serve's --max-rows); the bounds graph is never batched by Triton",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=_integer_from(0),
+        default=DEFAULT_MAX_QUEUE_DELAY_US,
+        help=f"dynamic batching: longest wait for more requests, microseconds (default {DEFAULT_MAX_QUEUE_DELAY_US})",
+    )
+    parser.add_argument("--kind", choices=sorted(KINDS), default="gpu", help="instance kind (default: gpu)")
+    parser.add_argument(
+        "--instances", type=_integer_from(1), default=1, help="instances per model and device (default 1)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace versions that exist in the repository")
 
 
 def _summarize(
@@ -152,6 +212,28 @@ def _summarize(
     return 0
 
 
+def _note(command: str, text: str) -> None:
+    print(f"vae-train {command}: note: {text}", file=sys.stderr)
+
+
+def repository_defaults(args: argparse.Namespace) -> None:
+    """``vae-train train``: --name and --version from --out REPO/NAME/N when not given, so that the
+    manifest agrees with the directories a model repository serves it under; else the dataset's
+    name and version 1. A flag that disagrees is kept, with a note of what will be served."""
+    layout = repository_layout(args.out)
+    if layout is not None:
+        for flag, given, served in (("--name", args.name, layout[0]), ("--version", args.version, layout[1])):
+            if given is not None and given != served:
+                _note(
+                    "train",
+                    f"{flag} {given} goes into the manifest, but a model repository serves {args.out} as "
+                    f"{layout[0]}:{layout[1]} (the directories are the name and version)",
+                )
+        args.name = args.name or layout[0]
+        args.version = args.version or layout[1]
+    args.version = args.version or "1"
+
+
 def train_command(args: argparse.Namespace) -> int:
     """``vae-train train``: see ``pipeline.run_training``."""
     from pydantic import ValidationError
@@ -163,7 +245,22 @@ def train_command(args: argparse.Namespace) -> int:
     from vae_serve.export.user_model import ModelError
 
     failures = (ExportError, BundleError, FloatingPointError, ValidationError, ModelError)
+    repository_defaults(args)
     return _summarize("train", lambda: run_training(args), (DataError, PublishError), failures)
+
+
+def calibrate_version(args: argparse.Namespace) -> None:
+    """``vae-train calibrate``'s --version when not given, by the directories of a model repository:
+    N of --out REPO/NAME/N, or (no --out) N + 1 of --bundle REPO/NAME/N. Else it stays unset, and
+    the manifest's version + 1 is taken."""
+    if args.version is not None:
+        return
+    out_layout = repository_layout(args.out) if args.out is not None else None
+    bundle_layout = repository_layout(args.bundle)
+    if out_layout is not None:
+        args.version = out_layout[1]
+    elif args.out is None and bundle_layout is not None:
+        args.version = str(int(bundle_layout[1]) + 1)
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
@@ -173,6 +270,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     from vae_serve.export.calibrate import recalibrate
 
     refused = (DataError, PublishError)
+    calibrate_version(args)
     return _summarize("calibrate", lambda: recalibrate(args), refused, (BundleError,), "bundle refused")
 
 
@@ -195,6 +293,34 @@ def verify_command(args: argparse.Namespace) -> int:
         }
 
     return _summarize("verify", verify, (), (BundleError,), "bundle refused")
+
+
+def export_triton_command(args: argparse.Namespace) -> int:
+    """``vae-train export-triton``: see ``triton_repo.export_triton``."""
+    from vae_serve.core.errors import BundleError
+    from vae_serve.export.bundle_writer import PublishError
+    from vae_serve.export.triton_repo import Serving, TritonExportError, export_triton
+
+    def run() -> dict:
+        serving = Serving(args.max_batch_size, args.max_queue_delay_us, args.kind, args.instances)
+        summary = export_triton(args.bundle, args.out, serving, name=args.name, version=args.version, force=args.force)
+        layout = repository_layout(args.bundle)
+        if layout is not None and layout != (summary["name"], summary["version"]) and not (args.name or args.version):
+            _note(
+                "export-triton",
+                f"exported under the manifest's {summary['name']}:{summary['version']}, but vae-serve serves "
+                f"{args.bundle} as {layout[0]}:{layout[1]}; pass --name {layout[0]} --version {layout[1]} to match",
+            )
+        if not summary["bounds_graph"]:
+            _note(
+                "export-triton",
+                "the bundle has no bounds graph (bounds.onnx, written by exports since 2026-11-29): "
+                "only the encoder and the decoder were exported; train the model again for one",
+            )
+        return summary
+
+    refused = (TritonExportError, PublishError)
+    return _summarize("export-triton", run, refused, (BundleError,), "bundle refused")
 
 
 # name, one-line summary for `vae-train --help`, description for `vae-train NAME --help`, flags, handler
@@ -220,6 +346,14 @@ COMMANDS = (
         add_verify_arguments,
         verify_command,
     ),
+    (
+        "export-triton",
+        "write a bundle's graphs as a Triton model repository (no torch)",
+        "Write a verified bundle's encoder, decoder and bounds graph into a Triton Inference Server model "
+        "repository, each with its config.pbtxt (onnxruntime_onnx). Needs no torch. See docs/scaling.md.",
+        add_export_triton_arguments,
+        export_triton_command,
+    ),
 )
 
 
@@ -227,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     """``vae-train`` and its subcommands, each with its own ``--help``."""
     parser = argparse.ArgumentParser(
         prog="vae-train",
-        description="Train VAEs into verified ONNX model bundles; recalibrate or verify bundles.",
+        description="Train VAEs into verified ONNX model bundles; recalibrate, verify or export bundles.",
         epilog="`vae-train COMMAND --help` lists a command's flags.",
     )
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)

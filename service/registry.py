@@ -1,17 +1,22 @@
 """The models a server holds: one bundle, or every ``<name>/<version>/`` bundle of a repository.
 
+In a repository the directories are the name and version a bundle is served under, whatever its
+manifest says (Triton's rule; docs/bundle.md, "Versions in a model repository"): a bundle copied
+into ``REPO/other/7`` is ``other:7``. A single ``--bundle`` is served under its manifest's.
+
 Requests resolve names through this registry's own dictionary, never through the filesystem, so a
 request cannot reach a path.
 """
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from vae_serve.core.bundle import Bundle, load_bundle
 from vae_serve.core.errors import BundleError, NotFound
-from vae_serve.core.manifest import MANIFEST_FILE
+from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN
 from vae_serve.core.runtime import check_device, providers_for
 from vae_serve.service.settings import Settings
 
@@ -54,7 +59,11 @@ class ModelRegistry:
 
 
 def repository_entries(root: Path) -> list[tuple[str, str, Path]]:
-    """(name, version, directory) of every bundle under ``root``/<name>/<version>/."""
+    """(name, version, directory) of every bundle under ``root``/<name>/<version>/.
+
+    Hidden directories are skipped: vae-train stages a bundle in ``<name>/.<version>.staging-PID``
+    before it renames it into place.
+    """
     if not root.is_dir():
         raise BundleError(f"{root}: model repository is not a directory")
     entries = [
@@ -62,7 +71,7 @@ def repository_entries(root: Path) -> list[tuple[str, str, Path]]:
         for model_dir in sorted(root.iterdir())
         if model_dir.is_dir() and not model_dir.name.startswith(".")
         for version_dir in sorted(model_dir.iterdir())
-        if version_dir.is_dir() and (version_dir / MANIFEST_FILE).is_file()
+        if version_dir.is_dir() and not version_dir.name.startswith(".") and (version_dir / MANIFEST_FILE).is_file()
     ]
     if not entries:
         raise BundleError(f"{root}: no <name>/<version>/{MANIFEST_FILE} bundles found")
@@ -70,14 +79,28 @@ def repository_entries(root: Path) -> list[tuple[str, str, Path]]:
 
 
 def load_version(directory: Path, name: str, version: str, providers: list[str], intra_op_threads: int) -> Bundle:
-    """Load and verify the bundle at ``<repository>/<name>/<version>/``; its manifest must agree."""
+    """Load and verify the bundle at ``<repository>/<name>/<version>/``, served as ``name``:``version``.
+
+    Raises:
+        BundleError: a directory name is not a model name or version, or the bundle does not verify.
+    """
+    for label, value in (("name", name), ("version", version)):
+        if not re.fullmatch(NAME_PATTERN, value):
+            raise BundleError(
+                f"{directory}: {value!r} is not a model {label} (letters, digits and _.-, a letter or digit first)"
+            )
     bundle = load_bundle(directory, providers, intra_op_threads)
-    if (bundle.manifest.name, bundle.manifest.version) != (name, version):
-        raise BundleError(
-            f"{directory}: manifest says {bundle.manifest.name}/{bundle.manifest.version}, "
-            f"the repository layout says {name}/{version}"
+    sealed = (bundle.manifest.name, bundle.manifest.version)
+    if sealed != (name, version):
+        # The manifest is sealed, so it is not rewritten; the layout names what is served.
+        log.info(
+            "%s: manifest says %s/%s, served as %s/%s (in a model repository the directories are the name and version)",
+            directory,
+            *sealed,
+            name,
+            version,
         )
-    return bundle
+    return bundle.served_as(name, version)
 
 
 def load_registry(settings: Settings) -> ModelRegistry:

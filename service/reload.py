@@ -1,8 +1,9 @@
 """Hot reload of a model repository: new versions are verified, then swapped in while traffic flows.
 
 Every ``repository_poll_s`` the repository is scanned. A ``<name>/<version>/`` folder that is not
-loaded is verified off the event loop exactly as at start (checksums, golden outputs); only then is
-the data plane's ``swap`` called with the old bundles plus the new one. A request resolves its
+loaded is verified off the event loop exactly as at start (checksums, golden outputs), and served as
+the ``<name>:<version>`` of its folders, whatever its manifest says (``registry.load_version``); only
+then is the data plane's ``swap`` called with the old bundles plus the new one. A request resolves its
 version once, so it runs on one version's encoder and decoder together, and calls already running
 keep the version they resolved, also across steps (a stream's chunks, Interpolate's encode and
 decode) when that version is unloaded meanwhile. A folder that fails verification is refused,
