@@ -11,12 +11,13 @@ header's length is in the ``Inference-Header-Content-Length`` HTTP header and ea
 byte count in the parameter ``binary_data_size``.
 """
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.core.errors import InvalidInput
@@ -27,12 +28,18 @@ BINARY_SIZE, BINARY_OUTPUT, BINARY_ALL_OUTPUTS = "binary_data_size", "binary_dat
 JSON_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 INT64_MAX, UINT64_LIMIT = 2**63 - 1, 2**64
 MAX_REPORTED_ERRORS = 3
+TRITON_HINTS = "triton_"
+TIMEOUT = "timeout"  # Triton's per-request timeout parameter, in microseconds: the call's deadline
+NUMERIC_KINDS = "fiu"  # float, signed and unsigned int: what a FP32/FP64 tensor's JSON values may be
+
+
+Dimension = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 
 
 class _Tensor(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    shape: list[int]
+    shape: list[Dimension]
     datatype: str
     parameters: dict[str, Any] = {}
     data: Any = None  # a (nested) JSON array; numpy checks and converts it
@@ -46,6 +53,8 @@ class _Output(BaseModel):
 
 class _InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    model_name: str = ""  # Triton's examples repeat the URL's model in the body; the URL decides
+    model_version: str = ""
     id: str = ""
     parameters: dict[str, Any] = {}
     inputs: list[_Tensor]
@@ -80,7 +89,7 @@ def _parameter(name: str, value: Any) -> oip_pb2.InferParameter:
 
 def _parameters(message_parameters, values: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
     for name, value in values.items():
-        if name not in skip:
+        if name not in skip and not name.startswith(TRITON_HINTS):  # Triton's tools' hints mean nothing here
             message_parameters[name].CopyFrom(_parameter(name, value))
 
 
@@ -91,17 +100,46 @@ def _json_data(tensor: _Tensor) -> bytes:
     dtype = JSON_TYPES.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} not supported; send FP32 (or FP64)")
+    not_numbers = InvalidInput(f"input {tensor.name!r}: 'data' must be a (nested) array of numbers in row-major order")
     try:
-        values = np.asarray(tensor.data, dtype=dtype)
+        values = np.asarray(tensor.data)  # no dtype first: numpy would turn "0.5", true and null into numbers
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(
-            f"input {tensor.name!r}: 'data' must be a (nested) array of numbers in row-major order"
-        ) from None
-    return values.tobytes()
+        raise not_numbers from None
+    if values.dtype.kind not in NUMERIC_KINDS:
+        raise not_numbers
+    return values.astype(dtype, copy=False).tobytes()
 
 
-def infer_request(body: bytes, header_length: str | None, model_name: str, model_version: str) -> tuple:
-    """A REST infer call as (``ModelInferRequest``, names of the outputs wanted as binary data).
+@dataclass(frozen=True)
+class BinaryOutputs:
+    """Which outputs go back as binary data: by name when the request listed its outputs, else all or none."""
+
+    names: frozenset[str]
+    listed: bool
+    all_outputs: bool
+
+    def wants(self, name: str) -> bool:
+        return name in self.names if self.listed else self.all_outputs
+
+
+@dataclass(frozen=True)
+class RestInfer:
+    request: oip_pb2.ModelInferRequest
+    binary: BinaryOutputs
+    timeout_s: float | None  # from Triton's ``timeout`` parameter
+
+
+def _timeout_s(parameters: dict[str, Any]) -> float | None:
+    value = parameters.get(TIMEOUT)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInput(f"parameter {TIMEOUT!r}: {value!r} must be a positive integer of microseconds")
+    return value / 1e6
+
+
+def infer_request(body: bytes, header_length: str | None, model_name: str, model_version: str) -> RestInfer:
+    """A REST infer call as a ``ModelInferRequest``, which outputs go back binary, and its timeout.
 
     Raises:
         InvalidInput: the body is not a valid infer request; the message says where and why.
@@ -120,7 +158,7 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
     except ValidationError as error:
         raise InvalidInput(f"not a valid infer request: {_describe(error)}") from None
     request = oip_pb2.ModelInferRequest(model_name=model_name, model_version=model_version, id=parsed.id)
-    _parameters(request.parameters, parsed.parameters, skip=(BINARY_ALL_OUTPUTS,))
+    _parameters(request.parameters, parsed.parameters, skip=(BINARY_ALL_OUTPUTS, TIMEOUT))
     offset = 0
     for tensor in parsed.inputs:
         request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
@@ -143,22 +181,22 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
     wanted_binary = set()
     for output in parsed.outputs:
         request.outputs.add(name=output.name)
-        if output.parameters.get(BINARY_OUTPUT, all_binary) is True:
+        if output.parameters.get(BINARY_OUTPUT, all_binary) is True:  # an output's own setting wins
             wanted_binary.add(output.name)
-    return request, (wanted_binary, all_binary)
+    binary = BinaryOutputs(frozenset(wanted_binary), bool(parsed.outputs), all_binary)
+    return RestInfer(request, binary, _timeout_s(parsed.parameters))
 
 
 def _parameter_value(parameter: oip_pb2.InferParameter) -> Any:
     return getattr(parameter, parameter.WhichOneof("parameter_choice"))
 
 
-def infer_response(response: oip_pb2.ModelInferResponse, binary: tuple[set[str], bool]) -> tuple[bytes, int | None]:
+def infer_response(response: oip_pb2.ModelInferResponse, binary: BinaryOutputs) -> tuple[bytes, int | None]:
     """The JSON reply (+ binary outputs) and the JSON header's length when binary data follows."""
-    wanted_binary, all_binary = binary
     outputs, blobs = [], []
     for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
         output = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        if all_binary or tensor.name in wanted_binary:
+        if binary.wants(tensor.name):
             output["parameters"] = {BINARY_SIZE: len(raw)}
             blobs.append(raw)
         else:

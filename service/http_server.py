@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.service import http_codec
@@ -51,14 +53,28 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+# A body must arrive within this long once its call started: a stalled upload neither holds a call
+# slot nor the drain for longer. aiohttp has no timeout for the request line and headers: put the
+# REST port behind a proxy that has one when clients are not trusted (docs/reliability.md).
+BODY_READ_TIMEOUT_S = 30.0
 
 
 class _NoDeadline:
-    """The ``context`` the servicer's handlers read: an HTTP call brings no deadline."""
+    """The ``context`` the servicer's handlers read: an HTTP call brings no deadline of its own."""
 
     @staticmethod
     def time_remaining() -> None:
         return None
+
+
+class _Deadline:
+    """The deadline of Triton's ``timeout`` parameter, read as gRPC's ``time_remaining``."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+
+    def time_remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
 
 
 def json_response(document: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -83,9 +99,12 @@ class HttpFront:
     port: int | None = None
     tls: HttpTls | None = None
     max_body_bytes: int = 0
+    max_calls: int | None = None  # --max-concurrent-rpcs, as gRPC applies it to its own calls
+    calls: int = 0
 
     def application(self, settings: Settings) -> web.Application:
         self.max_body_bytes = settings.max_receive_message_bytes
+        self.max_calls = settings.max_concurrent_rpcs
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
         app.router.add_get("/v2/health/live", self._live)
         app.router.add_get("/v2/health/ready", self._ready)
@@ -127,6 +146,9 @@ class HttpFront:
                 return error_response(401, refusal.message, {"WWW-Authenticate": "Bearer"})
             if self.draining:
                 return error_response(503, DRAINING_MESSAGE, {"Connection": "close"})
+            if self.max_calls is not None and self.calls >= self.max_calls:  # before the body is read
+                return error_response(429, f"more than {self.max_calls} calls at once; retry with backoff")
+            self.calls += 1
             started = self.interceptor.begin_call(method)
             code = grpc.StatusCode.OK
             try:
@@ -137,6 +159,12 @@ class HttpFront:
                 return error_response(
                     413, f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
                 )
+            except TimeoutError:  # only the body read is timed here
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                return error_response(408, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
+            except (ConnectionError, web.RequestPayloadError, HttpProcessingError):
+                code = grpc.StatusCode.CANCELLED  # the client went away mid-upload, or sent a broken body
+                return error_response(400, "the request body could not be read (connection closed or bad encoding)")
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the client went away
                 raise
@@ -147,6 +175,7 @@ class HttpFront:
                     headers["Retry-After"] = str(max(1, round(retry_after_ms / 1000)))
                 return error_response(HTTP_STATUS.get(code, 500), message, headers)
             finally:
+                self.calls -= 1
                 self.interceptor.end_call(method, code.name, started)
 
         return call
@@ -154,8 +183,6 @@ class HttpFront:
     @web.middleware
     async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
         """aiohttp's own refusals (no such route, body too large) as JSON errors too."""
-        if self.tls is not None:
-            self.tls.refresh()
         try:
             return await handler(request)
         except web.HTTPException as error:
@@ -180,6 +207,7 @@ class HttpFront:
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
         reply = await self.oip.ServerMetadata(oip_pb2.ServerMetadataRequest(), _NoDeadline())
+        reply.extensions.append("binary_tensor_data")  # the REST binding's own extension
         return json_response(http_codec.server_metadata(reply))
 
     @staticmethod
@@ -203,10 +231,12 @@ class HttpFront:
 
     async def _infer(self, request: web.Request) -> web.Response:
         name, version = self._model(request)
-        body = await request.read()
-        infer, binary = http_codec.infer_request(body, request.headers.get(http_codec.HEADER_LENGTH), name, version)
-        reply = await self.oip.ModelInfer(infer, _NoDeadline())
-        document, header_length = http_codec.infer_response(reply, binary)
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            body = await request.read()
+        infer = http_codec.infer_request(body, request.headers.get(http_codec.HEADER_LENGTH), name, version)
+        context = _NoDeadline() if infer.timeout_s is None else _Deadline(infer.timeout_s)
+        reply = await self.oip.ModelInfer(infer.request, context)
+        document, header_length = http_codec.infer_response(reply, infer.binary)
         if header_length is None:
             return web.Response(body=document, content_type=JSON)
         headers = {http_codec.HEADER_LENGTH: str(header_length)}

@@ -13,7 +13,6 @@ early exit) and never logged. Health and reflection stay open: probes carry no s
 import hmac
 import logging
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +128,11 @@ def bearer_refusal(header: str | bytes | None, tokens: list[bytes]) -> Refusal |
         header = header.decode(errors="replace")
     if not header.lower().startswith(BEARER):
         return Refusal("malformed", REFUSALS["malformed"])
-    if not _token_matches(header[len(BEARER) :].strip().encode(), tokens):
+    try:
+        presented = header[len(BEARER) :].strip().encode()
+    except UnicodeEncodeError:  # an HTTP header's undecodable bytes
+        return Refusal("malformed", REFUSALS["malformed"])
+    if not _token_matches(presented, tokens):
         return Refusal("wrong", REFUSALS["wrong"])
     return None
 
@@ -162,42 +165,46 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 class HttpTls:
-    """TLS of the REST port, from the gRPC port's files.
+    """TLS of the REST port, from the gRPC port's files, re-read when they change.
 
-    ``ssl`` has no per-handshake hook that every client triggers (SNI callbacks need a server name,
-    which clients of an IP address do not send), so the REST adapter calls ``refresh`` on its
-    requests: at most once per ``CHECK_INTERVAL_S`` it compares the files' modification times and
-    loads changed ones into the same context, for the handshakes that follow.
+    ``ssl`` calls the context's ``sni_callback`` at every handshake, with ``server_name`` None when
+    the client sent no name (clients of an IP address), so it serves as gRPC's per-handshake hook:
+    when a file's modification time changed, a *fresh* context is built from all the files and the
+    handshake, and every later one, switches to it. A build that fails (a new certificate beside the
+    old key, mid-rotation) leaves the working context in place and is tried again at the next
+    handshake; loading into the live context instead could leave it with a certificate and no key.
     """
-
-    CHECK_INTERVAL_S = 1.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.files = _CertificateFiles(settings)
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(settings.tls_cert, settings.tls_key)
-        if settings.tls_client_ca is not None:
-            self.context.verify_mode = ssl.CERT_REQUIRED
-            self.context.load_verify_locations(settings.tls_client_ca)
         self.files.stamps = self.files.current_stamps()
-        self.checked_at = time.monotonic()
+        self.failed_stamps: tuple | None = None
+        self.context = self._build()  # raises at start: bad files stop the server, as for gRPC
 
-    def refresh(self) -> None:
-        now = time.monotonic()
-        if now - self.checked_at < self.CHECK_INTERVAL_S:
-            return
-        self.checked_at = now
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        if self.settings.tls_client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.settings.tls_client_ca)
+        context.sni_callback = self._on_handshake
+        return context
+
+    def _on_handshake(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        stamps = None
         try:
             stamps = self.files.current_stamps()
             if stamps != self.files.stamps:
-                self.context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
-                if self.settings.tls_client_ca is not None:
-                    self.context.load_verify_locations(self.settings.tls_client_ca)
+                self.context = self._build()
                 self.files.stamps = stamps
                 log.info("TLS certificate of the REST port reloaded from %s", self.settings.tls_cert)
-        except (OSError, ssl.SSLError) as error:  # keep serving with the old certificate
-            log.error("TLS files changed but cannot be reloaded for the REST port, keeping the current ones: %s", error)
+        except (OSError, ssl.SSLError) as error:  # keep serving with the current files
+            if stamps != self.failed_stamps:  # once per change on disk, not once per handshake
+                self.failed_stamps = stamps
+                log.error("TLS files changed, cannot be loaded for the REST port; keeping the current ones: %s", error)
+        if context is not self.context:
+            ssl_object.context = self.context
 
 
 def http_tls(settings: Settings) -> HttpTls | None:

@@ -134,7 +134,8 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     if settings.http_port is not None:
         running.http = HttpFront(oip, interceptor, metrics, tokens, ready=oip.ready)
         try:
-            await running.http.start(settings, shutdown_timeout_s=settings.grace_s + ANSWER_MARGIN_S)
+            # The drain waits for REST calls itself (grace + margin); what runs past that gets the margin.
+            await running.http.start(settings, shutdown_timeout_s=ANSWER_MARGIN_S)
         except OSError as error:
             await server.stop(0)
             raise StartupError(f"cannot serve HTTP on {settings.host}:{settings.http_port}: {error.strerror}") from None

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ if shutil.which("curl") is None:
     pytest.skip("curl is not installed (apt-get install curl)", allow_module_level=True)
 
 
-def curl(url: str, *args: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def curl(url: str, *args: str | bytes, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers in lower case, body) of one curl call; ``body`` goes in through stdin."""
     command = ["curl", "-sS", "-D", "-", "-o", "-", "-H", "Expect:", *args, url]  # no "100 Continue" head
     if body is not None:
@@ -131,6 +132,22 @@ def test_curl_binary_data_extension(rest, rows):
     encoded = rest.stub.Encode(vae_pb2.EncodeRequest(x=tensor(rows)))
     assert np.array_equal(z_logvar, array(encoded.z_logvar))
 
+    # binary_data_output for all, overridden by one output's own binary_data: false (Triton's rule)
+    document = {
+        "model_name": "digits-encoder",  # as Triton's examples write it; the URL decides
+        "inputs": infer_body(rows)["inputs"],
+        "outputs": [{"name": "z_mean", "parameters": {"binary_data": False}}, {"name": "z_logvar"}],
+        "parameters": {"binary_data_output": True},
+    }
+    status, headers, payload = curl(
+        rest.http_url + "/v2/models/digits-encoder/infer", body=json.dumps(document).encode()
+    )
+    length = int(headers["inference-header-content-length"])
+    z_mean, z_logvar = json.loads(payload[:length])["outputs"]
+    assert status == 200 and "data" in z_mean and "data" not in z_logvar
+    assert z_logvar["parameters"]["binary_data_size"] == len(payload) - length
+    assert np.array_equal(np.array(z_mean["data"], dtype=np.float32).reshape(5, -1), array(encoded.z_mean))
+
 
 def bad_calls(rows: np.ndarray) -> list[tuple[str, str, bytes | None, int, str]]:
     """(method, path, body, HTTP status, text the error must contain)."""
@@ -152,6 +169,14 @@ def bad_calls(rows: np.ndarray) -> list[tuple[str, str, bytes | None, int, str]]
         ("POST", infer, body(infer_body(rows[:, :10])), 400, "does not fit this model"),
         ("POST", infer, changed_input(datatype="INT8"), 400, "datatype 'INT8' not supported"),
         ("POST", infer, changed_input(data=[["a"] * 64] * 5), 400, "array of numbers"),
+        ("POST", infer, changed_input(data=[["0.5"] * 64] * 5), 400, "array of numbers"),  # numpy would take it
+        ("POST", infer, changed_input(data=[[True] * 64] * 5), 400, "array of numbers"),
+        ("POST", infer, changed_input(data=[[None] * 64] * 5), 400, "array of numbers"),
+        ("POST", infer, changed_input(shape=["5", 64]), 400, "inputs.0.shape.0: Input should be a valid integer"),
+        ("POST", infer, changed_input(shape=[2**64, 64]), 400, "inputs.0.shape.0: Input should be less than"),
+        ("POST", infer, changed_input(shape=[-5, 64]), 400, "inputs.0.shape.0: Input should be greater than"),
+        ("POST", infer, body(infer_body(rows, timeout=0)), 400, "'timeout': 0 must be a positive integer"),
+        ("POST", infer, body(infer_body(rows, k=250, timeout=1)), 504, "deadline"),
         ("POST", infer, changed_input(parameters={"binary_data_size": 99}), 400, "both 'data' and 'binary_data_size'"),
         ("POST", infer, body(infer_body(rows, k=0)), 400, "k: 0 is out of range"),
         ("POST", infer, body(infer_body(rows, k="ten")), 400, "must be an integer"),
@@ -218,6 +243,8 @@ def test_tokens_and_tls_as_on_grpc(digits_bundle, pki, tmp_path, rows):
         assert "missing credentials" in json.loads(payload)["error"]
         wrong = curl(url + "/v2/models/digits-encoder", *tls, "-H", "Authorization: Bearer nope")
         assert wrong[0] == 401 and json.loads(wrong[2])["error"] == "invalid token"
+        undecodable = curl(url + "/v2/models/digits-encoder", *tls, "-H", b"Authorization: Bearer \xff\xfe")
+        assert undecodable[0] == 401 and "malformed" in json.loads(undecodable[2])["error"]
         token = ("-H", f"Authorization: Bearer {TOKENS[0]}")
         status, reply = post_json(url + "/v2/models/digits-encoder/infer", infer_body(rows), *tls, *token)
         assert status == 200 and by_name(reply)["z_mean"].shape[0] == 5
@@ -230,23 +257,31 @@ def test_tokens_and_tls_as_on_grpc(digits_bundle, pki, tmp_path, rows):
 
 
 def test_drain_refuses_new_rest_calls_and_finishes_running_ones(digits_bundle):
-    server = start_server("--bundle", str(digits_bundle), "--http-port", "0", "--grace", "20")
+    server = start_server("--bundle", str(digits_bundle), "--http-port", "0", "--grace", "30")
     heavy = np.random.default_rng(2).random((1024, 64), dtype=np.float32)
-    answers: list = []
     url = server.http_url + "/v2/models/digits-elbo/infer"
-    running = threading.Thread(target=lambda: answers.append(post_json(url, infer_body(heavy, k=250, seed=3))))
+    answers: list = []
+    # Four calls at the per-request limit of rows x samples: each runs alone, about a second in all.
+    callers = [
+        threading.Thread(target=lambda: answers.append(post_json(url, infer_body(heavy, k=256, seed=3))))
+        for _ in range(4)
+    ]
+    in_flight = ("vae_requests_in_flight", (("method", "ModelInfer"),))
     try:
-        running.start()
-        time.sleep(0.3)  # the heavy call is in the batcher (about a second of work)
-        server.process.send_signal(signal.SIGTERM)
+        for caller in callers:
+            caller.start()
         deadline = time.monotonic() + 10
+        while samples(scrape(server.metrics_url)).get(in_flight, 0) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
         while curl(server.http_url + "/v2/health/ready")[0] == 200 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert curl(server.http_url + "/v2/health/ready")[0] == 400
+            time.sleep(0.01)
         status, _, payload = curl(server.http_url + "/v2/models/digits-encoder")
         assert status == 503 and "shutting down" in json.loads(payload)["error"]
-        running.join(timeout=30)
-        assert answers and answers[0][0] == 200 and len(answers[0][1]["outputs"][0]["data"]) == 1024
+        for caller in callers:
+            caller.join(timeout=60)
+        assert [status for status, _ in answers] == [200] * 4
+        assert all(len(reply["outputs"][0]["data"]) == 1024 for _, reply in answers)
     finally:
         assert server.stop() == 0, server.log()
 
@@ -275,3 +310,52 @@ def test_tritonclient_http_drives_it(rest, tmp_path, rows):
     assert np.array_equal(got["z_logvar"], array(encoded.z_logvar))
     bounds = rest.stub.Elbo(vae_pb2.ElboRequest(x=tensor(rows), k=20, seed=11))
     assert np.array_equal(got["iwae"], np.array(bounds.iwae)) and np.array_equal(got["elbo"], np.array(bounds.elbo))
+
+
+def test_call_slots_stalled_and_dropped_uploads(digits_bundle):
+    """--max-concurrent-rpcs bounds REST calls too; a call whose client vanishes mid-upload is answered
+    and counted, never an INTERNAL error with a traceback."""
+    server = start_server("--bundle", str(digits_bundle), "--http-port", "0", "--max-concurrent-rpcs", "1")
+    try:
+        host, port = server.http_url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)), timeout=10)
+        stalled.sendall(b"POST /v2/models/digits-elbo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        deadline = time.monotonic() + 10
+        while (status := curl(server.http_url + "/v2/models/digits-elbo")[0]) != 429 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the stalled call holds the one slot
+        status, _, payload = curl(server.http_url + "/v2/models/digits-elbo")
+        assert status == 429 and "more than 1 calls at once" in json.loads(payload)["error"]
+        assert curl(server.http_url + "/v2/health/ready")[0] == 200  # probes are never refused
+        stalled.close()  # the client goes away mid-upload
+        while curl(server.http_url + "/v2/models/digits-elbo")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counted = samples(scrape(server.metrics_url))
+        assert counted[("vae_requests_total", (("code", "CANCELLED"), ("method", "ModelInfer")))] == 1
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log() and "INTERNAL" not in server.log()
+
+
+def test_rest_tls_follows_renewed_files_and_survives_a_half_done_rotation(digits_bundle, pki, tmp_path):
+    authority(pki, "other-ca")
+    signed(pki, "other-ca", "server2", server=True)
+    shutil.copy(pki / "server.pem", tmp_path / "tls.pem")
+    shutil.copy(pki / "server.key", tmp_path / "tls.key")
+    server = start_server(
+        "--bundle", str(digits_bundle), "--http-port", "0", "--tls-cert", str(tmp_path / "tls.pem"),
+        "--tls-key", str(tmp_path / "tls.key"), credentials=grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes()),
+    )  # fmt: skip
+    ready = server.http_url + "/v2/health/ready"
+    try:
+        assert curl(ready, "--cacert", str(pki / "ca.pem"))[0] == 200
+        (tmp_path / "tls.pem").write_bytes((pki / "server2.pem").read_bytes())  # new certificate, old key: mid-rotation
+        time.sleep(0.05)
+        assert curl(ready, "--cacert", str(pki / "ca.pem"))[0] == 200  # the working files keep serving
+        (tmp_path / "tls.key").write_bytes((pki / "server2.key").read_bytes())
+        assert curl(ready, "--cacert", str(pki / "other-ca.pem"))[0] == 200  # the renewal, without a restart
+        old = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), ready], capture_output=True, timeout=30)
+        assert old.returncode != 0
+    finally:
+        assert server.stop() == 0
+    assert "TLS certificate of the REST port reloaded" in server.log()
+    assert server.log().count("cannot be loaded for the REST port") == 1  # once per change, not per handshake
