@@ -14,6 +14,14 @@ class InvalidInput(VaeServeError):
     """The request itself is wrong (shape, dtype, value range, parameter out of bounds)."""
 
 
+class MalformedRequest(InvalidInput):
+    """The request's bytes do not parse as the rpc's request message (a client bug, or a probe).
+
+    Counted apart in the metrics and logged at most once per interval: a flood of garbage must not
+    flood the log.
+    """
+
+
 class NotFound(VaeServeError):
     """The request names a model or version the server does not hold."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from opentelemetry import trace
 
 from vae_serve.core import vae_math
 from vae_serve.core.preprocessing import Affine, to_model
@@ -22,6 +23,24 @@ DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 CUDA = "CUDAExecutionProvider"
 
 log = logging.getLogger(__name__)
+_tracer: trace.Tracer | None = None  # set by the server's tracing; None: graph runs make no spans
+
+
+def trace_graph_runs(tracer: trace.Tracer | None) -> None:
+    """Make a "graph run" span with ``tracer`` for each session run inside a recorded span (a
+    batch's); None: none at all."""
+    global _tracer
+    _tracer = tracer
+
+
+def run_graph(session: ort.InferenceSession, graph: str, outputs: list[str], feeds: dict[str, np.ndarray]) -> list:
+    """``session.run``, as a "graph run" span (``vae.graph``, ``vae.graph.rows``) when traced."""
+    tracer = _tracer
+    if tracer is None or not trace.get_current_span().is_recording():
+        return session.run(outputs, feeds)
+    rows = len(next(iter(feeds.values())))
+    with tracer.start_span("graph run", attributes={"vae.graph": graph, "vae.graph.rows": rows}):
+        return session.run(outputs, feeds)
 
 
 def make_session(
@@ -82,12 +101,12 @@ class OnnxVae:
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x [batch, features] float32 -> (posterior mean, posterior log-variance), each [batch, latent]."""
-        z_mean, z_logvar = self.encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: x})
+        z_mean, z_logvar = run_graph(self.encoder, "encoder", list(ENCODER_OUTPUTS), {ENCODER_INPUT: x})
         return z_mean, z_logvar
 
     def decode(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """z [batch, latent] float32 -> the likelihood's parameters by output name, each [batch, features]."""
-        values = self.decoder.run(list(self.decoder_outputs), {DECODER_INPUT: z})
+        values = run_graph(self.decoder, "decoder", list(self.decoder_outputs), {DECODER_INPUT: z})
         return dict(zip(self.decoder_outputs, values, strict=True))
 
     @functools.cached_property
@@ -96,7 +115,7 @@ class OnnxVae:
 
     def run_bounds(self, x: np.ndarray, eps: np.ndarray) -> list[np.ndarray]:
         """The bounds graph: x [n, D] (model space) and eps [k, n, L] -> ``BOUNDS_OUTPUTS``, each [n] float64."""
-        return self.bounds.run(list(BOUNDS_OUTPUTS), {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps})
+        return run_graph(self.bounds, "bounds", list(BOUNDS_OUTPUTS), {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps})
 
     def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""

@@ -32,10 +32,15 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   are most of its latency. Its result is the same; it counts as a batch of one.
 - ``close()`` (the server is stopping): new requests are refused with ``NotReady``; what was
   accepted still runs, then the collecting task ends.
+- Tracing (``service.tracing``, when on): a traced caller's "queue wait" span runs from its submit
+  to its batch's start, and each batch, inline ones included, gets a "batch run" span linked to
+  the calls it serves (``trace_attributes`` name its kind and model), current while it runs: the
+  inference thread runs in a copy of the batch's context, so graph runs become its children.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import time
 from collections import deque
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
+from vae_serve.service import tracing
 
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
@@ -56,6 +62,7 @@ class _Pending:
     deadline: float | None  # on the batcher's clock
     enqueued_at: float
     future: asyncio.Future = field(repr=False)
+    trace: tracing.Queued | None = field(default=None, repr=False)  # None: not traced
 
 
 @dataclass
@@ -80,7 +87,8 @@ def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[li
     releases the GIL there, so the event loop never blocks on a model.
 
     The thread hands its result straight to a future of the loop (one ``call_soon_threadsafe``),
-    not through ``run_in_executor``'s chained pair of futures, which cost more per batch.
+    not through ``run_in_executor``'s chained pair of futures, which cost more per batch. It runs in
+    a copy of the awaiting task's context, as ``asyncio.to_thread`` does: the batch's span is current.
     """
 
     async def run_batch(items: list) -> list:
@@ -95,7 +103,7 @@ def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[li
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
                 loop.call_soon_threadsafe(_settle, future, outcome, failed)
 
-        submitted = executor.submit(work)
+        submitted = executor.submit(contextvars.copy_context().run, work)
         # A drain shuts the executor down with cancel_futures: work that never started must still
         # answer its batch, or the batch would wait for ever.
         submitted.add_done_callback(functools.partial(_cancel_if_dropped, loop, future))
@@ -138,6 +146,7 @@ class DynamicBatcher:
         run_inline: Callable[[list], list] | None = None,
         inline_max_cost: int = 0,
         calls: "Calls | None" = None,
+        trace_attributes: dict[str, str] | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.run_inline = run_inline
@@ -149,6 +158,7 @@ class DynamicBatcher:
         self.adaptive_wait = adaptive_wait
         self.observer = observer or BatchObserver()
         self.clock = clock
+        self.trace_attributes = trace_attributes or {}
         self._queue: deque[_Pending] = deque()
         self._queued_cost = 0
         self._arrived = asyncio.Event()
@@ -199,6 +209,8 @@ class DynamicBatcher:
         pending = _Pending(
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
+        if tracing.enabled():
+            pending.trace = tracing.enqueue()
         self._queue.append(pending)
         self._waiting.add(pending)
         self._set_queued(self._queued_cost + cost)
@@ -209,6 +221,8 @@ class DynamicBatcher:
             self._withdraw(pending)  # the caller went away: free its place in the queue now
             raise
         finally:
+            if pending.trace is not None:  # answered without a run (expired, cancelled, abandoned)
+                pending.trace.end_wait()
             self._waiting.discard(pending)
             self._unanswered -= 1
             self._admitted_cost -= cost
@@ -230,9 +244,16 @@ class DynamicBatcher:
         """One item run at once with ``run_inline``, as a batch of one."""
         self.observer.on_batch(1, cost)
         self.observer.on_wait(0.0)
+        span = None
+        if tracing.enabled():
+            span = tracing.start_batch([tracing.enqueue(waits=False)], self.trace_attributes, 1, cost)
         started = self.clock()
         try:
-            results = self.run_inline([item])
+            if span is None:
+                results = self.run_inline([item])
+            else:
+                with tracing.running(span):
+                    results = self.run_inline([item])
         finally:
             self.observer.on_run(self.clock() - started)
         if len(results) != 1:
@@ -315,13 +336,20 @@ class DynamicBatcher:
         try:
             if not batch:
                 return
-            self.observer.on_batch(len(batch), sum(pending.cost for pending in batch))
+            cost = sum(pending.cost for pending in batch)
+            self.observer.on_batch(len(batch), cost)
+            span = None
+            if tracing.enabled():
+                span = tracing.start_batch(
+                    [pending.trace for pending in batch], self.trace_attributes, len(batch), cost
+                )
             self._running_items += len(batch)
             started = self.clock()
             try:
-                results = await self.run_batch([pending.item for pending in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch of {len(batch)} items returned {len(results)} results")
+                with tracing.running(span):
+                    results = await self.run_batch([pending.item for pending in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"batch of {len(batch)} items returned {len(results)} results")
             except Exception as error:
                 for pending in batch:
                     if not pending.future.done():

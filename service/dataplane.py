@@ -102,6 +102,7 @@ class DataPlane:
             run_inline=run,
             inline_max_cost=settings.inline_max_rows,
             calls=self._calls,
+            trace_attributes={"vae.batch.kind": kind, "vae.model": label},
         )
 
     def _retire(self, model: ServedModel) -> None:

@@ -1,17 +1,32 @@
-"""One place that turns exceptions into gRPC statuses and records per-rpc metrics.
+"""One place that turns exceptions into gRPC statuses and records per-rpc metrics and spans.
 
 Handlers raise the core's exceptions; this interceptor aborts with the status ``status_for`` gives
-(one table, in service/status.py). Metrics are recorded before the status is sent.
+(one table, in service/status.py). Metrics are recorded, and the call's span ended, before the
+status is sent.
+
+It also parses the request: gRPC hands the wrapped handler the raw bytes, and bytes that are not
+the rpc's request message are answered INVALID_ARGUMENT with a plain message, counted, and logged
+at most once per ``MALFORMED_LOG_INTERVAL_S`` (left to gRPC, each would be UNKNOWN with a logged
+traceback: a cheap way to flood the log). The parse only moves here; it is not done twice.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from vae_serve.core.errors import MalformedRequest
+from vae_serve.service import tracing
 from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.status import status_for
+
+log = logging.getLogger(__name__)
+MALFORMED_LOG_INTERVAL_S = 10.0
+MAX_DETAIL_CHARS = 200
 
 
 def _status_name(context: grpc.aio.ServicerContext) -> str:
@@ -19,13 +34,52 @@ def _status_name(context: grpc.aio.ServicerContext) -> str:
     return "OK" if code is None else code.name
 
 
+def _identity(raw):
+    return raw
+
+
+def message_name(deserializer: Callable) -> str:
+    """The full name of the message a generated ``Message.FromString`` parses ("request" if unknown)."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", "request")
+
+
+def malformed(name: str, error: DecodeError) -> MalformedRequest:
+    """The client's error for bytes that are not a ``name`` message: protobuf's reason, no more."""
+    # protobuf says "Error parsing message with type 'vae.v1.ElboRequest': Wire format was corrupt".
+    _, found, reason = str(error).partition("': ")
+    detail = f": {reason[:MAX_DETAIL_CHARS]}" if found and reason else ""
+    return MalformedRequest(f"the request is not a valid {name} message{detail}")
+
+
+class LogThrottle:
+    """At most one line per ``interval_s``; the lines held back in between are counted."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.held_back = 0
+        self._next_at = float("-inf")
+
+    def admit(self) -> int | None:
+        """None: stay silent; else a line may be written, and this many were held back since the last."""
+        now = self.clock()
+        if now < self._next_at:
+            self.held_back += 1
+            return None
+        held_back, self.held_back = self.held_back, 0
+        self._next_at = now + self.interval_s
+        return held_back
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Error mapping and metrics for the methods of the services named in ``service_prefixes``."""
+    """Error mapping, metrics and spans for the methods of the services named in ``service_prefixes``."""
 
     def __init__(self, metrics: ServerMetrics, service_prefixes: tuple[str, ...]) -> None:
         self.metrics = metrics
         self.service_prefixes = service_prefixes
         self.active_calls = 0  # reported in the drain log
+        self.malformed_log = LogThrottle(MALFORMED_LOG_INTERVAL_S)
         # This interceptor is the last of the chain, so the handler behind a method never changes:
         # each method's wrapped handler is built once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -44,16 +98,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not full_method.startswith(self.service_prefixes):
             return handler
         method = full_method.rsplit("/", 1)[-1]
+        # request_deserializer=None: gRPC passes the bytes, which the wrapper parses (see above).
+        parse = handler.request_deserializer or _identity
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(handler.unary_unary, method, full_method, parse),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(handler.unary_stream, method, full_method, parse),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         else:
@@ -61,50 +117,101 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._handlers[full_method] = wrapped
         return wrapped
 
-    def end_call(self, method: str, status_name: str, started: float) -> None:
-        """The call ended with ``status_name`` (a gRPC status code name): counts and latency."""
+    def end_call(
+        self, method: str, status_name: str, started: float, span=None, error: BaseException | None = None
+    ) -> None:
+        """The call ended with ``status_name`` (a gRPC status code name): counts and latency; and its
+        span (``tracing.start_call``), if it has one, ends with that code and ``error``."""
         self.active_calls -= 1
         metrics = self.metrics
         metrics.series(metrics.in_flight, method).dec()
         metrics.series(metrics.requests, method, status_name).inc()
         metrics.series(metrics.request_duration, method).observe(time.perf_counter() - started)
+        if span is not None:
+            tracing.end_call(span, status_name, error)
+
+    def _malformed(self, method: str, error: MalformedRequest, context: grpc.aio.ServicerContext) -> None:
+        self.metrics.series(self.metrics.malformed, method).inc()
+        if (held_back := self.malformed_log.admit()) is not None:
+            log.warning(
+                "malformed request: %s from %s answered INVALID_ARGUMENT: %s; %d more since the last such "
+                "line (written at most once per %g s; vae_malformed_requests_total counts every one)",
+                method,
+                context.peer(),
+                error,
+                held_back,
+                self.malformed_log.interval_s,
+            )
 
     @contextlib.asynccontextmanager
-    async def _guarded(self, method: str, context: grpc.aio.ServicerContext):
-        """Around one call: in-flight gauge, status mapping, and the metrics.
+    async def _guarded(self, method: str, full_method: str, context: grpc.aio.ServicerContext):
+        """Around one call: in-flight gauge, status mapping, the metrics, and the call's span (yielded,
+        None when tracing is off).
 
         Metrics are recorded before the status goes out, so a client that saw its answer and then
         scrapes /metrics always finds the call counted.
         """
         started = self.begin_call(method)
+        span = tracing.start_call(full_method, context.invocation_metadata()) if tracing.enabled() else None
         try:
-            yield
+            yield span
         except grpc.aio.AbortError:
-            self.end_call(method, _status_name(context), started)  # the handler aborted itself
+            self.end_call(method, _status_name(context), started, span)  # the handler aborted itself
             raise
-        except asyncio.CancelledError:
-            self.end_call(method, "CANCELLED", started)  # the client went away or the deadline passed
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away or the deadline passed. GeneratorExit: a stream cancelled while
+            # gRPC was sending its last reply is closed from outside, at its yield, later.
+            self.end_call(method, "CANCELLED", started, span)
             raise
         except Exception as error:
             code, message = status_for(error)
-            self.end_call(method, code.name, started)
+            self.end_call(method, code.name, started, span, error)
+            if isinstance(error, MalformedRequest):
+                self._malformed(method, error, context)
             if retry_after_ms := getattr(error, "retry_after_ms", None):
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))
             await context.abort(code, message)
         else:
-            self.end_call(method, _status_name(context), started)
+            self.end_call(method, _status_name(context), started, span)
 
-    def _wrap_unary(self, behavior, method: str):
-        async def wrapper(request, context):
-            async with self._guarded(method, context):
-                return await behavior(request, context)
+    def _wrap_unary(self, behavior, method: str, full_method: str, parse: Callable):
+        name = message_name(parse)
+
+        async def wrapper(raw, context):
+            async with self._guarded(method, full_method, context) as span:
+                try:
+                    request = parse(raw)
+                except DecodeError as error:
+                    raise malformed(name, error) from None
+                if span is None:
+                    return await behavior(request, context)
+                with tracing.current(span):
+                    return await behavior(request, context)
 
         return wrapper
 
-    def _wrap_stream(self, behavior, method: str):
-        async def wrapper(request, context):
-            async with self._guarded(method, context):
-                async for response in behavior(request, context):
+    def _wrap_stream(self, behavior, method: str, full_method: str, parse: Callable):
+        name = message_name(parse)
+
+        async def wrapper(raw, context):
+            async with self._guarded(method, full_method, context) as span:
+                try:
+                    request = parse(raw)
+                except DecodeError as error:
+                    raise malformed(name, error) from None
+                responses = behavior(request, context)
+                if span is None:
+                    async for response in responses:
+                        yield response
+                    return
+                # The span is current only while the handler runs, never across a yield: the
+                # generator may be finalised in another context, where detaching would fail.
+                while True:
+                    with tracing.current(span):
+                        try:
+                            response = await anext(responses)
+                        except StopAsyncIteration:
+                            break
                     yield response
 
         return wrapper

@@ -93,6 +93,13 @@ class ServerMetrics:
             ["method", "reason"],
             registry=registry,
         )
+        self.malformed = Counter(
+            "vae_malformed_requests",
+            "Requests whose bytes did not parse as the rpc's request message (answered INVALID_ARGUMENT, "
+            "also counted in vae_requests_total), by rpc method.",
+            ["method"],
+            registry=registry,
+        )
         self.batch_duration = Histogram(
             "vae_batch_duration_seconds",
             "Run time of one batch (ONNX Runtime and numpy), by batch kind.",

@@ -20,6 +20,11 @@ from vae_serve.service.score_types import SCORE_TYPES, calibration_summary, scor
 DEFAULT_FALSE_POSITIVE_RATE = 0.01
 SPHERICAL_PATHS = {vae_pb2.INTERPOLATION_PATH_LINEAR: False, vae_pb2.INTERPOLATION_PATH_SPHERICAL: True}
 INFO_QUANTILE_LEVELS = (0.5, 0.9, 0.95, 0.99, 0.999)
+# Sample's temperature multiplies the prior's standard deviation. At 10 a draw lies ~10 prior
+# standard deviations out in every coordinate, far beyond any code the encoder was trained to give
+# (those lie within a few), so more buys nothing but arithmetic trouble: float32 latents overflow
+# near 4e37 (1e300 made non-finite samples, answered INTERNAL, with numpy warnings in the log).
+MAX_TEMPERATURE = 10.0
 
 
 def threshold_of(request) -> tuple[float | None, float | None]:
@@ -36,9 +41,17 @@ def threshold_of(request) -> tuple[float | None, float | None]:
 
 
 def temperature_of(request) -> float:
+    """A SampleRequest's temperature (1 when unset), checked against ``MAX_TEMPERATURE``.
+
+    Raises:
+        InvalidInput: not a finite number in (0, MAX_TEMPERATURE].
+    """
     temperature = request.temperature if request.HasField("temperature") else 1.0
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise InvalidInput(f"temperature: {temperature} must be a finite number > 0")
+    if not (math.isfinite(temperature) and 0.0 < temperature <= MAX_TEMPERATURE):
+        raise InvalidInput(
+            f"temperature: {temperature} must be a finite number in (0, {MAX_TEMPERATURE:g}]; it multiplies "
+            "the prior's standard deviation (1 samples the prior itself)"
+        )
     return temperature
 
 

@@ -29,13 +29,24 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
 PRIVATE_MESSAGES: dict[type[Exception], str] = {errors.BundleError: MODEL_UNAVAILABLE_MESSAGE}
 
 
+def _listed_class(error: BaseException) -> type | None:
+    """The nearest class of ``error`` (along its MRO) in the table, or None."""
+    return next((cls for cls in type(error).__mro__ if cls in STATUS_CODES), None)
+
+
+def code_for(error: BaseException) -> grpc.StatusCode:
+    """The status code of an exception, without logging anything (for the tracing of a call)."""
+    listed = _listed_class(error)
+    return grpc.StatusCode.INTERNAL if listed is None else STATUS_CODES[listed]
+
+
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     """(status code, message for the client) of an exception raised by a handler."""
-    for cls in type(error).__mro__:
-        if cls in STATUS_CODES:
-            if cls in PRIVATE_MESSAGES:
-                log.error("%s answered %s: %s", type(error).__name__, STATUS_CODES[cls].name, error)
-                return STATUS_CODES[cls], PRIVATE_MESSAGES[cls]
-            return STATUS_CODES[cls], str(error)
+    listed = _listed_class(error)
+    if listed in PRIVATE_MESSAGES:
+        log.error("%s answered %s: %s", type(error).__name__, STATUS_CODES[listed].name, error)
+        return STATUS_CODES[listed], PRIVATE_MESSAGES[listed]
+    if listed is not None:
+        return STATUS_CODES[listed], str(error)
     log.error("unhandled %s, answered INTERNAL", type(error).__name__, exc_info=error)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

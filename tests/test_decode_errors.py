@@ -1,0 +1,111 @@
+"""Bytes that are not the rpc's request message: INVALID_ARGUMENT with a plain message, counted, and
+logged at most once per interval, for VaeService's unary and streaming rpcs and the OIP service.
+A real server runs in this process (its log reaches caplog); raw channels send the bytes.
+"""
+
+import asyncio
+import logging
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.server_process import tensor
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.service import server
+from vae_serve.service.interceptors import MALFORMED_LOG_INTERVAL_S, LogThrottle
+from vae_serve.service.settings import Settings
+
+GARBAGE = b"\xff\xff\xff\xff not a protobuf message"
+CASES = [
+    # (rpc, streaming, message type)
+    ("/vae.v1.VaeService/Elbo", False, "vae.v1.ElboRequest"),
+    ("/vae.v1.VaeService/GetModelInfo", False, "vae.v1.GetModelInfoRequest"),
+    ("/vae.v1.VaeService/SampleStream", True, "vae.v1.SampleRequest"),
+    ("/inference.GRPCInferenceService/ModelInfer", False, "inference.ModelInferRequest"),
+    ("/inference.GRPCInferenceService/ServerLive", False, "inference.ServerLiveRequest"),
+]
+
+
+async def send_raw(channel: grpc.aio.Channel, rpc: str, streaming: bool, payload: bytes):
+    """The call's reply bytes, or the AioRpcError it ended with."""
+    try:
+        if streaming:
+            return [reply async for reply in channel.unary_stream(rpc)(payload, timeout=30)]
+        return await channel.unary_unary(rpc)(payload, timeout=30)
+    except grpc.aio.AioRpcError as error:
+        return error
+
+
+def serve(bundle, scenario):
+    """Run ``scenario(channel)`` against a real server in this process; returns (its result, metrics)."""
+    registry = CollectorRegistry()
+
+    async def main():
+        settings = Settings(bundle=bundle, port=0, metrics_port=None)
+        running = await server.start(settings, registry)
+        try:
+            await server.load_models(running, settings)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                return await scenario(channel)
+        finally:
+            await server.drain(running, 0)
+
+    return asyncio.run(main()), registry
+
+
+def test_garbage_is_invalid_argument_counted_and_logged_once(digits_bundle, caplog):
+    repeats = 20
+
+    async def scenario(channel):
+        outcomes = {}
+        for rpc, streaming, _ in CASES:
+            outcomes[rpc] = [await send_raw(channel, rpc, streaming, GARBAGE) for _ in range(repeats)]
+        # The server is unharmed, and a good request's bytes still parse on the same path.
+        good = vae_pb2.ElboRequest(x=tensor(np.full((2, 64), 0.5)), k=2, seed=1).SerializeToString()
+        reply = vae_pb2.ElboResponse.FromString(await send_raw(channel, "/vae.v1.VaeService/Elbo", False, good))
+        return outcomes, reply
+
+    with caplog.at_level(logging.INFO):
+        (outcomes, reply), registry = serve(digits_bundle, scenario)
+    assert len(reply.elbo) == 2
+    for rpc, _, message_type in CASES:
+        for error in outcomes[rpc]:
+            assert isinstance(error, grpc.aio.AioRpcError), rpc
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.details().startswith(f"the request is not a valid {message_type} message")
+            assert "Traceback" not in error.details() and "DecodeError" not in error.details()
+        method = rpc.rsplit("/", 1)[1]
+        assert (
+            registry.get_sample_value("vae_requests_total", {"method": method, "code": "INVALID_ARGUMENT"}) == repeats
+        )
+        assert registry.get_sample_value("vae_malformed_requests_total", {"method": method}) == repeats
+    # One line for 100 bad calls (all within the interval), and no traceback anywhere.
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "malformed request" in warnings[0].getMessage()
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_the_log_throttle_counts_what_it_held_back():
+    now = [100.0]
+    throttle = LogThrottle(MALFORMED_LOG_INTERVAL_S, clock=lambda: now[0])
+    assert throttle.admit() == 0
+    assert [throttle.admit() for _ in range(5)] == [None] * 5
+    now[0] += MALFORMED_LOG_INTERVAL_S - 0.001
+    assert throttle.admit() is None
+    now[0] += 0.001
+    assert throttle.admit() == 6
+    assert throttle.admit() is None
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x98\x06\x01"], ids=["empty", "unknown field"])
+def test_bytes_that_parse_are_not_malformed(digits_bundle, payload):
+    # An empty message is a valid one (every field default) and unknown fields are skipped: both
+    # reach the handler, which answers for the request's content.
+    async def scenario(channel):
+        return await send_raw(channel, "/vae.v1.VaeService/Elbo", False, payload)
+
+    error, registry = serve(digits_bundle, scenario)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("x: missing tensor")
+    assert registry.get_sample_value("vae_malformed_requests_total", {"method": "Elbo"}) is None
