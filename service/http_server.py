@@ -16,7 +16,6 @@ traceback ever reaches a client.
 """
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -29,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
-from vae_serve.service import http_codec
+from vae_serve.service import http_codec, tracing
 from vae_serve.service.interceptors import ServiceInterceptor
 from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.oip import InferenceServicer
@@ -152,7 +151,7 @@ class HttpFront:
             started = self.interceptor.begin_call(method)
             code = grpc.StatusCode.OK
             try:
-                with contextlib.nullcontext():  # TODO(14): tracing.call_span(method, request.headers, "http")
+                with tracing.call_span(method, request.headers, "http", {"http.request.method": request.method}):
                     return await handler(request)
             except web.HTTPRequestEntityTooLarge:  # from reading the body; gRPC answers the same
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.runtime import providers_for
+from vae_serve.service import tracing
 from vae_serve.service.dataplane import DataPlane
 from vae_serve.service.health import HealthService
 from vae_serve.service.http_server import HttpFront
@@ -228,6 +229,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     if settings.device == "cuda":
         providers_for("cuda")  # refused before the port is bound: no "listening" line, then an error
+    traces = tracing.configure_from_env()  # None unless the OTEL_* variables ask for an exporter
     preloaded = None
     if settings.reuse_port:
         # One of several processes on a shared port: bind only once the models are verified, so the
@@ -246,5 +248,7 @@ async def serve(settings: Settings) -> int:
     await stopping
     loading.cancel()
     await drain(running, settings.grace_s)
+    if traces is not None:
+        traces.shutdown()  # flush the spans still buffered
     log.info("stopped")
     return 0

@@ -6,6 +6,7 @@ batch, graph runs are children of the batch; off, nothing is made; the OTEL_* va
 import asyncio
 import os
 
+import aiohttp
 import grpc
 import numpy as np
 import pytest
@@ -238,3 +239,35 @@ def test_the_variables_turn_on_otlp_export(monkeypatch, variables, service_name)
     finally:
         setup.shutdown()  # nothing was recorded, so nothing is sent: no collector needed
     assert not tracing.enabled()
+
+
+def test_a_rest_call_continues_the_traceparent_header_and_shares_batches_with_grpc(digits_bundle, spans):
+    async def scenario(stub, running):
+        body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+        headers = {"traceparent": traceparent(TRACE_ID, PARENT_ID)}
+        url = f"http://127.0.0.1:{running.http.port}/v2/models/digits-elbo/infer"
+        async with aiohttp.ClientSession() as session:
+            grpc_call = stub.Elbo(
+                vae_pb2.ElboRequest(x=tensor(np.full((1, 64), 0.5)), k=1, seed=1),
+                metadata=(("traceparent", traceparent(TRACE_ID + 1, PARENT_ID + 1)),),
+            )
+            async with session.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
+            await grpc_call
+            async with session.post(url, json={"inputs": []}, headers=headers) as response:
+                assert response.status == 400
+
+    # A batch of exactly two rows: the REST call and the gRPC call close it together.
+    serve(
+        digits_bundle, scenario, http_port=0, inline_max_rows=0, batch_wait="fixed", max_batch_wait_s=30.0,
+        max_batch_rows=2,
+    )  # fmt: skip
+    rest_ok, rest_bad = named(spans, "ModelInfer")
+    for call in (rest_ok, rest_bad):
+        assert call.kind == SpanKind.SERVER and call.attributes["http.request.method"] == "POST"
+        assert call.context.trace_id == TRACE_ID and call.parent.span_id == PARENT_ID and call.parent.is_remote
+    [grpc_call] = named(spans, "vae.v1.VaeService/Elbo")
+    [batch] = named(spans, "batch run")
+    assert batch.attributes["vae.batch.size"] == 2
+    assert linked(batch) == {rest_ok.context.span_id, grpc_call.context.span_id}
+    assert linked(rest_ok) == {batch.context.span_id}
