@@ -24,6 +24,7 @@ from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.runtime import providers_for
 from vae_serve.service import tracing
 from vae_serve.service.dataplane import DataPlane
+from vae_serve.service.grpc_log import quiet_gone_streams
 from vae_serve.service.health import HealthService
 from vae_serve.service.http_server import HttpFront
 from vae_serve.service.interceptors import ServiceInterceptor
@@ -92,6 +93,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
     """Bind and start serving health (NOT_SERVING) and, if enabled, metrics. Models load in ``load_models``."""
+    quiet_gone_streams()
     metrics = ServerMetrics(registry or CollectorRegistry())
     metrics.queue_limit_rows.set(settings.max_queue_rows)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")

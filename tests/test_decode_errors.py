@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.server_process import tensor
-from vae_serve.api.v1 import vae_pb2
+from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.service import server
 from vae_serve.service.interceptors import MALFORMED_LOG_INTERVAL_S, LogThrottle
 from vae_serve.service.settings import Settings
@@ -109,3 +109,25 @@ def test_bytes_that_parse_are_not_malformed(digits_bundle, payload):
     error, registry = serve(digits_bundle, scenario)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("x: missing tensor")
     assert registry.get_sample_value("vae_malformed_requests_total", {"method": "Elbo"}) is None
+
+
+def test_streams_dropped_while_sending_log_one_line_without_a_traceback(digits_bundle, caplog):
+    """grpc.aio logs a traceback for each stream whose client went away mid-send; the server makes
+    that one throttled INFO line (service/grpc_log.py)."""
+    dropped = 8
+
+    async def scenario(channel):
+        stub = vae_pb2_grpc.VaeServiceStub(channel)
+        for _ in range(dropped):
+            call = stub.SampleStream(vae_pb2.SampleRequest(n=100_000, chunk_size=1024))
+            await call.read()  # the server is now writing large chunks into a window nobody reads
+            await asyncio.sleep(0.05)
+            call.cancel()
+        await asyncio.sleep(0.5)
+
+    with caplog.at_level(logging.INFO):
+        serve(digits_bundle, scenario)
+    grpc_lines = [record for record in caplog.records if record.name == "grpc._cython.cygrpc"]
+    assert len(grpc_lines) <= 1 and all(record.exc_info is None for record in grpc_lines)
+    assert all("went away while its stream [/vae.v1.VaeService/SampleStream]" in r.getMessage() for r in grpc_lines)
+    assert "Traceback" not in caplog.text and "ExecuteBatchError" not in caplog.text
