@@ -205,7 +205,9 @@ class DynamicBatcher:
                     self._unanswered -= 1
                     self._admitted_cost -= cost
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.ensure_future(self._collect())
+            # An empty context: the task outlives this call, and must not carry its trace (its span
+            # would parent the graph runs of later, unrelated batches).
+            self._loop_task = asyncio.get_running_loop().create_task(self._collect(), context=contextvars.Context())
         pending = _Pending(
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
@@ -338,14 +340,14 @@ class DynamicBatcher:
                 return
             cost = sum(pending.cost for pending in batch)
             self.observer.on_batch(len(batch), cost)
-            span = None
-            if tracing.enabled():
-                span = tracing.start_batch(
-                    [pending.trace for pending in batch], self.trace_attributes, len(batch), cost
-                )
             self._running_items += len(batch)
             started = self.clock()
             try:
+                span = None
+                if tracing.enabled():
+                    span = tracing.start_batch(
+                        [pending.trace for pending in batch], self.trace_attributes, len(batch), cost
+                    )
                 with tracing.running(span):
                     results = await self.run_batch([pending.item for pending in batch])
                     if len(results) != len(batch):

@@ -12,6 +12,7 @@ traceback: a cheap way to flood the log). The parse only moves here; it is not d
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -95,8 +96,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if (wrapped := self._handlers.get(full_method)) is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or not full_method.startswith(self.service_prefixes):
+        if handler is None:
             return handler
+        if not full_method.startswith(self.service_prefixes):
+            wrapped = self._parsing_only(handler, full_method)
+            self._handlers[full_method] = wrapped
+            return wrapped
         method = full_method.rsplit("/", 1)[-1]
         # request_deserializer=None: gRPC passes the bytes, which the wrapper parses (see above).
         parse = handler.request_deserializer or _identity
@@ -116,6 +121,53 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         self._handlers[full_method] = wrapped
         return wrapped
+
+    def _parsing_only(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        """Health and reflection: no metrics or spans of their own, but the same answer to bytes that
+        do not parse (they are open to anyone, so a traceback per call would be the easier flood)."""
+        parse = handler.request_deserializer or _identity
+        name, method = message_name(parse), full_method.rsplit("/", 1)[-1]
+        serializer = handler.response_serializer
+
+        async def parsed(raw, context):
+            try:
+                return parse(raw)
+            except DecodeError as error:
+                refusal = malformed(name, error)
+                self._malformed(method, refusal, context)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
+
+        if handler.unary_unary is not None:
+
+            async def unary(raw, context):
+                return await handler.unary_unary(await parsed(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
+        if handler.unary_stream is not None:
+            if inspect.isasyncgenfunction(handler.unary_stream):
+
+                async def stream(raw, context):
+                    async for response in handler.unary_stream(await parsed(raw, context), context):
+                        yield response
+
+            else:  # a coroutine that writes with context.write (the health Watch)
+
+                async def stream(raw, context):
+                    await handler.unary_stream(await parsed(raw, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(stream, response_serializer=serializer)
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+
+            async def bidi(raw_requests, context):
+                async def requests():
+                    async for raw in raw_requests:
+                        yield await parsed(raw, context)
+
+                async for response in handler.stream_stream(requests(), context):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(bidi, response_serializer=serializer)
+        return handler
 
     def end_call(
         self, method: str, status_name: str, started: float, span=None, error: BaseException | None = None
@@ -151,8 +203,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         Metrics are recorded before the status goes out, so a client that saw its answer and then
         scrapes /metrics always finds the call counted.
         """
-        started = self.begin_call(method)
         span = tracing.start_call(full_method, context.invocation_metadata()) if tracing.enabled() else None
+        started = self.begin_call(method)
         try:
             yield span
         except grpc.aio.AbortError:

@@ -9,6 +9,8 @@ import logging
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from tests.server_process import tensor
@@ -131,3 +133,47 @@ def test_streams_dropped_while_sending_log_one_line_without_a_traceback(digits_b
     assert len(grpc_lines) <= 1 and all(record.exc_info is None for record in grpc_lines)
     assert all("went away while its stream [/vae.v1.VaeService/SampleStream]" in r.getMessage() for r in grpc_lines)
     assert "Traceback" not in caplog.text and "ExecuteBatchError" not in caplog.text
+
+
+def test_health_and_reflection_answer_garbage_the_same_way(digits_bundle, caplog):
+    """Open to anyone (probes, tools): bytes that do not parse are INVALID_ARGUMENT there too, counted,
+    with no traceback, and the services still answer good requests."""
+    repeats = 10
+    open_cases = [
+        ("/grpc.health.v1.Health/Check", "unary", "grpc.health.v1.HealthCheckRequest"),
+        ("/grpc.health.v1.Health/Watch", "stream", "grpc.health.v1.HealthCheckRequest"),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "bidi",
+         "grpc.reflection.v1alpha.ServerReflectionRequest"),
+    ]  # fmt: skip
+
+    async def send(channel, rpc, shape, payload):
+        try:
+            if shape == "unary":
+                return await channel.unary_unary(rpc)(payload, timeout=30)
+            if shape == "stream":
+                return [reply async for reply in channel.unary_stream(rpc)(payload, timeout=30)]
+            return [reply async for reply in channel.stream_stream(rpc)(iter([payload]), timeout=30)]
+        except grpc.aio.AioRpcError as error:
+            return error
+
+    async def scenario(channel):
+        outcomes = {
+            rpc: [await send(channel, rpc, shape, GARBAGE) for _ in range(repeats)] for rpc, shape, _ in open_cases
+        }
+        good = health_pb2.HealthCheckRequest(service="").SerializeToString()
+        status = health_pb2.HealthCheckResponse.FromString(await send(channel, open_cases[0][0], "unary", good))
+        listing = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+        services = await send(channel, open_cases[2][0], "bidi", listing)
+        return outcomes, status, reflection_pb2.ServerReflectionResponse.FromString(services[0])
+
+    with caplog.at_level(logging.INFO):
+        (outcomes, status, services), registry = serve(digits_bundle, scenario)
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert "vae.v1.VaeService" in {service.name for service in services.list_services_response.service}
+    for rpc, _, message_type in open_cases:
+        for error in outcomes[rpc]:
+            assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.INVALID_ARGUMENT, rpc
+            assert error.details().startswith(f"the request is not a valid {message_type} message")
+        method = rpc.rsplit("/", 1)[1]
+        assert registry.get_sample_value("vae_malformed_requests_total", {"method": method}) == repeats
+    assert "Traceback" not in caplog.text and not any(record.exc_info for record in caplog.records)
