@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from vae_serve.core import runtime
 from vae_serve.service.status import code_for
 
 log = logging.getLogger(__name__)
+FLUSH_TIMEOUT_S = 2.0  # at exit, after the drain: within the 10 s between VAE_GRACE_S and the pod's grace
 DEFAULT_SERVICE_NAME = "vae-serve"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -65,10 +67,16 @@ class Tracing:
     provider: trace.TracerProvider
     exporters: list
 
-    def shutdown(self) -> None:
-        """Stop tracing and flush the spans still buffered (at the end of a drain)."""
+    def shutdown(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Stop tracing and flush the spans still buffered (at the end of a drain), for at most
+        ``timeout_s``: an unreachable collector must not hold the exit past the pod's grace period
+        (the exporter's own retries could take far longer)."""
         use_provider(None)
-        self.provider.shutdown()
+        flushing = threading.Thread(target=self.provider.shutdown, name="trace-flush", daemon=True)
+        flushing.start()
+        flushing.join(timeout_s)
+        if flushing.is_alive():
+            log.warning("tracing: spans not exported within %g s of the drain's end were dropped", timeout_s)
 
 
 def _exporters(names: list[str]) -> list:
