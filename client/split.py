@@ -24,8 +24,9 @@ SEED_BITS = 53  # as the server's own seeds: exact in a JSON number
 _FLOAT_BYTES = 4
 # Budgets per message, below the defaults of the server's --max-receive-message-bytes (16 MiB) and
 # --max-send-message-bytes (64 MiB, also the client's receive limit), less room for the other fields.
-REQUEST_BYTES = 16 * 1024 * 1024 - 64 * 1024
-REPLY_BYTES = 64 * 1024 * 1024 - 64 * 1024
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+REQUEST_BYTES = 16 * 1024 * 1024 - MESSAGE_OVERHEAD_BYTES
+REPLY_BYTES = 64 * 1024 * 1024 - MESSAGE_OVERHEAD_BYTES
 
 
 def piece_seed(seed: int, index: int) -> int:
@@ -62,6 +63,14 @@ class RowCost:
     reply_floats: int
 
 
+def _budget(server_bytes: int, default_bytes: int) -> int:
+    """A message budget: the server's limit (0 from a server that predates the field: the defaults')
+    less room for the fields beside the tensors."""
+    if not server_bytes:
+        return default_bytes
+    return max(1, server_bytes - min(MESSAGE_OVERHEAD_BYTES, server_bytes // 4))
+
+
 def rows_per_piece(info: vae_pb2.ModelInfo, cost: RowCost, cap: int | None = None) -> int:
     """The most rows one request may carry under every limit ``info`` reports (0: no limit) and ``cap``.
 
@@ -71,8 +80,10 @@ def rows_per_piece(info: vae_pb2.ModelInfo, cost: RowCost, cap: int | None = Non
     bounds = [info.max_rows, cap or 0]
     if cost.samples and info.max_row_samples:
         bounds.append(info.max_row_samples // cost.samples)
-    bounds.append(REQUEST_BYTES // max(1, cost.request_floats * _FLOAT_BYTES))
-    bounds.append(REPLY_BYTES // max(1, cost.reply_floats * _FLOAT_BYTES))
+    request_bytes = _budget(info.max_request_bytes, REQUEST_BYTES)
+    reply_bytes = min(REPLY_BYTES, _budget(info.max_reply_bytes, REPLY_BYTES))  # also the client's own limit
+    bounds.append(request_bytes // max(1, cost.request_floats * _FLOAT_BYTES))
+    bounds.append(reply_bytes // max(1, cost.reply_floats * _FLOAT_BYTES))
     return max(1, min(bound for bound in bounds if bound > 0))
 
 

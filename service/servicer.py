@@ -268,4 +268,6 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             max_sample_n=limits.max_sample_n,
             max_stream_sample_n=limits.max_stream_sample_n,
             preprocessing=preprocessing_info(manifest.preprocessing),
+            max_request_bytes=self.plane.settings.max_receive_message_bytes,
+            max_reply_bytes=self.plane.settings.max_send_message_bytes,
         )

@@ -124,9 +124,9 @@ def image_environment() -> dict[str, str]:
     return dict(re.findall(r"(?:^|\s)(VAE_[A-Z0-9_]+)=(\S*?)\s*\\?$", "\n".join(lines), flags=re.MULTILINE))
 
 
-def container_settings(manifests: dict[str, dict], monkeypatch, drop: tuple[str, ...] = ()) -> Settings:
+def container_settings(manifests: dict[str, dict], monkeypatch) -> Settings:
     """The Settings vae-serve would start with in the runtime's container: the image's environment,
-    the runtime's env over it, and the runtime's args (but the flags in ``drop``), through the real parser.
+    the runtime's env over it, and the runtime's args, through the real parser.
     """
     container = runtime_container(manifests)
     for name in [name for name in os.environ if name.startswith("VAE_")]:
@@ -134,7 +134,7 @@ def container_settings(manifests: dict[str, dict], monkeypatch, drop: tuple[str,
     environment = {**image_environment(), **{item["name"]: item["value"] for item in container.get("env", [])}}
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    args = [arg for arg in container["args"] if arg.split("=", 1)[0] not in drop]
+    args = list(container["args"])
     parsed, unknown = build_parser().parse_known_args(args)
     assert not unknown, f"arguments vae-serve does not accept: {unknown}"
     return settings_from(parsed)
@@ -144,8 +144,7 @@ def test_runtime_arguments_are_flags_vae_serve_accepts(manifests, monkeypatch):
     container = runtime_container(manifests)
     known_env = {option.env for option in options()}
     assert {item["name"] for item in container["env"]} <= known_env, "env names vae-serve does not read"
-    pending = () if "http_port" in Settings.model_fields else ("--http-port",)  # the REST adapter
-    settings = container_settings(manifests, monkeypatch, drop=pending)
+    settings = container_settings(manifests, monkeypatch)
     assert settings.model_repository == Path(MODEL_MOUNT) and settings.bundle is None
     assert settings.host == "0.0.0.0" and settings.port == GRPC_PORT
     metrics_port = next(port["containerPort"] for port in container["ports"] if port["name"] == "metrics")
@@ -154,8 +153,6 @@ def test_runtime_arguments_are_flags_vae_serve_accepts(manifests, monkeypatch):
 
 def test_runtime_serves_rest_on_the_http_port(manifests, monkeypatch):
     assert f"--http-port={REST_PORT}" in runtime_container(manifests)["args"]
-    if "http_port" not in Settings.model_fields:
-        pytest.skip("vae-serve has no --http-port yet (the REST adapter): only the argument itself is checked")
     assert container_settings(manifests, monkeypatch).http_port == REST_PORT
 
 
@@ -166,8 +163,6 @@ def http_json(url: str, body: bytes | None = None) -> tuple[int, dict]:
 
 
 def test_runtime_command_line_answers_the_readme_request(manifests, digits_bundle, tmp_path):
-    if "http_port" not in Settings.model_fields:
-        pytest.skip("vae-serve has no --http-port yet (the REST adapter)")
     # What the storage initializer leaves at /mnt/models: a repository with digits/1.
     repository = tmp_path / "models"
     shutil.copytree(digits_bundle, repository / "digits" / "1")

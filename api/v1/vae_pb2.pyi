@@ -327,7 +327,7 @@ class Preprocessing(_message.Message):
     def __init__(self, loc: _Optional[_Iterable[float]] = ..., scale: _Optional[_Iterable[float]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing")
+    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing", "max_request_bytes", "max_reply_bytes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +346,8 @@ class ModelInfo(_message.Message):
     MAX_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SAMPLE_N_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLY_BYTES_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_features: int
@@ -364,4 +366,6 @@ class ModelInfo(_message.Message):
     max_sample_n: int
     max_stream_sample_n: int
     preprocessing: Preprocessing
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
+    max_request_bytes: int
+    max_reply_bytes: int
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_request_bytes: _Optional[int] = ..., max_reply_bytes: _Optional[int] = ...) -> None: ...
