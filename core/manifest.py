@@ -24,6 +24,11 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 INTEGER_VERSION = r"^[0-9]+$"
 
 
+def integer_version(version: str) -> int | None:
+    """The number of a version made of ASCII digits only (Triton's rule), else None."""
+    return int(version) if re.fullmatch(INTEGER_VERSION, version) else None
+
+
 def repository_layout(directory: str | Path) -> tuple[str, str] | None:
     """(NAME, N) when ``directory`` is a model repository's ``NAME/N`` with N an integer, else None.
 
@@ -33,7 +38,7 @@ def repository_layout(directory: str | Path) -> tuple[str, str] | None:
     """
     directory = Path(directory).absolute()
     version, name = directory.name, directory.parent.name
-    if re.fullmatch(INTEGER_VERSION, version) and re.fullmatch(NAME_PATTERN, name):
+    if integer_version(version) is not None and re.fullmatch(NAME_PATTERN, name):
         return name, version
     return None
 

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 
 from vae_serve.core.bundle import load_bundle
-from vae_serve.core.manifest import Calibration, Manifest, ManifestBody
+from vae_serve.core.manifest import Calibration, Manifest, ManifestBody, integer_version
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
 from vae_serve.export.calibration import calibrate
@@ -27,8 +27,8 @@ def next_version(version: str, requested: str | None) -> str:
     """``requested`` if given, else ``version`` + 1; a version that is not a number needs ``requested``."""
     if requested:
         return requested
-    if version.isdigit():
-        return str(int(version) + 1)
+    if (number := integer_version(version)) is not None:
+        return str(number + 1)
     raise DataError(f"version {version!r} is not numeric; give the new one with --version")
 
 

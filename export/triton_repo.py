@@ -26,8 +26,8 @@ import onnxruntime as ort
 
 from vae_serve.core.bundle import Bundle, load_bundle
 from vae_serve.core.errors import BundleError
-from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN, file_sha256
-from vae_serve.export.bundle_writer import PublishError
+from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN, file_sha256, integer_version
+from vae_serve.export.bundle_writer import PublishError, staging_dir_for
 
 # Defaults that match vae-serve's own: --max-rows (most rows in one request) and --max-batch-wait (2 ms).
 DEFAULT_MAX_BATCH_SIZE = 1024
@@ -205,8 +205,8 @@ def triton_version(bundle_version: str, requested: int | None) -> int:
         if requested < 1:
             raise TritonExportError(f"--version {requested}: Triton's versions are integers from 1")
         return requested
-    if re.fullmatch(r"[0-9]+", bundle_version) and int(bundle_version) > 0:
-        return int(bundle_version)
+    if (number := integer_version(bundle_version)) is not None and number > 0:
+        return number
     raise TritonExportError(
         f"the bundle's version {bundle_version!r} is not a positive integer, and Triton's version directories "
         "must be: give the Triton version with --version N"
@@ -262,11 +262,9 @@ def export_triton(
         f"{manifest.manifest_sha256[:16]}...), written by vae-train export-triton as version {number}"
     )
     for model, target in zip(models, targets, strict=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # The version is staged beside its place and renamed in: a polling Triton never sees half of it.
-        staging = target.parent / f".{number}.staging-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        # The version is staged beside its place and renamed in: a polling Triton never sees half a
+        # version directory. (config.pbtxt, one per model for all its versions, is replaced on its own.)
+        staging = staging_dir_for(target)
         shutil.copyfile(bundle_dir / model.source, staging / MODEL_FILE)
         shutil.copyfile(bundle_dir / MANIFEST_FILE, staging / MANIFEST_FILE)
         if file_sha256(staging / MODEL_FILE) != manifest.files[model.source].sha256:  # changed since verified

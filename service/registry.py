@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vae_serve.core.bundle import Bundle, load_bundle
 from vae_serve.core.errors import BundleError, NotFound
-from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN
+from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN, integer_version
 from vae_serve.core.runtime import check_device, providers_for
 from vae_serve.service.settings import Settings
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def version_order(version: str) -> tuple:
     """Numeric versions sort numerically ("10" after "9"), others lexically, numbers first."""
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+    number = integer_version(version)
+    return (1, 0, version) if number is None else (0, number, "")
 
 
 @dataclass(frozen=True)
