@@ -16,6 +16,7 @@ traceback ever reaches a client.
 """
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -56,6 +57,7 @@ MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 # slot nor the drain for longer. aiohttp has no timeout for the request line and headers: put the
 # REST port behind a proxy that has one when clients are not trusted (docs/reliability.md).
 BODY_READ_TIMEOUT_S = 30.0
+PARSE_INLINE_BYTES = 1024 * 1024  # larger request bodies are parsed on an inference thread
 
 
 class _NoDeadline:
@@ -232,7 +234,12 @@ class HttpFront:
         name, version = self._model(request)
         async with asyncio.timeout(BODY_READ_TIMEOUT_S):
             body = await request.read()
-        infer = http_codec.infer_request(body, request.headers.get(http_codec.HEADER_LENGTH), name, version)
+        header_length = request.headers.get(http_codec.HEADER_LENGTH)
+        if len(body) < PARSE_INLINE_BYTES:
+            infer = http_codec.infer_request(body, header_length, name, version)
+        else:  # a large JSON body takes ~40 ms per MiB to parse: not on the loop every gRPC call shares
+            parse = functools.partial(http_codec.infer_request, body, header_length, name, version)
+            infer = await asyncio.get_running_loop().run_in_executor(self.oip.plane.executor, parse)
         context = _NoDeadline() if infer.timeout_s is None else _Deadline(infer.timeout_s)
         reply = await self.oip.ModelInfer(infer.request, context)
         document, header_length = http_codec.infer_response(reply, infer.binary)
