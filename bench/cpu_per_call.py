@@ -29,14 +29,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(port: int, workload: str, concurrency: int, duration_s: float, num_features: int) -> int:
+def load(
+    port: int, workload: str, concurrency: int, duration_s: float, num_features: int = 64, protocol: str = "vae"
+) -> dict:
+    """One closed-loop point of bench/loadgen.py, pinned to core 1: its JSON result."""
     command = [
-        PYTHON, "bench/loadgen.py", "--target", f"127.0.0.1:{port}", "--workload", workload,
-        "--closed", str(concurrency), "--duration", str(duration_s), "--warmup", "0",
+        PYTHON, "bench/loadgen.py", "--target", f"127.0.0.1:{port}", "--protocol", protocol,
+        "--workload", workload, "--closed", str(concurrency), "--duration", str(duration_s), "--warmup", "0",
         "--num-features", str(num_features),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, preexec_fn=pinned({1}))
-    return json.loads(done.stdout.splitlines()[0])["requests"]
+    return json.loads(done.stdout.splitlines()[0])
+
+
+def lowest_cpu_per_call(
+    pid: int, port: int, protocol: str, workload: str, concurrency: int, duration_s: float, rounds: int
+) -> dict:
+    """A warm-up, then ``rounds`` measured points; the one with the lowest server CPU per call (the
+    least disturbed), with ``server_cpu_us_per_call`` added."""
+    load(port, workload, concurrency, 1.5, protocol=protocol)
+    best = None
+    for _ in range(rounds):
+        before = cpu_seconds(pid)
+        result = load(port, workload, concurrency, duration_s, protocol=protocol)
+        result["server_cpu_us_per_call"] = (cpu_seconds(pid) - before) / result["requests"] * 1e6
+        if best is None or result["server_cpu_us_per_call"] < best["server_cpu_us_per_call"]:
+            best = result
+    return best
 
 
 def measure(spec: dict, points, duration_s: float, num_features: int, log: Path) -> dict:
@@ -46,7 +65,7 @@ def measure(spec: dict, points, duration_s: float, num_features: int, log: Path)
         for workload, concurrency in points:
             load(port, workload, concurrency, 2.0, num_features)  # warm-up
             before = cpu_seconds(process.pid)
-            calls = load(port, workload, concurrency, duration_s, num_features)
+            calls = load(port, workload, concurrency, duration_s, num_features)["requests"]
             result[f"{workload} c{concurrency}"] = (cpu_seconds(process.pid) - before) / calls * 1e6
         return result
     finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.cpu_per_call import cpu_seconds  # noqa: E402
+from bench.cpu_per_call import lowest_cpu_per_call  # noqa: E402
 from bench.run_all import PYTHON, pinned  # noqa: E402
 
 PROTOCOLS = ("vae", "oip", "rest-binary", "rest")
@@ -44,15 +44,6 @@ def start_server(bundle: Path, log: Path) -> tuple[subprocess.Popen, int, int]:
     return process, grpc_port, http_port
 
 
-def load(port: int, protocol: str, workload: str, concurrency: int, duration_s: float) -> dict:
-    command = [
-        PYTHON, "bench/loadgen.py", "--target", f"127.0.0.1:{port}", "--protocol", protocol,
-        "--workload", workload, "--closed", str(concurrency), "--duration", str(duration_s), "--warmup", "0",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, preexec_fn=pinned({1}))
-    return json.loads(done.stdout.splitlines()[0])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
@@ -67,14 +58,9 @@ def main() -> None:
         for workload, concurrency in POINTS:
             for protocol in PROTOCOLS:
                 port = http_port if protocol.startswith("rest") else grpc_port
-                load(port, protocol, workload, concurrency, 1.5)  # warm-up
-                best = None
-                for _ in range(args.rounds):  # the lowest CPU per call of the rounds: the least disturbed
-                    before = cpu_seconds(process.pid)
-                    result = load(port, protocol, workload, concurrency, args.duration)
-                    result["server_cpu_us_per_call"] = (cpu_seconds(process.pid) - before) / result["requests"] * 1e6
-                    if best is None or result["server_cpu_us_per_call"] < best["server_cpu_us_per_call"]:
-                        best = result
+                best = lowest_cpu_per_call(
+                    process.pid, port, protocol, workload, concurrency, args.duration, args.rounds
+                )
                 best |= {"bench": "http_overhead", "protocol": protocol, "date": time.strftime("%Y-%m-%d %H:%M")}
                 rows.append(best)
                 if args.out:

@@ -25,8 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.cpu_per_call import cpu_seconds  # noqa: E402
-from bench.http_overhead import load  # noqa: E402
+from bench.cpu_per_call import lowest_cpu_per_call  # noqa: E402
 from bench.run_all import PYTHON, pinned  # noqa: E402
 
 POINTS = [("elbo_b1_k1", 1), ("elbo_b1_k1", 16), ("elbo_b256", 4)]
@@ -81,14 +80,7 @@ def measure(bundle: Path, env: dict, label: str, duration_s: float, rounds: int)
     rows = []
     try:
         for workload, concurrency in POINTS:
-            load(port, "vae", workload, concurrency, 1.5)  # warm-up
-            best = None
-            for _ in range(rounds):
-                before = cpu_seconds(process.pid)
-                result = load(port, "vae", workload, concurrency, duration_s)
-                result["server_cpu_us_per_call"] = (cpu_seconds(process.pid) - before) / result["requests"] * 1e6
-                if best is None or result["server_cpu_us_per_call"] < best["server_cpu_us_per_call"]:
-                    best = result
+            best = lowest_cpu_per_call(process.pid, port, "vae", workload, concurrency, duration_s, rounds)
             rows.append(best | {"bench": "tracing_overhead", "tracing": label, "date": time.strftime("%Y-%m-%d %H:%M")})
     finally:
         process.terminate()
