@@ -45,6 +45,14 @@ def message_name(deserializer: Callable) -> str:
     return getattr(descriptor, "full_name", "request")
 
 
+def parse_request(parse: Callable, name: str, raw: bytes):
+    """The request message ``parse`` makes of ``raw``; MalformedRequest when the bytes are not one."""
+    try:
+        return parse(raw)
+    except DecodeError as error:
+        raise malformed(name, error) from None
+
+
 def malformed(name: str, error: DecodeError) -> MalformedRequest:
     """The client's error for bytes that are not a ``name`` message: protobuf's reason, no more."""
     # protobuf says "Error parsing message with type 'vae.v1.ElboRequest': Wire format was corrupt".
@@ -131,9 +139,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         async def parsed(raw, context):
             try:
-                return parse(raw)
-            except DecodeError as error:
-                refusal = malformed(name, error)
+                return parse_request(parse, name, raw)
+            except MalformedRequest as refusal:
                 self._malformed(method, refusal, context)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
 
@@ -231,10 +238,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         async def wrapper(raw, context):
             async with self._guarded(method, full_method, context) as span:
-                try:
-                    request = parse(raw)
-                except DecodeError as error:
-                    raise malformed(name, error) from None
+                request = parse_request(parse, name, raw)
                 if span is None:
                     return await behavior(request, context)
                 with tracing.current(span):
@@ -247,10 +251,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         async def wrapper(raw, context):
             async with self._guarded(method, full_method, context) as span:
-                try:
-                    request = parse(raw)
-                except DecodeError as error:
-                    raise malformed(name, error) from None
+                request = parse_request(parse, name, raw)
                 responses = behavior(request, context)
                 if span is None:
                     async for response in responses:
