@@ -4,7 +4,6 @@ same metrics, tokens and TLS as gRPC, and a drain that refuses new calls but fin
 """
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -19,8 +18,9 @@ import pytest
 
 from tests.server_process import start_server, tensor
 from tests.test_hot_reload import samples, scrape
-from tests.test_oip import ROOT, TRITONCLIENT_PYTHON, array
+from tests.test_oip import array
 from tests.test_security import TOKENS, authority, signed
+from tests.venv_probe import ROOT, TRITONCLIENT_PYTHON, run_probe
 from vae_serve.api.v1 import vae_pb2
 
 MAX_BODY_BYTES = 256 * 1024  # the test server's request limit, so that a too-large body is cheap to send
@@ -287,14 +287,11 @@ def test_drain_refuses_new_rest_calls_and_finishes_running_ones(digits_bundle):
 
 
 def test_tritonclient_http_drives_it(rest, tmp_path, rows):
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.skip(f"no tritonclient venv at {TRITONCLIENT_PYTHON} (scripts/test.sh makes it)")
     np.save(tmp_path / "x.npy", rows)
-    result = subprocess.run(
-        [str(TRITONCLIENT_PYTHON), str(ROOT / "tests/tritonclient_http_probe.py"), rest.http_url.split("://")[1],
-         "digits", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )  # fmt: skip
+    address = rest.http_url.split("://")[1]
+    result = run_probe(
+        TRITONCLIENT_PYTHON, "tritonclient", "tritonclient_http_probe.py", address, "digits", str(tmp_path)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["live"] and report["ready"] and report["models_ready"] == [True, True, True]

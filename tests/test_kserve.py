@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -18,30 +17,20 @@ import pytest
 import yaml
 
 from tests.server_process import start_server, tensor
+from tests.venv_probe import KSERVE_PYTHON, ROOT, run_probe
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.service.cli_settings import build_parser, options, settings_from
 from vae_serve.service.server import ANSWER_MARGIN_S
 from vae_serve.service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 KSERVE = ROOT / "deploy/kserve"
-# scripts/test.sh makes this venv; `pip install kserve==0.21.0 pyyaml` into any venv works too.
-KSERVE_PYTHON = Path(os.environ.get("VAE_KSERVE_PYTHON", ROOT / ".venvs/kserve/bin/python"))
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts the storageUri's contents
 REST_PORT, GRPC_PORT = 8080, 8081  # what KServe expects of a v2 runtime: HTTP, and gRPC over h2c
 
 
 def probe(*paths: Path) -> tuple[int, dict]:
     """Run tests/kserve_probe.py on ``paths``: its exit code and its JSON report."""
-    if not KSERVE_PYTHON.exists():
-        pytest.skip(f"no KServe SDK venv at {KSERVE_PYTHON} (scripts/test.sh makes it)")
-    result = subprocess.run(
-        [str(KSERVE_PYTHON), str(ROOT / "tests/kserve_probe.py"), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-    )
+    result = run_probe(KSERVE_PYTHON, "KServe SDK", "kserve_probe.py", *map(str, paths))
     assert result.stdout.strip(), result.stderr
     return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
 

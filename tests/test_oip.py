@@ -4,9 +4,6 @@ inference equal to VaeService's answers; with the project's stubs, and with Trit
 """
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -14,13 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.server_process import SERVING, tensor
+from tests.venv_probe import TRITONCLIENT_PYTHON, run_probe
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2
-
-ROOT = Path(__file__).resolve().parents[1]
-# scripts/test.sh makes this venv; `pip install "tritonclient[grpc]==2.51.0"` into any venv works too.
-TRITONCLIENT_PYTHON = Path(os.environ.get("VAE_TRITONCLIENT_PYTHON", ROOT / ".venvs/tritonclient/bin/python"))
 
 
 def array(message: vae_pb2.Tensor) -> np.ndarray:
@@ -158,22 +152,9 @@ def test_bad_infer_requests_get_clear_statuses(oip, rows):
 
 
 def test_tritonclient_drives_it(server, tmp_path, rows):
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.skip(f"no tritonclient venv at {TRITONCLIENT_PYTHON} (scripts/test.sh makes it)")
     np.save(tmp_path / "x.npy", rows)
-    result = subprocess.run(
-        [
-            str(TRITONCLIENT_PYTHON),
-            str(ROOT / "tests/tritonclient_probe.py"),
-            f"127.0.0.1:{server.port}",
-            "digits",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
+    address = f"127.0.0.1:{server.port}"
+    result = run_probe(TRITONCLIENT_PYTHON, "tritonclient", "tritonclient_probe.py", address, "digits", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["live"] and report["ready"] and report["models_ready"] == [True, True, True]

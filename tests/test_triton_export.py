@@ -4,19 +4,16 @@ and agree with the graphs as ONNX Runtime reads them; the graphs are the bundle'
 """
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 from tests.server_process import tensor
 from tests.test_bounds_graph import without_bounds_graph
-from tests.test_oip import TRITONCLIENT_PYTHON
 from tests.test_server_lifecycle import copy_as_version
 from tests.test_train_cli import TRAIN_EXTRA, vae_train_without
+from tests.venv_probe import TRITONCLIENT_PYTHON, run_probe
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.manifest import MANIFEST_FILE
 from vae_serve.export import cli
@@ -36,16 +33,7 @@ def export_triton(capsys, *args: str) -> tuple[int, dict | None, str]:
 
 def parse_configs(*paths: Path) -> dict[str, dict]:
     """Each file parsed into Triton's ModelConfig by tests/tritonclient_config_probe.py."""
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.skip(f"no tritonclient venv at {TRITONCLIENT_PYTHON} (scripts/test.sh makes it)")
-    result = subprocess.run(
-        [str(TRITONCLIENT_PYTHON), str(ROOT / "tests/tritonclient_config_probe.py"), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-        check=False,
-    )
+    result = run_probe(TRITONCLIENT_PYTHON, "tritonclient", "tritonclient_config_probe.py", *map(str, paths))
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
