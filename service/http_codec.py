@@ -11,6 +11,7 @@ header's length is in the ``Inference-Header-Content-Length`` HTTP header and ea
 byte count in the parameter ``binary_data_size``.
 """
 
+import itertools
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -107,7 +108,22 @@ def _json_data(tensor: _Tensor) -> bytes:
         raise not_numbers from None
     if values.dtype.kind not in NUMERIC_KINDS:
         raise not_numbers
+    if _holds_booleans(tensor.data, values.ndim):
+        raise InvalidInput(
+            f"input {tensor.name!r}: 'data' holds true or false among its numbers; JSON booleans are not numbers, "
+            "send 1 and 0 (or the values themselves)"
+        )
     return values.astype(dtype, copy=False).tobytes()
+
+
+def _holds_booleans(data: Any, ndim: int) -> bool:
+    """Whether a JSON array that numpy read as numbers holds a boolean: numpy reads true as 1.0 when
+    numbers are beside it. ``ndim`` levels of nesting (regular, or numpy would have refused it) are
+    flattened in C, and the leaves' types collected in C too: ~1 ms per 50,000 values."""
+    leaves = [data] if ndim == 0 else data
+    for _ in range(ndim - 1):
+        leaves = itertools.chain.from_iterable(leaves)
+    return bool in set(map(type, leaves))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Why aiohttp: it serves HTTP/1.1 from C-accelerated parsing on the asyncio loop t
 already runs, so a REST call reaches the batchers without a thread hop or a second loop, and it
 needs no ASGI server and framework pair (uvicorn + Starlette/FastAPI, as MLServer and KServe use)
 for seven routes. Errors are JSON ``{"error": "..."}`` with the protocol's status codes; no
-traceback ever reaches a client.
+traceback ever reaches a client. Requests that are not valid HTTP, slow clients and surplus
+connections are handled below the routes, by service/http_guard.py.
 """
 
 import asyncio
@@ -24,21 +25,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.core.errors import NotFound
 from vae_serve.service import http_codec, tracing
+from vae_serve.service.http_errors import body_error, error_response, json_response
+from vae_serve.service.http_guard import METHOD_LABEL, GuardedRequestHandler, HttpGuard, HttpLimits
 from vae_serve.service.interceptors import ServiceInterceptor
 from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.oip import InferenceServicer
-from vae_serve.service.security import HttpTls, bearer_refusal, http_tls
+from vae_serve.service.security import REFUSALS, HttpTls, Refusal, bearer_refusal, http_tls
 from vae_serve.service.settings import Settings
 from vae_serve.service.status import status_for
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+DOUBLED_AUTHORIZATION = Refusal("malformed", REFUSALS["malformed"] + ", once")
 DRAINING_MESSAGE = "the server is shutting down; retry on another replica"
 # gRPC status -> HTTP status, as Triton and KServe answer the same failures.
 HTTP_STATUS = {
@@ -54,8 +58,7 @@ HTTP_STATUS = {
 }
 MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 # A body must arrive within this long once its call started: a stalled upload neither holds a call
-# slot nor the drain for longer. aiohttp has no timeout for the request line and headers: put the
-# REST port behind a proxy that has one when clients are not trusted (docs/reliability.md).
+# slot nor the drain for longer. The request line and headers have --http-header-timeout (http_guard).
 BODY_READ_TIMEOUT_S = 30.0
 PARSE_INLINE_BYTES = 1024 * 1024  # larger request bodies are parsed on an inference thread
 
@@ -78,12 +81,11 @@ class _Deadline:
         return max(0.0, self.deadline - time.monotonic())
 
 
-def json_response(document: dict, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(document), status=status, content_type=JSON, headers=headers)
-
-
-def error_response(status: int, message: str, headers: dict | None = None) -> web.Response:
-    return json_response({"error": message}, status, headers)
+def _authorization_refusal(request: web.Request, tokens: list[bytes]) -> Refusal | None:
+    values = request.headers.getall("Authorization", [])
+    if len(values) > 1:  # a singleton header (RFC 9110): which one would count is a guess
+        return DOUBLED_AUTHORIZATION
+    return bearer_refusal(values[0] if values else None, tokens)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class HttpFront:
     ready: Callable[[], bool]
     draining: bool = False
     runner: web.AppRunner | None = None
+    listener: asyncio.Server | None = None
+    guard: HttpGuard | None = None  # made with the application, from its settings
     port: int | None = None
     tls: HttpTls | None = None
     max_body_bytes: int = 0
@@ -106,7 +110,8 @@ class HttpFront:
     def application(self, settings: Settings) -> web.Application:
         self.max_body_bytes = settings.max_receive_message_bytes
         self.max_calls = settings.max_concurrent_rpcs
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
+        self.guard = HttpGuard(HttpLimits.from_settings(settings), self.metrics)
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._began, self._errors])
         app.router.add_get("/v2/health/live", self._live)
         app.router.add_get("/v2/health/ready", self._ready)
         app.router.add_get("/v2", self._call("ServerMetadata", self._server_metadata))
@@ -130,19 +135,27 @@ class HttpFront:
         )
         self.port = sock.getsockname()[1]
         self.tls = http_tls(settings)
-        await web.SockSite(self.runner, sock, ssl_context=None if self.tls is None else self.tls.context).start()
+        # Our own listener instead of web.SockSite, whose protocol is aiohttp's plain RequestHandler:
+        # each connection gets a GuardedRequestHandler of the runner's server (the app, its routes).
+        loop = asyncio.get_running_loop()
+        factory = self.guard.protocol_factory(self.runner.server, loop)
+        self.listener = await loop.create_server(
+            factory, sock=sock, ssl=None if self.tls is None else self.tls.context, backlog=1024
+        )
         return self.port
 
     async def stop(self) -> None:
         """Close the port and wait for the calls still running (the drain bounds how long)."""
+        if self.listener is not None:
+            self.listener.close()
         if self.runner is not None:
-            await self.runner.cleanup()
+            await self.runner.cleanup()  # closes idle connections, waits for running calls
 
     # --- one call: auth, drain, metrics, tracing, errors -----------------------------------------
 
     def _call(self, method: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
         async def call(request: web.Request) -> web.Response:
-            if self.tokens and (refusal := bearer_refusal(request.headers.get("Authorization"), self.tokens)):
+            if self.tokens and (refusal := _authorization_refusal(request, self.tokens)):
                 self.metrics.auth_failures.labels(method, refusal.reason).inc()
                 return error_response(401, refusal.message, {"WWW-Authenticate": "Bearer"})
             if self.draining:
@@ -163,9 +176,15 @@ class HttpFront:
             except TimeoutError:  # only the body read is timed here
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 return error_response(408, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
-            except (ConnectionError, web.RequestPayloadError, HttpProcessingError):
-                code = grpc.StatusCode.CANCELLED  # the client went away mid-upload, or sent a broken body
-                return error_response(400, "the request body could not be read (connection closed or bad encoding)")
+            except ConnectionError:
+                code = grpc.StatusCode.CANCELLED  # the client went away mid-upload
+                return error_response(400, "the request body could not be read: the connection closed")
+            except (web.RequestPayloadError, HttpProcessingError) as error:  # a body that breaks its framing
+                code, text = grpc.StatusCode.INVALID_ARGUMENT, body_error(error)
+                self.guard.malformed(method, request.remote, 400, text)
+                response = error_response(400, text)
+                response.force_close()  # the rest of the stream cannot be trusted to frame a next request
+                return response
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the client went away
                 raise
@@ -182,6 +201,19 @@ class HttpFront:
         return call
 
     @web.middleware
+    async def _began(self, request: web.Request, handler) -> web.StreamResponse:
+        """Tell the connection's guard that this request's head is in (its header deadline stops)."""
+        if isinstance(request.protocol, GuardedRequestHandler):
+            request.protocol.request_began(request)
+        if request.version < (1, 0):  # llhttp takes "GET /path" alone as HTTP/0.9
+            text = "HTTP/0.9 is not served; send HTTP/1.1"
+            self.guard.malformed(METHOD_LABEL, request.remote, 400, text)
+            response = error_response(400, text)
+            response.force_close()
+            return response
+        return await handler(request)
+
+    @web.middleware
     async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
         """aiohttp's own refusals (no such route, body too large) as JSON errors too."""
         try:
@@ -189,12 +221,13 @@ class HttpFront:
         except web.HTTPException as error:
             if error.status < 400:
                 raise
+            # The path is never quoted back: it is the client's bytes, and may hold anything.
             message = error.reason
-            if error.status == 404:
-                message = f"no such endpoint: {request.path}; see the Open Inference Protocol's /v2 routes"
-            elif error.status == 405:
-                message = f"{request.method} is not allowed on {request.path}"
             allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+            if error.status == 404:
+                message = "no such endpoint; see the Open Inference Protocol's /v2 routes"
+            elif error.status == 405:
+                message = f"{request.method} is not allowed on this path" + (f"; use {allow['Allow']}" if allow else "")
             return error_response(error.status, message, allow)
 
     # --- the routes ------------------------------------------------------------------------------
@@ -223,7 +256,13 @@ class HttpFront:
     async def _model_ready(self, request: web.Request) -> web.Response:
         name, version = self._model(request)
         reply = await self.oip.ModelReady(oip_pb2.ModelReadyRequest(name=name, version=version), _NoDeadline())
-        return json_response({"name": name, "ready": reply.ready}, 200 if reply.ready else 400)
+        document = {"name": name, "ready": reply.ready}
+        if not reply.ready and self.ready() and not self.draining:
+            try:  # the server serves: not ready means unknown; say so, as a known model's 400 would not
+                await self.oip.ModelMetadata(oip_pb2.ModelMetadataRequest(name=name, version=version), _NoDeadline())
+            except NotFound as error:
+                document["error"] = str(error)
+        return json_response(document, 200 if reply.ready else 400)
 
     async def _model_config(self, request: web.Request) -> web.Response:
         name, version = self._model(request)

@@ -96,8 +96,18 @@ class ServerMetrics:
         self.malformed = Counter(
             "vae_malformed_requests",
             "Requests whose bytes did not parse as the rpc's request message (answered INVALID_ARGUMENT, "
-            "also counted in vae_requests_total), by rpc method.",
+            "also counted in vae_requests_total), by rpc method; method http: REST requests that are not valid "
+            "HTTP/1.1 (answered 4xx before any route).",
             ["method"],
+            registry=registry,
+        )
+        self.http_connections = Gauge("vae_http_connections", "Open REST connections.", registry=registry)
+        self.http_connections_closed = Counter(
+            "vae_http_connections_closed",
+            "REST connections the server closed to protect itself, by reason (connection_limit: refused "
+            "beyond --http-max-connections; header_timeout: a request's head came slower than "
+            "--http-header-timeout).",
+            ["reason"],
             registry=registry,
         )
         self.batch_duration = Histogram(

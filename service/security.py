@@ -156,7 +156,10 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if not handler_call_details.method.startswith(self.protected):
             return await continuation(handler_call_details)
         values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
-        refusal = bearer_refusal(values[0] if values else None, self.tokens)
+        if len(values) > 1:  # which one would count is a guess: refused, as on the REST port
+            refusal = Refusal("malformed", REFUSALS["malformed"] + ", once")
+        else:
+            refusal = bearer_refusal(values[0] if values else None, self.tokens)
         if refusal is None:
             return await continuation(handler_call_details)
         method = handler_call_details.method.rsplit("/", 1)[-1]

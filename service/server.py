@@ -30,6 +30,7 @@ from vae_serve.service.http_server import HttpFront
 from vae_serve.service.interceptors import ServiceInterceptor
 from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.oip import OIP_SERVICE, InferenceServicer
+from vae_serve.service.redaction import install as install_redaction
 from vae_serve.service.registry import ModelRegistry, load_registry
 from vae_serve.service.reload import RepositoryWatcher
 from vae_serve.service.security import TokenAuthInterceptor, load_tokens, server_credentials
@@ -101,6 +102,7 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
     protected = tuple(f"/{service}/" for service in MODEL_SERVICES)
     interceptor = ServiceInterceptor(metrics, protected)
     tokens = load_tokens(settings)
+    install_redaction(tokens)  # a safety net: nothing is meant to log a token in the first place
     # Authentication first: a refused call never reaches the handlers or their metrics.
     interceptors = [TokenAuthInterceptor(tokens, protected, metrics), interceptor] if tokens else [interceptor]
     log.info("authentication: %s", f"bearer tokens ({len(tokens)} accepted)" if tokens else "off")

@@ -52,6 +52,29 @@ class Settings(BaseSettings):
     limits, tokens, TLS files and metrics as gRPC; ``/v2/health/live`` and ``/v2/health/ready`` stay
     open to probes."""
 
+    http_max_request_line_bytes: int = Field(default=16384, ge=64)
+    """REST: longest request line (method, path and query, version), in bytes; a longer one is answered
+    414 with a JSON error and the connection is closed."""
+
+    http_max_header_bytes: int = Field(default=8192, ge=64)
+    """REST: longest header line (name and value), in bytes; a longer one is answered 431. With
+    ``--http-max-headers`` it bounds a request's whole head."""
+
+    http_max_headers: int = Field(default=100, ge=1)
+    """REST: most header lines in one request; more are answered 431."""
+
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    """REST: a request's line and headers must arrive in full within this many seconds of the connection
+    opening, or of the request's first byte on a kept-alive connection; a slower client (slowloris) is
+    disconnected and counted in vae_http_connections_closed_total."""
+
+    http_keepalive_timeout_s: float = Field(default=60.0, gt=0)
+    """REST: a kept-alive connection with no request for this many seconds is closed."""
+
+    http_max_connections: int = Field(default=1000, ge=1)
+    """REST: most open connections; a new one beyond it is answered 503 (JSON) and closed, and counted
+    in vae_http_connections_closed_total."""
+
     metrics_host: str | None = None
     """Address of the metrics endpoint (unset: the ``--host`` address)."""
 

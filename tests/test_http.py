@@ -84,7 +84,11 @@ def test_curl_health_metadata_and_config(rest):
     assert encoder["versions"] == ["1"] and encoder["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
     assert json.loads(curl(url + "/v2/models/digits-elbo/versions/1")[2])["outputs"][0]["datatype"] == "FP64"
     assert curl(url + "/v2/models/digits-decoder/ready")[0] == 200
-    assert curl(url + "/v2/models/digits-decoder/versions/9/ready")[0] == 400
+    status, _, payload = curl(url + "/v2/models/digits-decoder/versions/9/ready")
+    assert status == 400 and "version" in json.loads(payload)["error"]
+    status, _, payload = curl(url + "/v2/models/nosuch/ready")  # unknown: the protocol's 400, and why
+    reply = json.loads(payload)
+    assert (status, reply["name"], reply["ready"]) == (400, "nosuch", False) and "unknown model" in reply["error"]
     config = json.loads(curl(url + "/v2/models/digits-encoder/config")[2])
     assert config["max_batch_size"] == 1024 and config["input"] == [
         {"name": "x", "data_type": "TYPE_FP32", "dims": [64]}
@@ -172,6 +176,9 @@ def bad_calls(rows: np.ndarray) -> list[tuple[str, str, bytes | None, int, str]]
         ("POST", infer, changed_input(data=[["0.5"] * 64] * 5), 400, "array of numbers"),  # numpy would take it
         ("POST", infer, changed_input(data=[[True] * 64] * 5), 400, "array of numbers"),
         ("POST", infer, changed_input(data=[[None] * 64] * 5), 400, "array of numbers"),
+        ("POST", infer, changed_input(data=[[0.5] * 63 + [True]] * 5), 400, "true or false among its numbers"),
+        ("POST", infer, changed_input(data=[[0.5] * 64] * 4 + [[False] + [1] * 63]), 400, "true or false"),
+        ("POST", infer, changed_input(data=[[[1, 0.5]] * 32] * 4 + [[[True, 0.5]] * 32]), 400, "true or false"),
         ("POST", infer, changed_input(shape=["5", 64]), 400, "inputs.0.shape.0: Input should be a valid integer"),
         ("POST", infer, changed_input(shape=[2**64, 64]), 400, "inputs.0.shape.0: Input should be less than"),
         ("POST", infer, changed_input(shape=[-5, 64]), 400, "inputs.0.shape.0: Input should be greater than"),
