@@ -1,6 +1,6 @@
 """Read and verify a model bundle: manifest schema and self-checksum, file checksums, graph
-signatures and golden outputs. A bundle that fails any check is refused with a ``BundleError``
-that says which file and what differs. Imports no torch.
+signatures, rows independent of their batch, and golden outputs. A bundle that fails any check is
+refused with a ``BundleError`` that says which file and what differs. Imports no torch.
 """
 
 import json
@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, READABLE_FORMATS, Manifest, file_sha256, manifest_digest
 from vae_serve.core.preprocessing import Affine
-from vae_serve.core.runtime import BOUNDS_OUTPUTS, DEFAULT_PROVIDERS, OnnxVae, make_session
+from vae_serve.core.row_independence import check_graph_rows
+from vae_serve.core.runtime import BOUNDS_INPUTS, BOUNDS_OUTPUTS, DEFAULT_PROVIDERS, OnnxVae, make_session
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,32 @@ def bounds_tolerance(bounds_graph, name: str) -> Tolerance:
     return Tolerance(bounds_graph.atol, bounds_graph.rtol)
 
 
+def verify_rows_independent(vae: OnnxVae, manifest: Manifest) -> None:
+    """Each graph's outputs for a golden row are the same in the golden batch, reversed and alone.
+
+    Raises:
+        BundleError: a graph mixes rows (``core.row_independence``): it names the graph and the cause.
+    """
+    golden = manifest.golden
+
+    def golden_tolerance(_: str) -> tuple[float, float]:
+        return golden.atol, golden.rtol
+
+    for role, session, case in (("encoder", vae.encoder, golden.encoder), ("decoder", vae.decoder, golden.decoder)):
+        inputs = {name: np.asarray(value, dtype=np.float32) for name, value in case.inputs.items()}
+        check_graph_rows(session, manifest.graphs[role].file, inputs, dict.fromkeys(inputs, 0), golden_tolerance)
+    if vae.bounds is not None and manifest.bounds_graph is not None:
+        bounds_graph = manifest.bounds_graph
+        inputs = {name: np.asarray(value, dtype=np.float32) for name, value in bounds_graph.inputs.items()}
+        row_axes = {BOUNDS_INPUTS[0]: 0, BOUNDS_INPUTS[1]: 1}  # x [n, D], eps [k, n, L]
+
+        def tolerance(name: str) -> tuple[float, float]:
+            limit = bounds_tolerance(bounds_graph, name)
+            return limit.atol, limit.rtol
+
+        check_graph_rows(vae.bounds, bounds_graph.graph.file, inputs, row_axes, tolerance)
+
+
 def _open_graph(bundle_dir: Path, graph, providers: Sequence[str], intra_op_threads: int) -> ort.InferenceSession:
     path = bundle_dir / graph.file
     try:
@@ -200,8 +227,11 @@ def load_bundle(
     bounds = None
     if manifest.bounds_graph is not None:
         bounds = _open_graph(bundle_dir, manifest.bounds_graph.graph, providers, intra_op_threads)
-        verify_bounds_golden(bounds, manifest.bounds_graph)
     preprocessing = Affine.of(manifest.preprocessing)
     vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name, preprocessing, bounds)
+    # First: a graph that mixes rows also fails its golden outputs, and this says why.
+    verify_rows_independent(vae, manifest)
+    if bounds is not None:
+        verify_bounds_golden(bounds, manifest.bounds_graph)
     verify_golden(vae, manifest)
     return Bundle(bundle_dir, manifest, vae)

@@ -30,8 +30,8 @@ from vae_serve.core.manifest import (
 )
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae, make_session
-from vae_serve.export.bundle_writer import PublishError, publish, staging_dir_for, write_manifest
-from vae_serve.export.calibration import calibrate
+from vae_serve.export.bundle_writer import check_destination, publish, staging_dir_for, write_manifest
+from vae_serve.export.calibration import MIN_CALIBRATION_ROWS, calibrate
 from vae_serve.export.evaluate import Bounds
 from vae_serve.export.fused_graph import add_bounds_graph
 from vae_serve.export.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
@@ -40,7 +40,8 @@ from vae_serve.export.user_model import FlatDecoder, FlatEncoder, ModelError, ch
 
 # Importance samples of the metrics export_bundle measures itself when none are given.
 DEFAULT_IWAE_K = 100
-MIN_CALIBRATION_ROWS = 10
+# How export_bundle's caller says --force, in its refusals.
+FORCE_FLAG = "force=True"
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ def _check_arguments(likelihood: str, name: str, version: str, out: Path, force:
     for label, value in (("name", name), ("version", version)):
         if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
             raise ModelError(f"{label} {value!r}: use letters, digits and _.- (a letter or digit first)")
-    if out.exists() and not force:
-        raise PublishError(f"{out} already exists; pass force=True to replace it")
+    check_destination(out, force, FORCE_FLAG)
     try:
         json.dumps(training, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -153,7 +153,7 @@ def export_bundle(
         metrics: the validation and test bounds if already measured; None: measured here
             through ONNX Runtime with ``iwae_k`` importance samples.
         iwae_k, seed: importance samples of the measured metrics; seed of every random draw.
-        force: replace ``out`` if it exists.
+        force: replace ``out`` if it exists and is a bundle or an empty folder.
         progress: progress bars (None: when stderr is a terminal).
         value_range: the raw values' range, recorded for clients.
         likelihood_spec: the manifest's likelihood section, when the caller knows more (vae-train).
@@ -165,7 +165,8 @@ def export_bundle(
         ModelError: the model or data cannot be served (shapes, latent sizes, non-finite outputs,
             Bernoulli range); nothing is written.
         ExportError: an op does not export, or ONNX Runtime disagrees with torch beyond tolerance.
-        PublishError: ``out`` exists and ``force`` is false.
+        PublishError: ``out`` exists and ``force`` is false; ``out`` is a file, or a folder that is
+            neither empty nor a bundle (force never deletes anything else); or it cannot be written.
         BundleError: the written bundle does not verify (a bug; please report it).
     """
     out, input_shape = Path(out), tuple(int(size) for size in input_shape)
@@ -218,7 +219,7 @@ def export_bundle(
             bounds_graph=bounds_graph,
         )
         manifest = write_manifest(staging, body)
-        publish(staging, out, force)
+        publish(staging, out, force, FORCE_FLAG)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

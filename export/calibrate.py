@@ -17,8 +17,8 @@ import numpy as np
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Calibration, Manifest, ManifestBody, integer_version
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
-from vae_serve.export.bundle_writer import publish, staging_dir_for, write_manifest
-from vae_serve.export.calibration import calibrate
+from vae_serve.export.bundle_writer import check_destination, publish, staging_dir_for, write_manifest
+from vae_serve.export.calibration import MIN_CALIBRATION_ROWS, calibrate
 from vae_serve.export.config import source_options
 from vae_serve.export.data import DataError, load_source, make_splits, parse_classes
 
@@ -41,8 +41,14 @@ def calibration_rows(args: argparse.Namespace) -> np.ndarray:
     return getattr(splits, args.split).x
 
 
-def check_rows(x: np.ndarray, manifest: Manifest) -> None:
-    """The rows fit the model: as many features, and in [0, 1] for a Bernoulli likelihood."""
+def check_rows(x: np.ndarray, manifest: Manifest, split: str) -> None:
+    """The rows fit the model: enough of them, as many features, and in [0, 1] for a Bernoulli likelihood."""
+    if len(x) < MIN_CALIBRATION_ROWS:
+        more = "" if split == "all" else "; --split all calibrates on every row"
+        raise DataError(
+            f"--dataset has {len(x)} {split} rows; calibration needs at least {MIN_CALIBRATION_ROWS}: "
+            f"provide more{more}"
+        )
     if x.shape[1] != manifest.input.num_features:
         raise DataError(f"--dataset rows have {x.shape[1]} features; the model takes {manifest.input.num_features}")
     model_x = to_model(Affine.of(manifest.preprocessing), x)
@@ -69,21 +75,26 @@ def recalibrate(args: argparse.Namespace) -> dict:
         args: the flags of ``vae-train calibrate``.
 
     Raises:
-        DataError, PublishError: bad flags or data, or the destination exists without ``--force``.
+        DataError: bad flags or data.
+        PublishError: the destination exists without ``--force``, is not a bundle or an empty
+            folder, or cannot be written.
         BundleError: the bundle (or the new one) does not verify.
     """
     bundle = load_bundle(args.bundle)  # verified: never recalibrate a damaged model
     version = next_version(bundle.manifest.version, args.version)
     out = args.out or args.bundle.with_name(version)
-    if out.exists() and not args.force:
-        raise DataError(f"{out} already exists; pass --force to replace it")
+    check_destination(out, args.force)
     x = calibration_rows(args)
-    check_rows(x, bundle.manifest)
+    check_rows(x, bundle.manifest, args.split)
     description = f"{args.dataset} {args.split} rows ({len(x)} examples), recalibrated by vae-train calibrate"
     _, calibration = calibrate(bundle.vae, x, args.seed, description, args.progress)
     staging = staging_dir_for(out)
-    for file in bundle.manifest.graph_files():
-        shutil.copy2(args.bundle / file, staging / file)
-    write_manifest(staging, recalibrated(bundle.manifest, version, calibration))
-    publish(staging, out, args.force)
+    try:
+        for file in bundle.manifest.graph_files():
+            shutil.copy2(args.bundle / file, staging / file)
+        write_manifest(staging, recalibrated(bundle.manifest, version, calibration))
+        publish(staging, out, args.force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return {"bundle": str(out), "name": bundle.manifest.name, "version": version, "calibration_examples": len(x)}

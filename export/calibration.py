@@ -14,6 +14,10 @@ from vae_serve.core.manifest import Calibration
 from vae_serve.core.runtime import OnnxVae
 from vae_serve.core.scores import SCORES, anomaly_scores
 
+# Fewest normal rows a calibration is made from: vae-train train checks its validation split against
+# it before training, export_bundle its calibration_data, vae-train calibrate its --split rows.
+MIN_CALIBRATION_ROWS = 10
+
 
 def calibration_scores(vae: OnnxVae, x: np.ndarray, seed: int, progress: bool | None) -> dict[str, np.ndarray]:
     """Every anomaly score of the rows ``x``, one score at a time behind a progress bar.

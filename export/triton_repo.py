@@ -27,7 +27,8 @@ import onnxruntime as ort
 from vae_serve.core.bundle import Bundle, load_bundle
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN, file_sha256, integer_version
-from vae_serve.export.bundle_writer import PublishError, staging_dir_for
+from vae_serve.export.bundle_writer import PublishError, replace_dir, staging_dir_for
+from vae_serve.export.triton_targets import MODEL_FILE, WRITTEN_BY, check_targets
 
 # Defaults that match vae-serve's own: --max-rows (most rows in one request) and --max-batch-wait (2 ms).
 DEFAULT_MAX_BATCH_SIZE = 1024
@@ -35,7 +36,6 @@ DEFAULT_MAX_QUEUE_DELAY_US = 2000
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 # ONNX Runtime's element types -> Triton's DataType; the bundle's graphs use only these two.
 DATA_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64"}
-MODEL_FILE = "model.onnx"
 
 
 class TritonExportError(ValueError):
@@ -236,7 +236,8 @@ def export_triton(
         serving: batch size, queue delay, instance kind and count of every model.
         name: the models' prefix (default: the manifest's name): ``<name>-encoder`` and so on.
         version: Triton's version directory (default: the bundle's version, if an integer).
-        force: replace versions that exist already.
+        force: replace versions that exist already: only directories this command wrote (model.onnx
+            and manifest.json, nothing else) or empty ones.
 
     Returns:
         The summary JSON object: where, which models, which version.
@@ -244,7 +245,9 @@ def export_triton(
     Raises:
         BundleError: the bundle does not verify (or a graph changed while it was copied).
         TritonExportError: a version or name Triton cannot take, or graphs it is not written for.
-        PublishError: a version directory exists and ``force`` is false.
+        PublishError: a version directory exists and ``force`` is false, or holds anything else
+            than what this command writes; a config.pbtxt it did not write is in the way; or the
+            repository cannot be written.
     """
     bundle_dir, out = Path(bundle_dir), Path(out)
     bundle = load_bundle(bundle_dir)
@@ -257,9 +260,10 @@ def export_triton(
     targets = [out / model.name / str(number) for model in models]
     if (existing := [str(target) for target in targets if target.exists()]) and not force:
         raise PublishError(f"{', '.join(existing)} already exist; pass --force to replace them")
+    check_targets(targets)
     origin = (
         f"from the vae-serve bundle {manifest.name}:{manifest.version} (manifest_sha256 "
-        f"{manifest.manifest_sha256[:16]}...), written by vae-train export-triton as version {number}"
+        f"{manifest.manifest_sha256[:16]}...), {WRITTEN_BY} as version {number}"
     )
     for model, target in zip(models, targets, strict=True):
         # The version is staged beside its place and renamed in: a polling Triton never sees half a
@@ -270,9 +274,12 @@ def export_triton(
         if file_sha256(staging / MODEL_FILE) != manifest.files[model.source].sha256:  # changed since verified
             shutil.rmtree(staging)
             raise BundleError(f"{bundle_dir / model.source}: changed while it was exported")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        try:
+            check_targets([target])  # again: the repository may have changed since
+            replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         _write_atomically(target.parent / "config.pbtxt", config_text(model, serving, origin))
     return {
         "repository": str(out),

@@ -15,10 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from vae_serve.core.runtime import DECODER_OUTPUTS
+from vae_serve.core.runtime import DECODER_OUTPUTS, ENCODER_OUTPUTS
+from vae_serve.export.onnx_export import PARITY_TOLERANCE
 
 # Rows run through the modules at once while checking: bounds memory for large conv models.
 CHECK_BATCH_ROWS = 256
+# Rows independence is probed on: each alone, and inside shuffled batches of these sizes.
+PROBE_ROWS = 16
+PROBE_BATCH_SIZES = (2, 5, PROBE_ROWS)
+PROBE_PERMUTATIONS = 3
+# Why it matters and what usually causes it: part of every refusal of a model that mixes rows.
+ROWS_MIX_ADVICE = (
+    "outputs must not depend on other rows of the batch (the server batches different clients' requests "
+    "together, so one client's answer would depend on another's data). The usual cause is BatchNorm or Dropout "
+    "left in training mode: call model.eval() before export_bundle (BatchNorm(track_running_stats=False), or a "
+    "forward that forces training mode, still uses batch statistics), or use layers without batch statistics "
+    "(LayerNorm, GroupNorm) and no reduction over the batch axis (x.mean(0), a count over the batch)"
+)
 
 
 class ModelError(Exception):
@@ -144,7 +157,8 @@ def check_model(
     """Run the user's modules on every row of ``x_model`` (in the model's space) and check them.
 
     Checks: the encoder returns (z_mean, z_logvar), each [batch, L]; the decoder takes those
-    latents and returns the likelihood's parameters in the input's shape; every output is finite.
+    latents and returns the likelihood's parameters in the input's shape; every output is finite;
+    each row's outputs do not depend on the other rows of its batch (``check_rows_independent``).
 
     Returns:
         The latent size L.
@@ -173,4 +187,90 @@ def check_model(
         bad = _first_non_finite(list(decoded), start)
         if bad is not None:
             raise ModelError(f"the decoder's output is NaN or infinite on calibration row {bad} (decoded at z_mean)")
+    check_rows_independent(FlatEncoder(encoder, input_shape), FlatDecoder(decoder, likelihood, input_shape), x_model)
     return latent_dim
+
+
+def _outputs_by_row(module: nn.Module, inputs: torch.Tensor, order: np.ndarray, size: int, role: str) -> list:
+    """``module``'s outputs for ``inputs``, run in batches of ``size`` rows taken in ``order``, put back
+    into the rows' own order (one [rows, ...] tensor per output)."""
+    results: list | None = None
+    for start in range(0, len(order), size):
+        rows = torch.from_numpy(order[start : start + size])
+        outputs = _run(module, inputs[rows], role)
+        if results is None:
+            results = [torch.empty((len(inputs), *value.shape[1:]), dtype=value.dtype) for value in outputs]
+        for result, value in zip(results, outputs, strict=True):
+            result[rows] = value
+    return results
+
+
+def _first_mixed_row(alone: list, batched: list, names: tuple[str, ...]) -> tuple[str, int, float] | None:
+    """The output, row and gap where ``batched`` differs from ``alone`` beyond the export tolerance."""
+    for name, want, got in zip(names, alone, batched, strict=True):
+        gap = (got - want).abs().reshape(len(want), -1)
+        excess = gap / (PARITY_TOLERANCE * want.abs().reshape(len(want), -1).clamp(min=1.0))
+        if not bool((excess <= 1.0).all()):  # NaN counts as a difference
+            row = int(torch.nan_to_num(excess, nan=float("inf")).amax(dim=1).argmax())
+            return name, row, float(gap[row].max())
+    return None
+
+
+def _check_deterministic(
+    module: nn.Module, inputs: torch.Tensor, names: tuple[str, ...], role: str, first: list, size: int
+) -> None:
+    """The same rows, run the same way twice, give the same outputs: else a batch difference is only noise."""
+    again = _first_mixed_row(first, _outputs_by_row(module, inputs, np.arange(len(inputs)), size, role), names)
+    if again is not None:
+        name, row, gap = again
+        raise ModelError(
+            f"the {role}'s output {name} for calibration row {row} differs by {gap:.3g} between two runs on the same "
+            "input: outputs must be deterministic. Remove random draws from forward() (torch.rand*, sampling, "
+            "Dropout in training mode: call model.eval()); the server draws its own noise"
+        )
+
+
+def _check_module_rows(module: nn.Module, inputs: torch.Tensor, names: tuple[str, ...], role: str) -> None:
+    """Each row of ``inputs`` alone, then inside shuffled batches of several sizes: the same outputs.
+
+    A module that fails on one row alone (BatchNorm with batch statistics does) is compared with
+    its outputs for the rows in order instead; if those agree, its failure on one row is the refusal.
+    """
+    rows = len(inputs)
+    try:
+        reference, compared_with, alone_error = _outputs_by_row(module, inputs, np.arange(rows), 1, role), "alone", None
+    except ModelError as error:
+        reference = _outputs_by_row(module, inputs, np.arange(rows), rows, role)
+        compared_with, alone_error = f"in order in a batch of {rows}", error
+    _check_deterministic(module, inputs, names, role, reference, 1 if alone_error is None else rows)
+    generator = np.random.default_rng(0)
+    for _ in range(PROBE_PERMUTATIONS):
+        order = generator.permutation(rows)
+        for size in sorted({min(size, rows) for size in PROBE_BATCH_SIZES}):
+            mixed = _first_mixed_row(reference, _outputs_by_row(module, inputs, order, size, role), names)
+            if mixed is not None:
+                name, row, gap = mixed
+                raise ModelError(
+                    f"the {role}'s output {name} for calibration row {row} changes by {gap:.3g} when it is batched "
+                    f"with other rows ({compared_with} vs in a shuffled batch of {size}; tolerance "
+                    f"{PARITY_TOLERANCE:g} x max(1, |value|)): {ROWS_MIX_ADVICE}"
+                )
+    if alone_error is not None:
+        raise ModelError(f"{alone_error}; the server runs single rows too, so it must run on one row alone") from None
+
+
+@torch.no_grad()
+def check_rows_independent(encoder: FlatEncoder, decoder: FlatDecoder, x_model: np.ndarray) -> None:
+    """Every row's outputs are the same alone and inside shuffled batches, for both graphs' modules.
+
+    Probes the first ``PROBE_ROWS`` calibration rows: each alone, then in ``PROBE_PERMUTATIONS``
+    shuffles cut into batches of each ``PROBE_BATCH_SIZES``; the decoder on their z_mean. Within the
+    export parity tolerance, as ONNX Runtime must match torch.
+
+    Raises:
+        ModelError: which module, output and row differ, by how much, the likely cause and the fix.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(x_model[:PROBE_ROWS], dtype=np.float32))
+    _check_module_rows(encoder, x, ENCODER_OUTPUTS, "encoder")
+    z = torch.cat([_run(encoder, x[row : row + 1], "encoder")[0] for row in range(len(x))])
+    _check_module_rows(decoder, z, decoder.output_names, "decoder")
