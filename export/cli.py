@@ -10,7 +10,9 @@ In a model repository the directories are the name and version (docs/bundle.md):
 REPO/NAME/N`` (N an integer) makes NAME and N the defaults of ``--name`` and ``--version``.
 
 Progress goes to stderr; the last line on stdout is one JSON object. Exit codes: 0 done, 1 export
-or verification failed, 2 bad arguments or data (or the [train] extra missing).
+or verification failed, 2 bad arguments, data or destination (or the [train] extra missing), 130
+interrupted (Ctrl-C). Every expected fault is one line on stderr that says what to change, never a
+traceback; ``train`` checks its flags, destination and data (split sizes included) before training.
 
 Nothing heavy is imported here: each command imports what it needs when it runs, so ``verify``
 and every ``--help`` work on a base install (no torch, scikit-learn, tqdm, onnx or matplotlib).
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vae_serve.core.manifest import repository_layout
-from vae_serve.export.config import model_name, parse_hidden, parse_size
+from vae_serve.export.config import model_name, parse_fraction, parse_hidden, parse_size
 from vae_serve.export.data import DataError
 
 # Modules of the [train] extra: a command that needs a missing one says so, without a traceback.
@@ -112,7 +114,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="importance samples per example in the training objective: 1 = ELBO (default), k > 1 = IWAE-k bound",
     )
     parser.add_argument("--iwae-k", type=int, default=1000, help="importance samples of the test NLL")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--validation-fraction",
+        type=parse_fraction,
+        default=0.1,
+        help="share of the rows (after the test rows) held out for early stopping and calibration (default 0.1)",
+    )
     parser.add_argument(
         "--name", type=model_name, help="model name (default: NAME of --out REPO/NAME/N, else from the dataset)"
     )
@@ -205,11 +212,23 @@ def _summarize(
     except refused as error:
         print(f"vae-train {command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file or folder the OS refused (disk full, permissions) while working
+        print(f"vae-train {command}: error: {_os_error_text(error)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"vae-train {command}: error: out of memory; use less data or a smaller --batch-size", file=sys.stderr)
+        return 2
     except failed as error:
         print(f"vae-train {command}: {failure}: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary), flush=True)
     return 0
+
+
+def _os_error_text(error: OSError) -> str:
+    """``PATH: reason; ...``: what the OS refused, without a traceback."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}; check the path, its permissions and the free disk space"
 
 
 def _note(command: str, text: str) -> None:
@@ -378,9 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("vae-train: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        # train and calibrate write into a staging folder that they remove on the way out.
+        published = "; nothing was published" if args.command in ("train", "calibrate") else ""
+        print(f"vae-train {args.command}: interrupted (Ctrl-C){published}", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as error:
         missing = (error.name or "").partition(".")[0]
         if missing not in TRAIN_EXTRA_MODULES:

@@ -79,6 +79,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
+def parse_fraction(text: str) -> float:
+    """argparse type of ``--validation-fraction``: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number between 0 and 1, e.g. 0.1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"takes a number between 0 and 1 (both excluded), e.g. 0.1, got {text!r}")
+    return value
+
+
 def source_options(args: argparse.Namespace) -> SourceOptions:
     """The source-specific flags (``--channels``, ``--size``, ``--label-column``)."""
     return SourceOptions(args.channels, args.size, args.label_column)

@@ -16,7 +16,9 @@ import numpy as np
 
 from vae_serve.core.manifest import Preprocessing
 from vae_serve.core.preprocessing import IDENTITY, Affine, pixel_scaling, to_model
+from vae_serve.export.npy_source import load_npy_source
 from vae_serve.export.source_data import DataError, Part, SourceData
+from vae_serve.export.split_plan import split_indices, too_few_validation_rows
 
 __all__ = ["DataError", "Part", "SourceData", "SourceOptions", "Splits", "load_source", "make_splits"]
 
@@ -136,33 +138,6 @@ def load_digits_source() -> SourceData:
     )
 
 
-def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
-    """A user's own [examples, ...] array in a .npy file, with optional labels in another."""
-    try:
-        values = np.load(path, allow_pickle=False)
-        labels = None if labels_path is None else np.load(labels_path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot load {path if labels_path is None else (path, labels_path)}: {error}") from None
-    if values.ndim < 2 or len(values) < 10 or not np.issubdtype(values.dtype, np.number):
-        raise DataError(
-            f"{path}: need a numeric array [examples >= 10, features...], got {values.dtype} {values.shape}"
-        )
-    flat = values.reshape(len(values), -1).astype(np.float32)
-    if not np.all(np.isfinite(flat)):
-        raise DataError(f"{path}: contains NaN or infinite values")
-    if labels is not None and (labels.shape != (len(values),) or not np.issubdtype(labels.dtype, np.integer)):
-        raise DataError(
-            f"{labels_path}: need integer labels of shape ({len(values)},), got {labels.dtype} {labels.shape}"
-        )
-    return SourceData(
-        train=Part(flat, None if labels is None else labels.astype(np.int64)),
-        test=None,
-        example_shape=tuple(values.shape[1:]),
-        value_range=(float(flat.min()), float(flat.max())),
-        description={"source": "npy", "location": str(path), "preprocessing": "none (values as stored)"},
-    )
-
-
 @dataclass(frozen=True)
 class SourceOptions:
     """Flags that apply to some sources only: images:DIR (``channels``, ``size``), csv:/parquet: (``label_column``)."""
@@ -172,7 +147,9 @@ class SourceOptions:
     label_column: str | None = None
 
 
-def _check_options(spec: str, options: SourceOptions, labels_path: Path | None) -> None:
+def _check_options(spec: str, options: SourceOptions, labels_path: Path | None, data_dir: Path | None) -> None:
+    if data_dir is not None and spec != "fashion-mnist":
+        raise DataError("--data-dir applies only to --dataset fashion-mnist (idx:DIR, images:DIR name their folder)")
     if labels_path is not None and not spec.startswith("npy:"):
         raise DataError("--labels applies only to npy:PATH datasets")
     if (options.channels is not None or options.size is not None) and not spec.startswith("images:"):
@@ -186,7 +163,7 @@ def load_source(
 ) -> SourceData:
     """Resolve a ``--dataset`` value to its data. Raises ``DataError`` with a fix on failure."""
     options = options or SourceOptions()
-    _check_options(spec, options, labels_path)
+    _check_options(spec, options, labels_path, data_dir)
     if spec == "digits":
         return load_digits_source()
     if spec == "fashion-mnist":
@@ -219,6 +196,16 @@ def parse_classes(text: str | None) -> tuple[int, ...] | None:
         raise DataError(f"--classes takes comma-separated integer labels, got {text!r}") from None
 
 
+def _check_classes_present(source: SourceData, classes: tuple[int, ...]) -> None:
+    """``--classes`` must name at least one label the data has."""
+    if source.train.y is None:
+        return  # _keep_classes says that labels are needed
+    present = np.unique(source.train.y)
+    if not np.isin(classes, present).any():
+        shown = ", ".join(map(str, present[:20])) + (", ..." if len(present) > 20 else "")
+        raise DataError(f"--classes {','.join(map(str, classes))} selects no rows: the labels in the data are {shown}")
+
+
 def _keep_classes(part: Part, classes: tuple[int, ...], what: str) -> Part:
     if part.y is None:
         raise DataError(f"--classes needs labels, and the {what} data has none (npy: pass --labels)")
@@ -231,25 +218,36 @@ def make_splits(
     validation_fraction: float = 0.1,
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    min_validation_rows: int = 1,
 ) -> Splits:
     """Deterministic split: a fixed permutation (``split_seed``) of the training rows gives the
     validation rows (and test rows, for sources without an official test split).
 
     With ``classes``, every split keeps only those labels: the model, its early stopping, its
     calibration and its test metrics all describe the "normal" data.
+
+    Raises:
+        DataError: a split is empty, or the validation split holds fewer than ``min_validation_rows``
+            rows (the message says how many rows, or which --validation-fraction, would be enough).
     """
-    order = np.random.default_rng(split_seed).permutation(len(source.train))
-    test = source.test
-    if test is None:
-        test_count = round(test_fraction * len(order))
-        test, order = source.train.select(order[:test_count]), order[test_count:]
-    validation_count = round(validation_fraction * len(order))
-    validation = source.train.select(order[:validation_count])
-    train = source.train.select(np.sort(order[validation_count:]))
+    if classes is not None:
+        _check_classes_present(source, classes)
+    test_index, validation_index, train_index = split_indices(
+        len(source.train), source.test is not None, validation_fraction, test_fraction, split_seed
+    )
+    test = source.test if test_index is None else source.train.select(test_index)
+    validation = source.train.select(validation_index)
+    train = source.train.select(train_index)
     if classes is not None:
         train = _keep_classes(train, classes, "training")
         validation = _keep_classes(validation, classes, "validation")
         test = _keep_classes(test, classes, "test")
+    # Checked before the empty splits: its message says how many rows would be enough.
+    too_few = too_few_validation_rows(
+        source, classes, validation_fraction, test_fraction, split_seed, min_validation_rows
+    )
+    if min_validation_rows > 1 and too_few is not None:
+        raise DataError(too_few)
     for name, part in (("training", train), ("validation", validation), ("test", test)):
         if len(part) == 0:
             raise DataError(f"the {name} split is empty (classes={classes}); check --classes and the data")

@@ -8,10 +8,15 @@ would train a model on data the user never saw.
 PNG and JPEG (by content), 8 bits per channel, rows are pixels 0..255 flattened in channel-first
 order [C, H, W] (the PyTorch convention the conv models take); the bundle records pixel / 255.
 Refused: other file extensions, 16-bit or float images, CMYK and other modes without a faithful
-8-bit grey/RGB form, animated images, EXIF-rotated images, and images with real transparency
-(see ``_drop_alpha``).
+8-bit grey/RGB form, animated images, EXIF-rotated images, images with real transparency (see
+``_drop_alpha``), and images of more than ``MAX_IMAGE_PIXELS`` pixels, which are refused before they
+are decoded (Pillow's own decompression-bomb warning and error never reach the user). Pillow's
+other warnings are dropped: every case they warn of is either refused here or harmless.
 """
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,10 @@ EXIF_ORIENTATION = 0x0112
 CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
 GREY_MODES = ("1", "L", "LA")  # "P" counts as colour: PNG palettes are a colour type
 MIN_EXAMPLES = 10
+# Largest image read, in pixels: Pillow's own decompression-bomb threshold (89,478,485, about
+# 9,459 x 9,459), above which it warns. An image that large is refused by name before it is decoded
+# (a 12000 x 12000 image is 432 MB as RGB): a model is trained on far smaller images (--size).
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def load_images(directory: Path, channels: int | None = None, size: tuple[int, int] | None = None) -> SourceData:
@@ -136,7 +145,8 @@ def _read_image(path: Path, size: tuple[int, int] | None):
     from PIL import Image  # imported here: only this source needs Pillow
 
     try:
-        with Image.open(path, formats=IMAGE_FORMATS) as image:
+        with _quiet_pillow(), Image.open(path, formats=IMAGE_FORMATS) as image:
+            _check_pixels(path, image.size)
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             frames = getattr(image, "n_frames", 1)
@@ -155,7 +165,12 @@ def _read_image(path: Path, size: tuple[int, int] | None):
                     "8-bit grey or RGB form; save it as 8-bit grey or RGB"
                 )
             opaque = _drop_alpha(path, image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:  # Pillow refuses images over twice its limit as it opens them
+        raise DataError(
+            f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, over the {MAX_IMAGE_PIXELS:,} vae-train reads "
+            "(a guard against decompression bombs); shrink the image and save it again"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
         # Pillow reports truncated and corrupt files as OSError (UnidentifiedImageError included),
         # some decoders as SyntaxError or ValueError.
         raise DataError(f"{path}: cannot be read as PNG or JPEG ({error}); replace or remove the file") from None
@@ -165,6 +180,25 @@ def _read_image(path: Path, size: tuple[int, int] | None):
         # matches torchvision's default Resize, which a client preparing inputs is likely to use.
         opaque = opaque.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return opaque
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings dropped while one image is read. Its decompression-bomb warning is one of
+    them: ``_check_pixels`` refuses those images itself, with a message that says what to do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image over ``MAX_IMAGE_PIXELS`` by its header, before its pixels are decoded."""
+    width_px, height_px = size
+    if width_px * height_px > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{path}: {height_px}x{width_px} pixels ({width_px * height_px:,}), over the {MAX_IMAGE_PIXELS:,} "
+            "vae-train reads (a guard against decompression bombs); shrink the image and save it again"
+        )
 
 
 def _drop_alpha(path: Path, image):

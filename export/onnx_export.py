@@ -1,10 +1,11 @@
 """Export the encoder and decoder to ONNX, check the graphs, and measure torch/ONNX Runtime parity."""
 
 import contextlib
+import io
 import logging
 import re
-import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ PARITY_TOLERANCE = 1e-4
 # Parity is measured on at most this many validation rows.
 PARITY_EXAMPLES = 256
 BATCH_AXIS = "batch"
+# Loggers (with their children) silenced while exporting: torch.export, dynamo, FX and the ONNX
+# exporter log graphs and guards at WARNING, which the ExportError already sums up.
+EXPORTER_LOGGERS = ("torch", "onnx", "onnxscript", "onnx_ir")
 
 
 class ExportError(Exception):
@@ -44,9 +48,27 @@ def _export_failure(role: str, error: Exception) -> ExportError:
     )
 
 
-def _quiet_exporter_logs() -> None:
-    # The exporter warns that torchvision (never used here) is missing; keep the user's log clean.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Drop what the exporter prints and logs while it runs: its narration of passes (on stdout,
+    where vae-train's JSON line belongs), the FX graph it prints when tracing fails, its warnings and
+    its log records. Its failure still reaches the user, as one ``ExportError``."""
+    names = [
+        name
+        for name in [*EXPORTER_LOGGERS, *logging.root.manager.loggerDict]
+        if name.split(".", 1)[0] in EXPORTER_LOGGERS
+    ]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    dropped = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _export(module, args, path, **options) -> None:
@@ -61,12 +83,9 @@ def export_graph(
     module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: tuple[str, ...]
 ) -> int:
     """Export ``module`` with a dynamic batch axis; returns the graph's ONNX opset."""
-    _quiet_exporter_logs()
     module.eval()
     batch = torch.export.Dim(BATCH_AXIS, min=1)
-    # The exporter narrates its passes on stdout, where vae-train's JSON result line belongs.
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecation notice
+    with _quiet_exporter():
         _export(
             module,
             (example,),

@@ -16,13 +16,15 @@ from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Manifest, Metrics, SplitMetrics
 from vae_serve.core.runtime import OnnxVae
 from vae_serve.export.api import export_bundle
+from vae_serve.export.calibration import MIN_CALIBRATION_ROWS
 from vae_serve.export.config import TrainConfig, default_name, resolve_config, source_options
 from vae_serve.export.conv_model import conv_grid, conv_input_shape
 from vae_serve.export.data import DataError, Splits, load_source, make_splits, parse_classes
 from vae_serve.export.evaluate import evaluate_bounds
 from vae_serve.export.manifest_builder import likelihood_spec, training_record
 from vae_serve.export.model import Vae
-from vae_serve.export.report import report_dir_for, write_report
+from vae_serve.export.report import write_report
+from vae_serve.export.run_output import RunOutput, check_outputs, run_output
 from vae_serve.export.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
 
 # Importance samples of the validation split's IWAE bound (the test split's is --iwae-k).
@@ -31,9 +33,15 @@ VALIDATION_IWAE_K = 100
 
 def load_splits(args: argparse.Namespace, likelihood: str) -> tuple[Splits, Splits]:
     """The train / validation / test rows of ``--dataset``, raw and in the model's space; Bernoulli
-    data must lie in [0, 1] in the model's space."""
+    data must lie in [0, 1] in the model's space, and the validation rows (the calibration rows)
+    must be enough for calibration: checked here, before training, not after it."""
     source = load_source(args.dataset, args.data_dir, args.labels, source_options(args))
-    raw = make_splits(source, parse_classes(args.classes), validation_fraction=args.validation_fraction)
+    raw = make_splits(
+        source,
+        parse_classes(args.classes),
+        validation_fraction=args.validation_fraction,
+        min_validation_rows=MIN_CALIBRATION_ROWS,
+    )
     splits = raw.in_model_space()
     low, high = float(splits.train.x.min()), float(splits.train.x.max())
     if likelihood == "bernoulli" and (low < 0.0 or high > 1.0):
@@ -73,9 +81,8 @@ def evaluate(vae: Vae, splits: Splits, config: TrainConfig, iwae_k: int, seed: i
     )
 
 
-def report(out: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, splits: Splits, scores: dict) -> Path:
-    """Draw the training report beside the bundle (``splits`` in the model's space); returns its folder."""
-    folder = report_dir_for(out)
+def report(folder: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, splits: Splits, scores: dict) -> None:
+    """Draw the training report into ``folder`` (``splits`` in the model's space)."""
     calibration = manifest.calibration
     write_report(
         folder,
@@ -89,7 +96,6 @@ def report(out: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, spl
         calibration,
         calibration.seed,
     )
-    return folder
 
 
 def summary(out: Path, report_folder: Path, manifest: Manifest, result: TrainResult, seconds: float) -> dict:
@@ -114,6 +120,10 @@ def summary(out: Path, report_folder: Path, manifest: Manifest, result: TrainRes
 def run_training(args: argparse.Namespace) -> dict:
     """Train, evaluate, export, calibrate, write, verify and publish a bundle, then draw its report.
 
+    Every check of the flags, the destination and the data runs before training. The bundle and
+    its report are written into a work folder beside ``--out`` and moved into place together at the
+    end; on any failure, Ctrl-C included, nothing the run wrote is left behind.
+
     Args:
         args: the flags of ``vae-train train``.
 
@@ -121,16 +131,27 @@ def run_training(args: argparse.Namespace) -> dict:
         The summary JSON object.
 
     Raises:
-        DataError, PublishError: bad flags or data, or ``--out`` exists without ``--force``.
+        DataError: bad flags or data (too few rows for the split included).
+        PublishError: ``--out`` or its report folder may not be written (exists without ``--force``,
+            is not a bundle, or its folder cannot be written).
         ExportError, BundleError, FloatingPointError, pydantic.ValidationError: training, export
             or verification failed.
     """
     started = time.perf_counter()
     config = resolve_config(args)
-    if args.out.exists() and not args.force:
-        raise DataError(f"{args.out} already exists; pass --force to replace it")
+    check_outputs(args.out, args.force)
     raw, splits = load_splits(args, config.likelihood)
     check_architecture(config, splits)
+    with run_output(args.out, args.force) as output:
+        result, exported = train_and_export(args, config, raw, splits, output)
+        vae = load_bundle(output.bundle).vae
+        report(output.report, result, vae, exported.manifest, splits, exported.calibration_scores)
+        bundle, report_folder = output.publish()
+    return summary(bundle, report_folder, exported.manifest, result, time.perf_counter() - started)
+
+
+def train_and_export(args: argparse.Namespace, config: TrainConfig, raw: Splits, splits: Splits, output: RunOutput):
+    """Train the model and write its bundle into the run's work folder; returns (TrainResult, ExportedBundle)."""
     result = train_vae(config, splits.train.x, splits.validation.x, args.progress, splits.example_shape)
     metrics = evaluate(result.vae, splits, config, args.iwae_k, args.seed)
     exported = export_bundle(
@@ -139,18 +160,15 @@ def run_training(args: argparse.Namespace) -> dict:
         likelihood=config.likelihood,
         input_shape=splits.example_shape,
         calibration_data=raw.validation.x,
-        out=args.out,
+        out=output.bundle,
         name=args.name or default_name(args.dataset, parse_classes(args.classes)),
         version=args.version,
         preprocessing=raw.preprocessing,
         training=training_record(config, splits, result),
         metrics=metrics,
         seed=args.seed,
-        force=args.force,
         progress=args.progress,
         value_range=raw.value_range,
         likelihood_spec=likelihood_spec(result.vae),
     )
-    vae = load_bundle(args.out).vae
-    report_folder = report(args.out, result, vae, exported.manifest, splits, exported.calibration_scores)
-    return summary(args.out, report_folder, exported.manifest, result, time.perf_counter() - started)
+    return result, exported

@@ -19,6 +19,9 @@ from vae_serve.core.runtime import OnnxVae
 
 GRID_SIDE = 8
 REPORT_FALSE_POSITIVE_RATE = 0.01
+# The pictures a report folder holds, and nothing else.
+REPORT_PICTURES = ("training", "samples", "reconstructions", "scores")
+REPORT_FILES = frozenset(f"{name}.png" for name in REPORT_PICTURES)
 
 
 def report_dir_for(bundle: Path) -> Path:
@@ -134,7 +137,7 @@ def write_report(
     """Write the four PNGs into ``directory`` (replaced if present); returns their paths."""
     plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / f"{name}.png" for name in ("training", "samples", "reconstructions", "scores")}
+    paths = {name: directory / f"{name}.png" for name in REPORT_PICTURES}
     _training(plt, history, best_epoch, paths["training"])
     _samples(plt, vae, latent_dim, example_shape, seed, paths["samples"])
     _reconstructions(plt, vae, x_validation, example_shape, paths["reconstructions"])

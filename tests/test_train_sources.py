@@ -116,7 +116,7 @@ def test_a_table_trains_a_gaussian_model_served_by_vaeservice_and_the_open_infer
 
 
 def test_conv_on_a_table_is_refused_with_what_to_do(tmp_path, capsys):
-    values, _ = table(40)
+    values, _ = table(200)  # enough rows for the split: the refusal is about the shape
     path = tmp_path / "t.csv"
     path.write_text("a,b,c\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in values) + "\n")
     args = ["train", "--dataset", f"csv:{path}", "--arch", "conv", "--likelihood", "gaussian"]
