@@ -48,7 +48,13 @@ class Affine:
         return cls(np.asarray(spec.loc, np.float32), np.asarray(spec.scale, np.float32))
 
     def to_model(self, x_raw: np.ndarray) -> np.ndarray:
-        return (x_raw - self.loc) / self.scale
+        """Raw rows -> the model's space. A value that overflows float32 there (a huge raw value under a
+        scale below 1) saturates at float32's largest finite value instead of becoming infinite: the
+        row stays as extreme as float32 can say, and every likelihood of it finite."""
+        with np.errstate(over="ignore"):
+            x_model = (x_raw - self.loc) / self.scale
+        limit = np.finfo(x_model.dtype).max
+        return np.clip(x_model, -limit, limit, out=x_model)
 
     def to_raw(self, x_model: np.ndarray) -> np.ndarray:
         return x_model * self.scale + self.loc

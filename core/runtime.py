@@ -100,9 +100,14 @@ class OnnxVae:
         )
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x [batch, features] float32 -> (posterior mean, posterior log-variance), each [batch, latent]."""
-        z_mean, z_logvar = run_graph(self.encoder, "encoder", list(ENCODER_OUTPUTS), {ENCODER_INPUT: x})
-        return z_mean, z_logvar
+        """x [batch, features] float32 -> (posterior mean, posterior log-variance), each [batch, latent].
+
+        The encoder sees ``vae_math.encoder_view(x)`` and its outputs are held to
+        ``vae_math.bounded_posterior``'s box, so any finite row gets a finite posterior (see vae_math).
+        """
+        feeds = {ENCODER_INPUT: vae_math.encoder_view(x)}
+        z_mean, z_logvar = run_graph(self.encoder, "encoder", list(ENCODER_OUTPUTS), feeds)
+        return vae_math.bounded_posterior(z_mean, z_logvar)
 
     def decode(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """z [batch, latent] float32 -> the likelihood's parameters by output name, each [batch, features]."""
@@ -119,17 +124,19 @@ class OnnxVae:
 
     def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""
-        if self.likelihood == "bernoulli":
-            return vae_math.bernoulli_log_prob(x, decoded["logits"])
-        with np.errstate(over="ignore"):
-            log_prob = vae_math.gaussian_log_prob(x, decoded["mean"], decoded["log_scale"])
+        log_prob = self._log_likelihood(x, decoded)
         if np.isfinite(log_prob).all():
             return log_prob
-        # A residual beyond ~1e19 scales overflows float32 when squared (a far out-of-distribution
-        # input under a tight decoder scale): redo those rows in float64, where it is merely huge.
-        return vae_math.gaussian_log_prob(
-            x.astype(np.float64), decoded["mean"].astype(np.float64), decoded["log_scale"].astype(np.float64)
-        )
+        # float32 overflowed: a Gaussian residual beyond ~1e19 scales squared (a far out-of-distribution
+        # input under a tight decoder scale), or a sum of huge logits. Redo it in float64, where the
+        # square of any float32 residual, and any sum of float32 terms, is finite (merely huge).
+        return self._log_likelihood(x.astype(np.float64), {k: v.astype(np.float64) for k, v in decoded.items()})
+
+    def _log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.likelihood == "bernoulli":
+                return vae_math.bernoulli_log_prob(x, decoded["logits"])
+            return vae_math.gaussian_log_prob(x, decoded["mean"], decoded["log_scale"])
 
     def expected_x(self, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """E[x|z]: Bernoulli probabilities, or the Gaussian mean."""

@@ -46,7 +46,8 @@ class Score:
 
 def compressed_bits(x: np.ndarray) -> np.ndarray:
     """Per row: the bits zlib needs for the row quantized to 8 bits, round(255 x) clipped to 0..255."""
-    quantized = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    # Clipped before scaling, the same values as clipping after, without overflow for huge x.
+    quantized = np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
     return np.array([8.0 * len(zlib.compress(row.tobytes(), COMPRESSION_LEVEL)) for row in quantized])
 
 

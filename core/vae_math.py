@@ -12,6 +12,45 @@ import numpy as np
 
 LOG_2PI = math.log(2.0 * math.pi)
 
+# The numeric box every posterior the server uses (and serves) lies in: float32 graphs overflow
+# (3.4e38) long before codes this far out, which no input the encoder was trained on comes near
+# (its codes lie within a few units of the N(0, I) prior; Sample's temperature 10 reaches ~50).
+# |z_mean| <= LATENT_LIMIT, and a posterior standard deviation at most LATENT_LIMIT:
+# LOGVAR_MAX = 2 ln(LATENT_LIMIT) ~= 27.6. LOGVAR_MIN (a standard deviation of e^-50, below float32's
+# resolution of any code) only turns an encoder's -inf into a number. Any Gaussian is a valid
+# proposal for the ELBO and IWAE bounds, so bounds from the boxed posterior are still lower bounds
+# on log p(x); the box changes only far out-of-distribution rows, whose bounds stay finite.
+LATENT_LIMIT = 1e6
+LOGVAR_MAX = 2.0 * math.log(LATENT_LIMIT)
+LOGVAR_MIN = -100.0
+# What the encoder sees of a row, in the model's space: each value clipped to +-ENCODER_INPUT_LIMIT.
+# A float32 encoder overflows on inputs near float32's maximum (3.4e38 gave NaN codes); 1e15 leaves
+# 20 orders of magnitude for its standardization (features' scales are floored at 1e-3) and layers.
+# Only the proposal q(z|x) sees the clipped row: every likelihood is of the row as sent, so a row
+# beyond the limit still gets the astronomically low likelihood (and extreme score) it deserves.
+ENCODER_INPUT_LIMIT = 1e15
+
+
+def encoder_view(x: np.ndarray) -> np.ndarray:
+    """The rows as the encoder sees them: clipped to +-ENCODER_INPUT_LIMIT (the same array when inside)."""
+    return _clipped(x, -ENCODER_INPUT_LIMIT, ENCODER_INPUT_LIMIT)
+
+
+def bounded_posterior(mean: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior's (mean, log-variance) held to the box above: mean to [-LATENT_LIMIT, LATENT_LIMIT],
+    log-variance to [LOGVAR_MIN, LOGVAR_MAX], so draws z = mean + exp(logvar / 2) eps, exp(logvar)
+    and the decoder's inputs stay finite. Returns the arrays themselves when nothing is outside.
+    """
+    return _clipped(mean, -LATENT_LIMIT, LATENT_LIMIT), _clipped(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+
+def _clipped(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``values`` clipped to [low, high]; the very array when all lie inside (no copy on the hot path)."""
+    if values.size == 0 or (values.min() >= low and values.max() <= high):
+        return values
+    # NaN stays NaN (it fails every comparison): it would be a fault of the model, answered as one.
+    return np.clip(values, low, high).astype(values.dtype, copy=False)
+
 
 def softplus(values: np.ndarray) -> np.ndarray:
     """log(1 + exp(v)) without overflow for large |v|."""

@@ -10,6 +10,7 @@ from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.manifest import Manifest, Preprocessing
 from vae_serve.core.preprocessing import IDENTITY
+from vae_serve.core.vae_math import LATENT_LIMIT
 
 FLOAT32_LE = np.dtype("<f4")
 # Tensor.dtype -> the numpy type of its bytes; every other value is refused.
@@ -22,6 +23,14 @@ def to_tensor(array: np.ndarray) -> vae_pb2.Tensor:
     return vae_pb2.Tensor(shape=array.shape, data=array.tobytes())
 
 
+def to_saturated_tensor(array: np.ndarray) -> vae_pb2.Tensor:
+    """``to_tensor`` of a float64 array whose values may lie beyond float32's range (feature errors of a
+    far out-of-distribution row: the square of a residual beyond ~1.8e19): those are sent as float32's
+    largest finite value, 3.4e38, rather than as infinity."""
+    limit = float(np.finfo(np.float32).max)
+    return to_tensor(np.clip(array, -limit, limit))
+
+
 @dataclass(frozen=True)
 class RowFormat:
     """What the rows of one request field must be for one model version, worked out once when the
@@ -29,13 +38,15 @@ class RowFormat:
 
     ``shapes``: accepted shapes of one row, flat [width] first. ``low`` / ``high``: the raw range a
     Bernoulli model's inputs must lie in (its likelihood is defined on [0, 1] only, after the
-    bundle's preprocessing), one value or one per feature; None: any finite value.
+    bundle's preprocessing), or latent codes (``LATENT_LIMIT``), one value or one per feature; None:
+    any finite value. ``range_of``: what that range is, for the refusal.
     """
 
     shapes: tuple[tuple[int, ...], ...]
     width: int
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    range_of: str = ""
 
     @property
     def expected(self) -> str:
@@ -67,12 +78,19 @@ def input_format(manifest: Manifest) -> RowFormat:
     if manifest.likelihood.name != "bernoulli":
         return RowFormat(shapes, flat[0])
     low, high = bernoulli_raw_range(manifest.preprocessing)
-    return RowFormat(shapes, flat[0], low, high)
+    range_of = "the range of this Bernoulli model's raw data (its preprocessing maps that range onto [0, 1])"
+    return RowFormat(shapes, flat[0], low, high, range_of)
 
 
 def latent_format(manifest: Manifest) -> RowFormat:
-    """A model's latent codes: [L] each."""
-    return RowFormat(((manifest.latent_dim,),), manifest.latent_dim)
+    """A model's latent codes: [L] each, every value within +-LATENT_LIMIT (core.vae_math: the box
+    every served posterior lies in, far inside what a float32 decoder decodes finitely)."""
+    limit = np.float32(LATENT_LIMIT)
+    range_of = (
+        "the range of latent codes this server decodes (the prior is N(0, I); codes of the encoder "
+        "lie within a few units of 0)"
+    )
+    return RowFormat(((manifest.latent_dim,),), manifest.latent_dim, np.array([-limit]), np.array([limit]), range_of)
 
 
 def rows_from_tensor(tensor: vae_pb2.Tensor, field: str, row_format: RowFormat, max_rows: int) -> np.ndarray:
@@ -128,8 +146,7 @@ def _refuse(values: np.ndarray, field: str, row_format: RowFormat) -> None:
     row, feature = np.argwhere((values < low) | (values > high))[0]
     raise InvalidInput(
         f"{field}: value {values[row, feature]:g} in row {row}, feature {feature} is outside "
-        f"[{_at(low, feature):g}, {_at(high, feature):g}], the range of this Bernoulli model's raw data "
-        "(its preprocessing maps that range onto [0, 1])"
+        f"[{_at(low, feature):g}, {_at(high, feature):g}], {row_format.range_of}"
     )
 
 
@@ -142,18 +159,6 @@ def bernoulli_raw_range(spec: Preprocessing | None) -> tuple[np.ndarray, np.ndar
 
 def _at(bound: np.ndarray, feature: int) -> float:
     return float(bound[feature] if bound.size > 1 else bound[0])
-
-
-def check_path_lengths(start: np.ndarray, end: np.ndarray) -> None:
-    """A spherical path's points are as long as its longer end: refuse ends too long for float32."""
-    longest = max(
-        np.linalg.norm(start.astype(np.float64), axis=1).max(), np.linalg.norm(end.astype(np.float64), axis=1).max()
-    )
-    if longest > np.finfo(np.float32).max:
-        raise InvalidInput(
-            f"start and end: a latent code of length {longest:g} is too long for a spherical path in float32; "
-            "use the linear path or shorter codes"
-        )
 
 
 def model_version(manifest: Manifest) -> vae_pb2.ModelVersion:

@@ -194,7 +194,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             threshold=decision.threshold,
             false_positive_rate=decision.false_positive_rate,
             seed=item.seed,
-            feature_errors=None if outcome.feature_errors is None else codec.to_tensor(outcome.feature_errors),
+            feature_errors=None
+            if outcome.feature_errors is None
+            else codec.to_saturated_tensor(outcome.feature_errors),
         )
 
     async def Interpolate(self, request, context):
@@ -215,10 +217,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             means = iter(np.split(z_mean, len(inputs)))
             ends = [("z", next(means)) if kind == "x" else (kind, rows) for kind, rows in ends]
         (_, start), (_, end) = ends
-        spherical = SPHERICAL_PATHS[request.path]
-        if spherical:
-            codec.check_path_lengths(start, end)
-        item = work.PathItem(start, end, steps, spherical, num_samples, seed)
+        # Every end lies within +-LATENT_LIMIT (the request's codes are checked, the encoder's means
+        # boxed), so a spherical path's points, as long as its longer end, stay finite in float32.
+        item = work.PathItem(start, end, steps, SPHERICAL_PATHS[request.path], num_samples, seed)
         params, draws = await self.plane.run(model, item, "Interpolate", context.time_remaining())
         t, z = item.path
         x_mean = params["probs"] if "probs" in params else params["mean"]

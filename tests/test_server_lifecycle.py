@@ -15,10 +15,13 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_digits
 
 from tests.server_process import SERVING, VAE_SERVE, ServerProcess, launch, start_server, tensor
+from tests.test_export_api import Decoder, export
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.manifest import MANIFEST_FILE, seal
 
@@ -282,17 +285,24 @@ def test_reflection_on_by_default_and_off_by_flag(server, digits_bundle):
         assert quiet.stop() == 0
 
 
-def test_non_finite_model_output_is_internal_never_ok(gaussian_bundle):
-    # Latents near float32's maximum overflow the decoder's layers to inf/NaN: the server must
-    # answer INTERNAL (counted), not return the non-finite values with OK.
-    server = start_server("--bundle", str(gaussian_bundle))
+def test_non_finite_model_output_is_internal_never_ok(tmp_path):
+    # A decoder whose mean is exp(sum z): finite for every code near the prior (calibration), infinite
+    # in float32 for a valid code of 1,000 (inside the +-1e6 the server decodes). The server must answer
+    # INTERNAL (counted), not return the non-finite values with OK.
+    class ExponentialDecoder(Decoder):
+        def forward(self, z):
+            mean, log_scale = super().forward(z)
+            return mean + torch.exp(z.sum(dim=1)).reshape(-1, 1, 1, 1), log_scale
+
+    raw = load_digits().images.astype(np.float32)[:100, None]
+    bundle = export(tmp_path / "overflows", decoder=ExponentialDecoder(gaussian=True), data=raw, likelihood="gaussian")
+    server = start_server("--bundle", str(bundle.path))
     try:
-        huge = tensor(np.full((2, 3), 3e38))
         with pytest.raises(grpc.RpcError) as raised:
-            server.stub.Decode(vae_pb2.DecodeRequest(z=huge))
+            server.stub.Decode(vae_pb2.DecodeRequest(z=tensor(np.full((2, 4), 1000.0))))
         assert raised.value.code() == grpc.StatusCode.INTERNAL
         assert "non-finite" in raised.value.details()
-        reply = server.stub.Decode(vae_pb2.DecodeRequest(z=tensor(np.zeros((2, 3)))))
+        reply = server.stub.Decode(vae_pb2.DecodeRequest(z=tensor(np.zeros((2, 4)))))
         assert np.all(np.isfinite(np.frombuffer(reply.gaussian.mean.data, "<f4")))
         counted = samples(scrape(server.metrics_url))
         assert counted[("vae_requests_total", (("code", "INTERNAL"), ("method", "Decode")))] == 1
