@@ -29,6 +29,9 @@ class ServerProcess:
     log_path: Path
     credentials: grpc.ChannelCredentials | None = None  # TLS; None: plaintext
     http_url: str | None = None  # the REST binding's base URL, when started with --http-port
+    # stdout: the lines read while starting, and the queue the reader thread fills with the rest.
+    startup_lines: list[str] = field(default_factory=list)
+    lines: "queue.Queue[str | None] | None" = None
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +54,19 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def stdout(self, wait_s: float = 5) -> str:
+        """Everything the process printed on stdout; call after ``stop`` (waits up to ``wait_s`` per line)."""
+        printed = list(self.startup_lines)
+        while self.lines is not None:
+            try:
+                line = self.lines.get(timeout=wait_s)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            printed.append(line)
+        return "\n".join(printed)
 
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM, then the exit code."""
@@ -95,17 +111,19 @@ def start_server(
     port, metrics_url, http_url = None, None, None
     http = "--http-port" in args
     deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
     while port is None or (metrics and metrics_url is None) or (http and http_url is None):
         line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
         if line is None:
             raise RuntimeError(f"vae-serve exited with {process.wait()}: {log_path.read_text()}")
+        seen.append(line)
         if line.startswith("vae-serve listening on "):
             port = int(line.rsplit(":", 1)[1])
         elif line.startswith("vae-serve metrics on "):
             metrics_url = line.split(" on ", 1)[1]
         elif line.startswith("vae-serve http on "):
             http_url = line.split(" on ", 1)[1]
-    server = ServerProcess(process, port, metrics_url, log_path, credentials, http_url)
+    server = ServerProcess(process, port, metrics_url, log_path, credentials, http_url, seen, lines)
     while True:
         try:
             if server.health_status() == SERVING:

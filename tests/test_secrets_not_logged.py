@@ -7,16 +7,14 @@ hold its mask, which shows that nothing tried to log the token; and replies neve
 """
 
 import logging
-import queue
 import sys
-import time
 
 import grpc
 import numpy as np
 import pytest
 
 from tests.raw_http import exchange, get
-from tests.server_process import SERVING, ServerProcess, launch, tensor
+from tests.server_process import start_server, tensor
 from tests.test_security import TOKENS
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
@@ -26,7 +24,6 @@ from vae_serve.service.redaction import MASK, RedactingFilter, install
 SECRET = TOKENS[0]
 TOKEN = SECRET.encode()
 MODEL = b"/v2/models/digits-encoder"
-START_TIMEOUT_S = 60.0
 
 
 def get_line(path: bytes = MODEL, version: bytes = b"HTTP/1.1") -> bytes:
@@ -131,60 +128,19 @@ def call_grpc(channel: grpc.Channel, rpc: str, metadata: tuple) -> str:
         return f"{error.code()} {error.details()} {error.initial_metadata()} {error.trailing_metadata()}"
 
 
-def start_capturing(*args: str) -> tuple[ServerProcess, queue.Queue]:
-    """Like tests.server_process.start_server, but keeps the stdout lines too (the test reads them all)."""
-    process, lines, log_path = launch(*args)
-    seen: list[str] = []
-    port, metrics_url, http_url = None, None, None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while None in (port, metrics_url, http_url):
-        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        assert line is not None, log_path.read_text()
-        seen.append(line)
-        if line.startswith("vae-serve listening on "):
-            port = int(line.rsplit(":", 1)[1])
-        elif line.startswith("vae-serve metrics on "):
-            metrics_url = line.split(" on ", 1)[1]
-        elif line.startswith("vae-serve http on "):
-            http_url = line.split(" on ", 1)[1]
-    server = ServerProcess(process, port, metrics_url, log_path, None, http_url)
-    while time.monotonic() < deadline:
-        try:
-            if server.health_status() == SERVING:
-                break
-        except grpc.RpcError:
-            time.sleep(0.05)
-    for line in seen:
-        lines.put(line)  # back in the queue: the test reads stdout whole at the end
-    return server, lines
-
-
-def drain(lines: queue.Queue) -> str:
-    out = []
-    while True:
-        try:
-            line = lines.get(timeout=5)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        out.append(line)
-    return "\n".join(out)
-
-
 @pytest.fixture
 def token_server(digits_bundle, tmp_path):
     (tmp_path / "tokens").write_text(f"{SECRET}\n")
-    server, lines = start_capturing(
+    server = start_server(
         "--bundle", str(digits_bundle), "--http-port", "0", "--auth-tokens-file", str(tmp_path / "tokens"),
         "--log-level", "debug",
     )  # fmt: skip
-    yield server, lines
+    yield server
     server.stop()
 
 
 def test_the_token_is_in_no_reply_and_no_log(token_server):
-    server, lines = token_server
+    server = token_server
     replies: dict[str, bytes] = {}
     for name, chunks in HTTP_FORMS.items():
         replies[f"http {name}"] = exchange(server.http_url, *chunks).raw
@@ -194,7 +150,7 @@ def test_the_token_is_in_no_reply_and_no_log(token_server):
     status, body = get(server.http_url + "/v2/models/digits-encoder", {"Authorization": f"Bearer {SECRET}"})
     assert status == 200 and b"digits-encoder" in body
     assert server.stop() == 0
-    written = server.log() + "\n" + drain(lines)
+    written = server.log() + "\n" + server.stdout()
 
     assert b"once" in replies["grpc doubled"] and b"once" in replies["http doubled, right first"]  # refused
     leaked = [name for name, reply in replies.items() if TOKEN in reply or TOKEN.upper() in reply]
