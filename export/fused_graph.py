@@ -11,7 +11,10 @@ Precision follows the numpy path: the draws z = mean + exp(logvar / 2) * eps, th
 log p(x|z) in float32; log p(z), log q(z|x), the KL and every reduction over the k draws in
 float64, so a posterior so wide that exp(logvar) overflows float32 still gives finite bounds.
 Every reduction is along the last axis of a row's own values, so a row's outputs do not depend on
-the other rows of the batch.
+the other rows of the batch. The posterior is boxed as ``vae_math`` boxes it (the encoder sees each
+value clipped to +-ENCODER_INPUT_LIMIT; its mean and log-variance are clipped to the latent box),
+while the likelihood is of the row as sent: the graph and the numpy path use the same proposal for
+every row, far out-of-distribution ones included.
 """
 
 import math
@@ -21,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
+from vae_serve.core import vae_math
 from vae_serve.core.bounds import bounds_from_noise
 from vae_serve.core.manifest import BoundsGraph, GraphSpec, TensorSpec
 from vae_serve.core.runtime import (
@@ -36,6 +40,9 @@ from vae_serve.core.runtime import (
 BOUNDS_FILE = "bounds.onnx"
 LOG_2PI = math.log(2.0 * math.pi)
 ENCODER_PREFIX, DECODER_PREFIX = "encoder/", "decoder/"
+# The boxed posterior (vae_math.bounded_posterior) that the draws and the latent terms use.
+BOXED_MEAN, BOXED_LOGVAR = "z_mean_boxed", "z_logvar_boxed"
+BOX_ENDS = (("min", -1.0), ("max", 1.0))
 MIN_OPSET = 18  # the reductions below take their axes as an input
 # The golden case: a few rows with a few draws each. Tolerances: the graph and numpy sum float32
 # terms in different orders; measured differences are ~1e-7 of the value (docs/bundle.md).
@@ -99,8 +106,15 @@ def _draw_nodes(b: _Builder, latent_dim: int) -> None:
     b.const("perm_end", np.array([2], np.int64))
     # The draws, [n, k, L]: the protocol's noise is [k, n, L]; rows first keeps each row's values together.
     b.op("Transpose", ["eps"], "eps_rows", perm=[1, 0, 2])
-    mean3 = b.op("Unsqueeze", [ENCODER_PREFIX + ENCODER_OUTPUTS[0], "row_axis"], "z_mean3")
-    logvar3 = b.op("Unsqueeze", [ENCODER_PREFIX + ENCODER_OUTPUTS[1], "row_axis"], "z_logvar3")
+    mean_range = [b.const(f"latent_{end}", np.float32(sign * vae_math.LATENT_LIMIT)) for end, sign in BOX_ENDS]
+    b.op("Clip", [ENCODER_PREFIX + ENCODER_OUTPUTS[0], *mean_range], BOXED_MEAN)
+    logvar_range = [
+        b.const("logvar_min", np.float32(vae_math.LOGVAR_MIN)),
+        b.const("logvar_max", np.float32(vae_math.LOGVAR_MAX)),
+    ]
+    b.op("Clip", [ENCODER_PREFIX + ENCODER_OUTPUTS[1], *logvar_range], BOXED_LOGVAR)
+    mean3 = b.op("Unsqueeze", [BOXED_MEAN, "row_axis"], "z_mean3")
+    logvar3 = b.op("Unsqueeze", [BOXED_LOGVAR, "row_axis"], "z_logvar3")
     std3 = b.op("Exp", [b.op("Mul", [logvar3, "half_f"], "half_logvar")], "std3")
     z = b.op("Add", [mean3, b.op("Mul", [std3, "eps_rows"], "scaled_eps")], "z")
     b.op("Reshape", [z, "flat_latent"], DECODER_PREFIX + DECODER_INPUT)
@@ -119,8 +133,8 @@ def _bounds_nodes(b: _Builder, likelihood: str) -> None:
     log_px64 = b.op("Cast", [log_px], "log_px64", to=TensorProto.DOUBLE)
     z64 = b.op("Cast", ["z"], "z64", to=TensorProto.DOUBLE)
     eps64 = b.op("Cast", ["eps_rows"], "eps64", to=TensorProto.DOUBLE)
-    logvar64 = b.op("Cast", [ENCODER_PREFIX + ENCODER_OUTPUTS[1]], "logvar64", to=TensorProto.DOUBLE)
-    mean64 = b.op("Cast", [ENCODER_PREFIX + ENCODER_OUTPUTS[0]], "mean64", to=TensorProto.DOUBLE)
+    logvar64 = b.op("Cast", [BOXED_LOGVAR], "logvar64", to=TensorProto.DOUBLE)
+    mean64 = b.op("Cast", [BOXED_MEAN], "mean64", to=TensorProto.DOUBLE)
     logvar64_3 = b.op("Unsqueeze", [logvar64, "row_axis"], "logvar64_3")
 
     def gaussian_log_density(square: str, extra: str | None, name: str) -> str:
@@ -176,12 +190,16 @@ def bounds_model(
     encoder = compose.add_prefix(encoder, ENCODER_PREFIX)
     decoder = compose.add_prefix(decoder, DECODER_PREFIX)
     before, after = _Builder(), _Builder()
+    # The encoder's view of the rows (vae_math.encoder_view); x itself stays what the likelihood sees.
+    input_range = [
+        before.const(f"encoder_input_{end}", np.float32(sign * vae_math.ENCODER_INPUT_LIMIT)) for end, sign in BOX_ENDS
+    ]
     _draw_nodes(before, latent_dim)
     _bounds_nodes(after, likelihood)
     features = encoder.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     graph = helper.make_graph(
         [
-            helper.make_node("Identity", [ENCODER_INPUT], [ENCODER_PREFIX + ENCODER_INPUT]),
+            helper.make_node("Clip", [ENCODER_INPUT, *input_range], [ENCODER_PREFIX + ENCODER_INPUT]),
             *encoder.graph.node,
             *before.nodes,
             *decoder.graph.node,

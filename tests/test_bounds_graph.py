@@ -13,11 +13,12 @@ import pytest
 from tests.server_process import start_server, tensor
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core import bounds as bounds_module
+from vae_serve.core import vae_math
 from vae_serve.core.bounds import bounds_from_noise, estimate_bounds_batch, latent_generator
 from vae_serve.core.bundle import bounds_tolerance, load_bundle
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, file_sha256, seal
-from vae_serve.core.runtime import BOUNDS_OUTPUTS, OnnxVae
+from vae_serve.core.runtime import BOUNDS_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUTS, OnnxVae, run_graph
 
 
 def read_manifest_document(bundle: Path) -> dict:
@@ -121,3 +122,35 @@ def test_a_changed_bounds_graph_file_is_refused(digits_bundle, tmp_path):
     assert file_sha256(bundle / "bounds.onnx") != read_manifest_document(bundle)["files"]["bounds.onnx"]["sha256"]
     with pytest.raises(BundleError, match=r"bounds\.onnx: \d+ bytes, manifest says"):
         load_bundle(bundle)
+
+
+@pytest.mark.parametrize("fixture", ["digits_bundle", "gaussian_bundle"])
+def test_the_graph_boxes_the_posterior_as_the_numpy_path_does(fixture, request):
+    # Rows far outside the data drive the encoder's raw posterior outside vae_math's box (means beyond
+    # +-1e6, log-variances beyond 27.6, inputs beyond +-1e15): the graph must use the same boxed
+    # proposal as the numpy path, so that both give the same bounds wherever the graph's are finite.
+    bundle = load_bundle(request.getfixturevalue(fixture), intra_op_threads=1)
+    features, latent = bundle.manifest.input.num_features, bundle.manifest.latent_dim
+    rows = [np.full(features, value, np.float32) for value in (1e5, 1e7, -1e7, 1e9, 1e16, -1e16)]
+    corner = np.zeros(features, np.float32)
+    corner[0] = 1e10
+    x = np.stack([*rows, corner])
+    mean, logvar = run_graph(
+        bundle.vae.encoder, "encoder", list(ENCODER_OUTPUTS), {ENCODER_INPUT: np.clip(x, -1e15, 1e15)}
+    )
+    outside = (np.abs(mean) > vae_math.LATENT_LIMIT).any(axis=1) | (logvar > vae_math.LOGVAR_MAX).any(axis=1)
+    assert outside.any(), "no row reached the box: the test would show nothing"
+    noise = latent_generator(9).standard_normal((5, len(x), latent), np.float32)
+    graph = dict(zip(BOUNDS_OUTPUTS, bundle.vae.run_bounds(x, noise), strict=True))
+    reference = bounds_from_noise(numpy_only(bundle.vae), x, noise)
+    for name in ("elbo", "iwae"):
+        finite = np.isfinite(graph[name])
+        assert finite[outside].any(), f"{name}: the graph gave no finite value on a boxed row"
+        tolerance = bounds_tolerance(bundle.manifest.bounds_graph, name)
+        np.testing.assert_allclose(
+            graph[name][finite],
+            getattr(reference, name)[finite],
+            rtol=tolerance.rtol,
+            atol=tolerance.atol,
+            err_msg=name,
+        )
