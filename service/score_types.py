@@ -35,6 +35,14 @@ def score_name(score_type: int) -> str:
     raise InvalidInput(f"score: unknown score type {score_type}; known: {sorted(SCORE_TYPES)}")
 
 
+def score_facts() -> list:
+    """ScoreFacts of every score in the registry, in its order: what clients read instead of copies."""
+    return [
+        vae_pb2.ScoreFacts(score=SCORE_TYPES[name], draws=score.num_samples, description=score.summary)
+        for name, score in SCORES.items()
+    ]
+
+
 def calibration_summary(name: str, entry, levels: list[float], info_levels: tuple[float, ...]):
     """A ScoreCalibration message: the stored distribution's size, moments and a few quantiles."""
     return vae_pb2.ScoreCalibration(

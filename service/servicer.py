@@ -11,11 +11,11 @@ from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core import work
 from vae_serve.core.errors import InvalidInput, NotCalibrated
 from vae_serve.core.preprocessing import IDENTITY
-from vae_serve.core.scores import score_named
+from vae_serve.core.scores import DEFAULT_SCORE, score_named
 from vae_serve.service import codec
 from vae_serve.service.dataplane import DataPlane, ServedModel
 from vae_serve.service.metrics import ServerMetrics
-from vae_serve.service.score_types import SCORE_TYPES, calibration_summary, score_name
+from vae_serve.service.score_types import SCORE_TYPES, calibration_summary, score_facts, score_name
 
 DEFAULT_FALSE_POSITIVE_RATE = 0.01
 SPHERICAL_PATHS = {vae_pb2.INTERPOLATION_PATH_LINEAR: False, vae_pb2.INTERPOLATION_PATH_SPHERICAL: True}
@@ -271,4 +271,6 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             preprocessing=preprocessing_info(manifest.preprocessing),
             max_request_bytes=self.plane.settings.max_receive_message_bytes,
             max_reply_bytes=self.plane.settings.max_send_message_bytes,
+            scores=score_facts(),
+            default_score=SCORE_TYPES[DEFAULT_SCORE],
         )

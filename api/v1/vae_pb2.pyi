@@ -327,7 +327,7 @@ class Preprocessing(_message.Message):
     def __init__(self, loc: _Optional[_Iterable[float]] = ..., scale: _Optional[_Iterable[float]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing", "max_request_bytes", "max_reply_bytes")
+    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing", "max_request_bytes", "max_reply_bytes", "scores", "default_score")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +348,8 @@ class ModelInfo(_message.Message):
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SCORE_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_features: int
@@ -368,4 +370,16 @@ class ModelInfo(_message.Message):
     preprocessing: Preprocessing
     max_request_bytes: int
     max_reply_bytes: int
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_request_bytes: _Optional[int] = ..., max_reply_bytes: _Optional[int] = ...) -> None: ...
+    scores: _containers.RepeatedCompositeFieldContainer[ScoreFacts]
+    default_score: ScoreType
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_request_bytes: _Optional[int] = ..., max_reply_bytes: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ScoreFacts, _Mapping]]] = ..., default_score: _Optional[_Union[ScoreType, str]] = ...) -> None: ...
+
+class ScoreFacts(_message.Message):
+    __slots__ = ("score", "draws", "description")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    score: ScoreType
+    draws: int
+    description: str
+    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., draws: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
