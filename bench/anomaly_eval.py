@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vae_serve.client import VaeClient
 from vae_serve.client.client import SCORE_TYPES, VaeClientError
-from vae_serve.export.data import load_source
+from vae_serve.export.sources import load_source
 
 PYTHON = sys.executable
 VAE_TRAIN = str(Path(PYTHON).with_name("vae-train"))

@@ -14,7 +14,7 @@ WORK="$(mktemp -d)"
 trap 'kill "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
 .venv/bin/python - "$WORK/digits.json" <<'PY'
 import json, sys
-from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.sources import load_source, make_splits
 rows = make_splits(load_source("digits")).test.x[:100]
 json.dump({"data": [{"x": {"content": row.tolist(), "shape": [len(row)]}} for row in rows]}, open(sys.argv[1], "w"))
 PY

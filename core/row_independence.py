@@ -3,7 +3,7 @@
 The server joins different clients' requests into one graph run. A graph that mixes rows (BatchNorm
 exported in training mode, a decoder that adds the batch mean, a count over the batch) would make one
 client's answer depend on another client's data: a leak between users, not only a wrong number. The
-exporter refuses such a model before writing it (``vae_serve.export.user_model.check_rows_independent``);
+exporter refuses such a model before writing it (``vae_serve.export.bundle.user_model.check_rows_independent``);
 this check catches a bundle made elsewhere. It runs the golden inputs as one batch, in reversed order
 and a few rows alone, so it costs a handful of small graph runs per load. Imports no torch.
 """

@@ -9,7 +9,7 @@ __all__ = ["export_bundle"]
 
 def __getattr__(name: str):
     if name == "export_bundle":
-        from vae_serve.export.api import export_bundle
+        from vae_serve.export.bundle.exporter import export_bundle
 
         return export_bundle
     raise AttributeError(f"module 'vae_serve.export' has no attribute {name!r}")

@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 
 from vae_serve.export import cli
-from vae_serve.export.data import (
-    FASHION_MNIST_HINT,
-    DataError,
-    Part,
-    SourceData,
-    load_source,
-    make_splits,
-    parse_classes,
-    read_idx,
-)
+from vae_serve.export.sources import DataError, Part, SourceData, load_source, make_splits, parse_classes
+from vae_serve.export.sources.idx import FASHION_MNIST_HINT, read_idx
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:

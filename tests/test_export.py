@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from vae_serve.export.model import build_vae
-from vae_serve.export.onnx_export import PARITY_TOLERANCE, export_graphs
-from vae_serve.export.user_model import FlatDecoder, FlatEncoder
+from vae_serve.export.bundle.onnx_export import PARITY_TOLERANCE, export_graphs
+from vae_serve.export.bundle.user_model import FlatDecoder, FlatEncoder
+from vae_serve.export.models.vae import build_vae
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -48,7 +48,7 @@ def test_exported_graphs_match_torch_for_any_batch_size(tmp_path, likelihood):
 def test_training_writes_a_report_beside_the_bundle(request, bundle_fixture):
     import matplotlib.image
 
-    from vae_serve.export.report import report_dir_for
+    from vae_serve.export.commands.report import report_dir_for
 
     bundle = request.getfixturevalue(bundle_fixture)
     report = report_dir_for(bundle)

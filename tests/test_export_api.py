@@ -12,8 +12,8 @@ from vae_serve.core.bundle import load_bundle
 from vae_serve.core.preprocessing import pixel_scaling, standardization
 from vae_serve.core.scores import anomaly_scores
 from vae_serve.export import export_bundle
-from vae_serve.export.onnx_export import ExportError
-from vae_serve.export.user_model import ModelError
+from vae_serve.export.bundle.onnx_export import ExportError
+from vae_serve.export.bundle.user_model import ModelError
 
 LATENT = 4
 

@@ -9,9 +9,9 @@ import pyarrow.parquet
 import pytest
 from PIL import Image
 
-from vae_serve.export.data import DataError, make_splits
-from vae_serve.export.image_source import load_images
-from vae_serve.export.table_source import load_table
+from vae_serve.export.sources import DataError, make_splits
+from vae_serve.export.sources.images import load_images
+from vae_serve.export.sources.tables import load_table
 
 
 def grey_pixels(seed: int, height_px: int = 4, width_px: int = 5) -> np.ndarray:

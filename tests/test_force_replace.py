@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from tests.test_export_api import export
 from vae_serve.core.bundle import load_bundle
 from vae_serve.export import cli
-from vae_serve.export.bundle_writer import PublishError, check_destination, publish, staging_dir_for
+from vae_serve.export.bundle.writer import PublishError, check_destination, publish, staging_dir_for
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from vae_serve.core.bundle import load_bundle, read_manifest, verify_files, veri
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import GoldenCase
 from vae_serve.core.runtime import DECODER_INPUT, OnnxVae
-from vae_serve.export.bundle_writer import write_manifest
-from vae_serve.export.onnx_export import export_graph
-from vae_serve.export.user_model import FlatDecoder, ModelError
+from vae_serve.export.bundle.onnx_export import export_graph
+from vae_serve.export.bundle.user_model import FlatDecoder, ModelError
+from vae_serve.export.bundle.writer import write_manifest
 
 ROWS_MIX = (
     r"the (encoder|decoder)'s output \w+ for calibration row \d+ changes by [0-9.e-]+ when it is batched with "

@@ -14,7 +14,7 @@ import vae_serve.export
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import MANIFEST_FILE, Manifest, manifest_digest, seal, seal_manifest
 from vae_serve.export import cli
-from vae_serve.export.bundle_writer import manifest_text
+from vae_serve.export.bundle.writer import manifest_text
 
 COMMANDS = ("train", "calibrate", "verify")
 # The [train] extra: what a base install (no extras) lacks.
@@ -59,8 +59,8 @@ def test_help_lists_every_command():
     )
     assert result.returncode == 0, result.stderr
     listed = result.stdout.split("commands:")[1]
-    for name, summary, *_ in cli.COMMANDS:
-        assert name in listed and summary in " ".join(listed.split())
+    for command in cli.COMMANDS:
+        assert command.NAME in listed and command.SUMMARY in " ".join(listed.split())
 
 
 @pytest.mark.parametrize("args", [[], ["--dataset", "digits", "--out", "x"]])
@@ -108,28 +108,37 @@ def test_the_cli_module_imports_nothing_heavy():
 
 
 def export_imports() -> dict[str, set[str]]:
-    """Each export/ module and the export/ modules it imports, at its top or inside a function."""
+    """Each export/ module ("cli", "sources.npz") and the export/ modules it imports, at its top or
+    inside a function; a package's ``__init__`` is named by the package ("sources")."""
     folder = Path(vae_serve.export.__file__).parent
-    modules = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    paths = {
+        ".".join(path.relative_to(folder).with_suffix("").parts).removesuffix("__init__").rstrip("."): path
+        for path in folder.rglob("*.py")
+    }
+    modules = set(paths) - {""}
+
+    def named(dotted: str) -> str:
+        return dotted.removeprefix("vae_serve.export.")
+
     graph = {}
     for module in modules:
         imported = set()
-        for node in ast.walk(ast.parse((folder / f"{module}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "vae_serve.export":
-                imported |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vae_serve.export."):
-                imported.add(node.module.rsplit(".", 1)[1])
+        for node in ast.walk(ast.parse(paths[module].read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vae_serve.export"):
+                base = "" if node.module == "vae_serve.export" else named(node.module)
+                # `from vae_serve.export.sources import npz`: the module npz; `... import load_source`: the package.
+                for alias in node.names:
+                    submodule = f"{base}.{alias.name}".lstrip(".")
+                    imported.add(submodule if submodule in modules else base)
             elif isinstance(node, ast.Import):
-                imported |= {
-                    alias.name.rsplit(".", 1)[1] for alias in node.names if alias.name.startswith("vae_serve.export.")
-                }
-        graph[module] = imported & modules
+                imported |= {named(alias.name) for alias in node.names if alias.name.startswith("vae_serve.export.")}
+        graph[module] = (imported & modules) - {module}
     return graph
 
 
 def test_no_import_cycles_in_export():
     graph = export_imports()
-    assert "cli" in graph and graph["calibrate"] and "pipeline" not in graph["calibrate"]
+    assert "cli" in graph and graph["commands.recalibrate"] and "commands.pipeline" not in graph["commands.recalibrate"]
 
     def reaches(start: str, target: str, seen: set[str]) -> bool:
         for module in graph[start] - seen:
@@ -140,6 +149,22 @@ def test_no_import_cycles_in_export():
 
     cycles = [module for module in graph if reaches(module, module, set())]
     assert cycles == []
+
+
+# export/'s rooms, lowest first: a module may import its own room and the rooms below it, never one above.
+EXPORT_ROOMS = ("sources", "models", "bundle", "commands", "cli")
+
+
+def test_export_rooms_import_downward_only():
+    graph = export_imports()
+    assert {module.split(".")[0] for module in graph} == set(EXPORT_ROOMS)
+    upward = [
+        f"{module} -> {imported}"
+        for module, imports in graph.items()
+        for imported in imports
+        if EXPORT_ROOMS.index(imported.split(".")[0]) > EXPORT_ROOMS.index(module.split(".")[0])
+    ]
+    assert upward == []
 
 
 def test_written_manifest_is_its_schema_dump_and_verifies(digits_bundle):

@@ -8,7 +8,7 @@ import torch
 from scipy import special, stats
 
 from vae_serve.core import vae_math
-from vae_serve.export import model as torch_model
+from vae_serve.export.models import vae as torch_model
 
 
 def test_kl_closed_form_matches_monte_carlo():

@@ -13,11 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from vae_serve.core.preprocessing import IDENTITY
-from vae_serve.export.source_data import DataError, Part, SourceData
+from vae_serve.export.sources.base import DataError, Part, SourceData, SourceOptions
 
 MIN_EXAMPLES = 10
 TABLE_FORMATS = ("csv", "parquet")
 TABLE_PREPROCESSING = "none: per-feature standardisation happens inside the graphs (Gaussian likelihood)"
+
+
+def load_csv(location: str, options: SourceOptions) -> SourceData:
+    """``csv:PATH``, with ``--label-column``: see ``load_table``."""
+    return load_table(Path(location), "csv", options.label_column)
+
+
+def load_parquet(location: str, options: SourceOptions) -> SourceData:
+    """``parquet:PATH``, with ``--label-column``: see ``load_table``."""
+    return load_table(Path(location), "parquet", options.label_column)
 
 
 def load_table(path: Path, file_format: str, label_column: str | None = None) -> SourceData:

@@ -17,10 +17,10 @@ import numpy as np
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Calibration, Manifest, ManifestBody, integer_version
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
-from vae_serve.export.bundle_writer import check_destination, publish, staging_dir_for, write_manifest
-from vae_serve.export.calibration import MIN_CALIBRATION_ROWS, calibrate
-from vae_serve.export.config import source_options
-from vae_serve.export.data import DataError, load_source, make_splits, parse_classes
+from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS, calibrate
+from vae_serve.export.bundle.writer import check_destination, publish, staging_dir_for, write_manifest
+from vae_serve.export.commands.flags import source_options
+from vae_serve.export.sources import DataError, load_source, make_splits, parse_classes
 
 
 def next_version(version: str, requested: str | None) -> str:
@@ -34,7 +34,7 @@ def next_version(version: str, requested: str | None) -> str:
 
 def calibration_rows(args: argparse.Namespace) -> np.ndarray:
     """The ``--split`` rows of ``--dataset`` (``all``: every row)."""
-    source = load_source(args.dataset, args.data_dir, args.labels, source_options(args))
+    source = load_source(args.dataset, options=source_options(args))
     splits = make_splits(source, parse_classes(args.classes))
     if args.split == "all":
         return np.concatenate([splits.train.x, splits.validation.x, splits.test.x])

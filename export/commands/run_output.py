@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vae_serve.export.bundle_writer import check_destination, replace_dir
-from vae_serve.export.report import REPORT_FILES, report_dir_for
+from vae_serve.export.bundle.writer import check_destination, replace_dir
+from vae_serve.export.commands.report import REPORT_FILES, report_dir_for
 
 
 def is_report_file(entry: Path) -> bool:
@@ -32,7 +32,7 @@ def check_outputs(out: Path, replace_existing: bool) -> None:
     nothing but the report's pictures.
 
     Raises:
-        PublishError: see ``bundle_writer.check_destination``.
+        PublishError: see ``bundle.writer.check_destination``.
     """
     check_destination(out, replace_existing)
     check_destination(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vae_serve.core.runtime import DECODER_OUTPUTS, ENCODER_OUTPUTS
-from vae_serve.export.onnx_export import PARITY_TOLERANCE
+from vae_serve.export.bundle.onnx_export import PARITY_TOLERANCE
 
 # Rows run through the modules at once while checking: bounds memory for large conv models.
 CHECK_BATCH_ROWS = 256

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_serve.core.preprocessing import pixel_scaling
-from vae_serve.export.source_data import DataError, Part, SourceData
+from vae_serve.export.sources.base import DataError, Part, SourceData, SourceOptions
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")  # Pillow decoders tried; no other format parser sees the files
@@ -36,6 +36,11 @@ MIN_EXAMPLES = 10
 # 9,459 x 9,459), above which it warns. An image that large is refused by name before it is decoded
 # (a 12000 x 12000 image is 432 MB as RGB): a model is trained on far smaller images (--size).
 MAX_IMAGE_PIXELS = 89_478_485
+
+
+def load(location: str, options: SourceOptions) -> SourceData:
+    """``images:DIR``, with ``--channels`` and ``--size``: see ``load_images``."""
+    return load_images(Path(location), options.channels, options.size)
 
 
 def load_images(directory: Path, channels: int | None = None, size: tuple[int, int] | None = None) -> SourceData:

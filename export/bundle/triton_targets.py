@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from vae_serve.core.manifest import MANIFEST_FILE
-from vae_serve.export.bundle_writer import PublishError, check_destination
+from vae_serve.export.bundle.writer import PublishError, check_destination
 
 MODEL_FILE = "model.onnx"
 # The only files of a version directory: what --force may replace.

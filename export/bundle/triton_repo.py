@@ -27,8 +27,8 @@ import onnxruntime as ort
 from vae_serve.core.bundle import Bundle, load_bundle
 from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, NAME_PATTERN, file_sha256, integer_version
-from vae_serve.export.bundle_writer import PublishError, replace_dir, staging_dir_for
-from vae_serve.export.triton_targets import MODEL_FILE, WRITTEN_BY, check_targets
+from vae_serve.export.bundle.triton_targets import MODEL_FILE, WRITTEN_BY, check_targets
+from vae_serve.export.bundle.writer import PublishError, replace_dir, staging_dir_for
 
 # Defaults that match vae-serve's own: --max-rows (most rows in one request) and --max-batch-wait (2 ms).
 DEFAULT_MAX_BATCH_SIZE = 1024

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vae_serve.export.model import Vae
+from vae_serve.export.models.vae import Vae
 
 # Decoder rows (samples x examples) held at once: 50k x 784 float32 logits is ~160 MB.
 MAX_DECODED_ROWS = 50_000

@@ -1,6 +1,6 @@
 """What a training run is: the recipes by kind of data, and the ``TrainConfig`` that the flags of
-``vae-train train`` resolve to. Imports no torch, so that flags are checked (and ``--help`` runs)
-before torch is loaded, or where it is not installed.
+``vae-train train`` resolve to (their argparse types are in commands/flags.py). Imports no torch,
+so that flags are checked (and ``--help`` runs) before torch is loaded, or where it is not installed.
 """
 
 import argparse
@@ -8,15 +8,16 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vae_serve.core.manifest import NAME_PATTERN
-from vae_serve.export.data import DataError, SourceOptions
+from vae_serve.export.sources.base import DataError
+from vae_serve.export.sources.registry import find_source
 
-# Defaults by kind of data; any flag given overrides its entry. "images" is fashion-mnist and
-# idx:DIR (the 784-400-20 recipe of the quality target in docs/benchmarks.md).
+# Defaults by kind of data (each source's ``recipe`` in sources/registry.py); any flag given
+# overrides its entry. "images" is fashion-mnist, idx:DIR and images:DIR (the 784-400-20 recipe of
+# the quality target in docs/benchmarks.md); "tables" is npy:, npz:, csv: and parquet:.
 RECIPES = {
     "digits": {"hidden": (128,), "latent_dim": 8, "epochs": 300, "batch_size": 64, "lr": 1e-3, "patience": 30},
     "images": {"hidden": (400,), "latent_dim": 20, "epochs": 30, "batch_size": 100, "lr": 1e-3, "patience": 5},
-    "npy": {"hidden": (128,), "latent_dim": 8, "epochs": 200, "batch_size": 128, "lr": 1e-3, "patience": 20},
+    "tables": {"hidden": (128,), "latent_dim": 8, "epochs": 200, "batch_size": 128, "lr": 1e-3, "patience": 20},
 }
 # --arch conv: --hidden are the channels of the stride-2 convolutions (docs/benchmarks.md, the conv
 # architecture search, says how these were chosen).
@@ -50,56 +51,9 @@ class TrainConfig:
 
 
 def recipe_for(dataset: str) -> dict:
-    """The defaults for ``--dataset``: digits, tables (npy:, csv:, parquet:), or images (fashion-mnist,
-    idx:DIR, images:DIR)."""
-    if dataset == "digits":
-        return RECIPES["digits"]
-    return RECIPES["npy"] if dataset.startswith(("npy:", "csv:", "parquet:")) else RECIPES["images"]
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """argparse type of ``--hidden``: ``"400"`` or ``"512,256"`` -> (400,) or (512, 256)."""
-    try:
-        sizes = tuple(int(item) for item in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes sizes like 400 or 512,256, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("--hidden sizes must be positive")
-    return sizes
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """argparse type of ``--size``: ``"28"`` or ``"32,24"`` -> (28, 28) or (32, 24) (height, width)."""
-    try:
-        sizes = tuple(int(item) for item in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size takes HEIGHT,WIDTH or one number, got {text!r}") from None
-    if len(sizes) not in (1, 2) or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--size takes HEIGHT,WIDTH or one number (positive), got {text!r}")
-    return (sizes[0], sizes[-1])
-
-
-def parse_fraction(text: str) -> float:
-    """argparse type of ``--validation-fraction``: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number between 0 and 1, e.g. 0.1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"takes a number between 0 and 1 (both excluded), e.g. 0.1, got {text!r}")
-    return value
-
-
-def source_options(args: argparse.Namespace) -> SourceOptions:
-    """The source-specific flags (``--channels``, ``--size``, ``--label-column``)."""
-    return SourceOptions(args.channels, args.size, args.label_column)
-
-
-def model_name(text: str) -> str:
-    """argparse type of ``--name`` and ``--version``: what the manifest schema accepts."""
-    if not re.fullmatch(NAME_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _.- (a letter or digit first)")
-    return text
+    """The defaults for ``--dataset``: its source's recipe. Raises ``DataError`` for an unknown dataset."""
+    source, _ = find_source(dataset)
+    return RECIPES[source.recipe]
 
 
 def default_name(dataset: str, classes: tuple[int, ...] | None) -> str:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from vae_serve.export.source_data import SourceData
+from vae_serve.export.sources.base import SourceData
 
 # The largest --validation-fraction the advice suggests: above it, more rows are the better fix
 # (a model trained on less than half the rows is rarely what the user wants).

@@ -15,17 +15,18 @@ import numpy as np
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.manifest import Manifest, Metrics, SplitMetrics
 from vae_serve.core.runtime import OnnxVae
-from vae_serve.export.api import export_bundle
-from vae_serve.export.calibration import MIN_CALIBRATION_ROWS
-from vae_serve.export.config import TrainConfig, default_name, resolve_config, source_options
-from vae_serve.export.conv_model import conv_grid, conv_input_shape
-from vae_serve.export.data import DataError, Splits, load_source, make_splits, parse_classes
-from vae_serve.export.evaluate import evaluate_bounds
-from vae_serve.export.manifest_builder import likelihood_spec, training_record
-from vae_serve.export.model import Vae
-from vae_serve.export.report import write_report
-from vae_serve.export.run_output import RunOutput, check_outputs, run_output
-from vae_serve.export.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
+from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS
+from vae_serve.export.bundle.exporter import export_bundle
+from vae_serve.export.bundle.manifest_builder import likelihood_spec, training_record
+from vae_serve.export.commands.flags import source_options
+from vae_serve.export.commands.report import write_report
+from vae_serve.export.commands.run_output import RunOutput, check_outputs, run_output
+from vae_serve.export.models.config import TrainConfig, default_name, resolve_config
+from vae_serve.export.models.conv import conv_grid, conv_input_shape
+from vae_serve.export.models.evaluate import evaluate_bounds
+from vae_serve.export.models.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
+from vae_serve.export.models.vae import Vae
+from vae_serve.export.sources import DataError, Splits, load_source, make_splits, parse_classes
 
 # Importance samples of the validation split's IWAE bound (the test split's is --iwae-k).
 VALIDATION_IWAE_K = 100
@@ -35,7 +36,7 @@ def load_splits(args: argparse.Namespace, likelihood: str) -> tuple[Splits, Spli
     """The train / validation / test rows of ``--dataset``, raw and in the model's space; Bernoulli
     data must lie in [0, 1] in the model's space, and the validation rows (the calibration rows)
     must be enough for calibration: checked here, before training, not after it."""
-    source = load_source(args.dataset, args.data_dir, args.labels, source_options(args))
+    source = load_source(args.dataset, options=source_options(args))
     raw = make_splits(
         source,
         parse_classes(args.classes),

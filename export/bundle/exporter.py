@@ -30,13 +30,13 @@ from vae_serve.core.manifest import (
 )
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae, make_session
-from vae_serve.export.bundle_writer import check_destination, publish, staging_dir_for, write_manifest
-from vae_serve.export.calibration import MIN_CALIBRATION_ROWS, calibrate
-from vae_serve.export.evaluate import Bounds
-from vae_serve.export.fused_graph import add_bounds_graph
-from vae_serve.export.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
-from vae_serve.export.onnx_export import PARITY_EXAMPLES, export_graphs
-from vae_serve.export.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
+from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS, calibrate
+from vae_serve.export.bundle.fused_graph import add_bounds_graph
+from vae_serve.export.bundle.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
+from vae_serve.export.bundle.onnx_export import PARITY_EXAMPLES, export_graphs
+from vae_serve.export.bundle.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
+from vae_serve.export.bundle.writer import check_destination, publish, staging_dir_for, write_manifest
+from vae_serve.export.models.evaluate import Bounds
 
 # Importance samples of the metrics export_bundle measures itself when none are given.
 DEFAULT_IWAE_K = 100

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_serve.export.conv_model import CONV_DENSE, ConvDecoderNet, ConvEncoderBody, conv_input_shape
+from vae_serve.export.models.conv import CONV_DENSE, ConvDecoderNet, ConvEncoderBody, conv_input_shape
 
 LOG_2PI = math.log(2.0 * math.pi)
 # Gaussian decoders: the learned per-feature scale, in standardized units, never drops below this.

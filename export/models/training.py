@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vae_serve.export.config import TrainConfig
-from vae_serve.export.evaluate import binarize, evaluate_bounds
-from vae_serve.export.model import Vae, build_vae
+from vae_serve.export.models.config import TrainConfig
+from vae_serve.export.models.evaluate import binarize, evaluate_bounds
+from vae_serve.export.models.vae import Vae, build_vae
 
 # Validation ELBO per epoch averages this many posterior draws per example: enough that early
 # stopping reacts to the model, not to Monte-Carlo noise.

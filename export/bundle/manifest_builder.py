@@ -23,11 +23,11 @@ from vae_serve.core.manifest import (
     Preprocessing,
 )
 from vae_serve.core.runtime import DECODER_OUTPUTS, ENCODER_OUTPUTS
-from vae_serve.export.config import TrainConfig, config_record
-from vae_serve.export.data import Splits
-from vae_serve.export.model import MIN_STANDARDIZED_SCALE, Vae
-from vae_serve.export.onnx_export import PARITY_TOLERANCE
-from vae_serve.export.training import TrainResult
+from vae_serve.export.bundle.onnx_export import PARITY_TOLERANCE
+from vae_serve.export.models.config import TrainConfig, config_record
+from vae_serve.export.models.training import TrainResult
+from vae_serve.export.models.vae import MIN_STANDARDIZED_SCALE, Vae
+from vae_serve.export.sources.splits import Splits
 
 GOLDEN_EXAMPLES = 4
 # Golden outputs are torch's, checked against ONNX Runtime at load: same tolerance as export parity.
@@ -155,7 +155,7 @@ def build_manifest(
     parity_examples: int,
     bounds_graph: BoundsGraph | None = None,
 ) -> ManifestBody:
-    """The manifest of an exported model, ready to seal (``bundle_writer.write_manifest``).
+    """The manifest of an exported model, ready to seal (``writer.write_manifest``).
 
     Raises:
         pydantic.ValidationError: a section breaks the schema.

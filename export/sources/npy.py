@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from vae_serve.export.source_data import DataError, Part, SourceData
+from vae_serve.export.sources.base import DataError, Part, SourceData, SourceOptions
 
 MIN_EXAMPLES = 10
 # float32 bytes per value: what the rows are converted to.
@@ -40,23 +40,42 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), dtype, data_bytes
 
 
+def check_header(shape: tuple[int, ...], dtype: np.dtype, data_bytes: int, where: str, what: str) -> int:
+    """The bytes of data an array header declares, checked against the bytes that follow it.
+
+    Args:
+        shape, dtype: what the header declares.
+        data_bytes: the bytes after the header (in the file, or in the archive member).
+        where: the file (or ``FILE [KEY]``) the messages name.
+        what: "values" or "labels", for the message on arrays of Python objects.
+
+    Returns:
+        The declared bytes.
+
+    Raises:
+        DataError: the array holds Python objects, or declares more data than there is.
+    """
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds Python objects ({dtype}); save the {what} as a numeric array")
+    declared_bytes = math.prod(shape) * dtype.itemsize
+    if declared_bytes > data_bytes:
+        raise DataError(
+            f"{where}: its header declares shape {list(shape)} of {dtype} ({declared_bytes:,} bytes), more data than "
+            f"the file holds ({data_bytes:,} bytes after the header); the file is truncated or damaged: write it "
+            "again with numpy.save"
+        )
+    return declared_bytes
+
+
 def load_array(path: Path, what: str) -> np.ndarray:
     """A .npy file's array, its header checked against the file's size first.
 
     Raises:
-        DataError: the file is missing, unreadable, not a .npy file, holds objects, declares more data
-            than it holds, or does not fit in memory; the message names the file.
+        DataError: the file is missing, unreadable, not a .npy file, holds objects, declares more data than
+            it holds, or does not fit in memory; the message names the file.
     """
     shape, dtype, data_bytes = _read_header(path)
-    if dtype.hasobject:
-        raise DataError(f"{path}: holds Python objects ({dtype}); save the {what} as a numeric array")
-    declared_bytes = math.prod(shape) * dtype.itemsize
-    if declared_bytes > data_bytes:
-        raise DataError(
-            f"{path}: its header declares shape {list(shape)} of {dtype} ({declared_bytes:,} bytes), more data than "
-            f"the file holds ({data_bytes:,} bytes after the header); the file is truncated or damaged: write it "
-            "again with numpy.save"
-        )
+    declared_bytes = check_header(shape, dtype, data_bytes, str(path), what)
     try:
         return np.load(path, allow_pickle=False)
     except MemoryError:
@@ -65,6 +84,11 @@ def load_array(path: Path, what: str) -> np.ndarray:
         ) from None
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: cannot be loaded ({error}); write it again with numpy.save") from None
+
+
+def load(location: str, options: SourceOptions) -> SourceData:
+    """``npy:PATH``, with ``--labels``: see ``load_npy_source``."""
+    return load_npy_source(Path(location), options.labels)
 
 
 def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
@@ -76,20 +100,40 @@ def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
     """
     values = load_array(path, "values")
     labels = None if labels_path is None else load_array(labels_path, "labels")
+    return array_source(values, labels, str(path), labels_path, "npy")
+
+
+def array_source(
+    values: np.ndarray, labels: np.ndarray | None, where: str, labels_path: Path | None, name: str
+) -> SourceData:
+    """The rows of an array already loaded (from a .npy file, or a member of an .npz archive).
+
+    Args:
+        values: [examples, features...], integers or floats.
+        labels: one integer per example, or None.
+        where: the file (or ``FILE [KEY]``) the messages and the manifest's ``location`` name.
+        labels_path: the labels' file, for their message.
+        name: the source's name, recorded in the manifest.
+
+    Raises:
+        DataError: the values are not numeric rows of finite numbers, or the labels are not one
+            integer per row.
+    """
     real = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
     if values.ndim < 2 or len(values) < MIN_EXAMPLES or not real:
         raise DataError(
-            f"{path}: need a numeric array [examples >= {MIN_EXAMPLES}, features...], got {values.dtype} {values.shape}"
+            f"{where}: need a numeric array [examples >= {MIN_EXAMPLES}, features...], "
+            f"got {values.dtype} {values.shape}"
         )
     try:
         flat = values.reshape(len(values), -1).astype(np.float32)
     except MemoryError:
         needed = values.size * FLOAT32_BYTES
         raise DataError(
-            f"{path}: as float32 rows it needs {needed:,} bytes, more than is free; use fewer rows"
+            f"{where}: as float32 rows it needs {needed:,} bytes, more than is free; use fewer rows"
         ) from None
     if not np.all(np.isfinite(flat)):
-        raise DataError(f"{path}: contains NaN or infinite values")
+        raise DataError(f"{where}: contains NaN or infinite values")
     if labels is not None and (labels.shape != (len(values),) or not np.issubdtype(labels.dtype, np.integer)):
         raise DataError(
             f"{labels_path}: need integer labels of shape ({len(values)},), got {labels.dtype} {labels.shape}"
@@ -99,5 +143,5 @@ def load_npy_source(path: Path, labels_path: Path | None) -> SourceData:
         test=None,
         example_shape=tuple(values.shape[1:]),
         value_range=(float(flat.min()), float(flat.max())),
-        description={"source": "npy", "location": str(path), "preprocessing": "none (values as stored)"},
+        description={"source": name, "location": where, "preprocessing": "none (values as stored)"},
     )
