@@ -17,12 +17,14 @@ from collections.abc import Callable
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
-from vae_serve.client.client import INTERPOLATION_PATHS, SCORE_TYPES, VaeClient, VaeClientError
+from vae_serve.client.client import VaeClient, VaeClientError
 from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
+from vae_serve.client.names import INTERPOLATION_PATHS, SCORE_TYPES, score_name
 from vae_serve.client.results import DecodeResult, EncodeResult, Piece
+from vae_serve.core.defaults import DEFAULT_PORT
 
 PROG = "vae-client"
-DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
 # Human output prints at most this many per-row lines for encode/decode; --out and --json carry all.
 _MAX_PRINTED_ROWS = 20
 _MAX_HEATMAP_ROWS = 16  # rows drawn by score --png
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = command("score", _cmd_score, "anomaly score of each row of INPUT.npy (higher: more anomalous)")
     score.add_argument("input", metavar="INPUT.npy")
     score.add_argument(
-        "--score", choices=list(SCORE_TYPES), default="reconstruction_error", help="(default: reconstruction_error)"
+        "--score", choices=list(SCORE_TYPES), help="(default: the server's default score, shown by `info`)"
     )
     threshold = score.add_mutually_exclusive_group()
     threshold.add_argument("--fpr", type=_open_fraction, help="flag at this false-positive rate on calibration data")
@@ -278,13 +280,18 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
     splits = {name: _split_json(getattr(info, name)) for name in ("validation", "test") if info.HasField(name)}
     calibration = [
         {
-            "score": vae_pb2.ScoreType.Name(entry.score).removeprefix("SCORE_TYPE_").lower(),
+            "score": score_name(entry.score),
             "num_examples": entry.num_examples,
             "mean": entry.mean,
             "std": entry.std,
             "quantiles": {f"{quantile.level:g}": quantile.value for quantile in entry.quantiles},
         }
         for entry in info.calibration
+    ]
+    # The server's score registry: what `score --score` accepts, and its default (the server's, not ours).
+    scores = [
+        {"score": score_name(facts.score), "draws": facts.draws, "description": facts.description}
+        for facts in info.scores
     ]
     payload = {
         "model": _model_json(info.model.name, info.model.version),
@@ -302,6 +309,8 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
         },
         **splits,
         "calibration": calibration,
+        "scores": scores,
+        "default_score": score_name(info.default_score),
         "providers": list(info.providers),
         "limits": limits,
     }
@@ -325,6 +334,9 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
             f"calibration  {entry['score']} (n={entry['num_examples']}): mean {entry['mean']:.3f}, "
             f"std {entry['std']:.3f}; {quantiles}"
         )
+    for entry in scores:
+        default = ", the default" if entry["score"] == payload["default_score"] else ""
+        lines.append(f"score        {entry['score']} ({entry['draws']} draws per row{default}): {entry['description']}")
     lines.append(f"providers    {', '.join(info.providers)}")
     lines.append("limits       " + ", ".join(f"{name} {value}" for name, value in limits.items()))
     _emit(args, payload, lines)

@@ -13,20 +13,24 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.client.results import Piece
+from vae_serve.core.defaults import MAX_REPLY_BYTES, MAX_REQUEST_BYTES
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 SEED_BITS = 53  # as the server's own seeds: exact in a JSON number
 _FLOAT_BYTES = 4
-# Budgets per message, below the defaults of the server's --max-receive-message-bytes (16 MiB) and
-# --max-send-message-bytes (64 MiB, also the client's receive limit), less room for the other fields.
+# Budgets per message, below the defaults of the server's --max-receive-message-bytes and
+# --max-send-message-bytes (also the client's receive limit), less room for the other fields.
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
-REQUEST_BYTES = 16 * 1024 * 1024 - MESSAGE_OVERHEAD_BYTES
-REPLY_BYTES = 64 * 1024 * 1024 - MESSAGE_OVERHEAD_BYTES
+REQUEST_BYTES = MAX_REQUEST_BYTES - MESSAGE_OVERHEAD_BYTES
+REPLY_BYTES = MAX_REPLY_BYTES - MESSAGE_OVERHEAD_BYTES
 
 
 def piece_seed(seed: int, index: int) -> int:
@@ -99,8 +103,12 @@ def plan(rows: int, per_piece: int, seed: int | None) -> tuple[list[Piece], int 
     return [Piece(start, min(start + per_piece, rows), piece_seed(base, i)) for i, start in enumerate(starts)], base
 
 
-def progress_bar(rows: int, pieces: int, enabled: bool, what: str) -> tqdm:
+def progress_bar(rows: int, pieces: int, enabled: bool, what: str) -> "tqdm":
     """A bar of rows sent, on stderr: only when ``enabled``, for more than one piece, on a terminal."""
+    # Imported on first use: tqdm takes about 0.1 s to import, and the server's gRPC binding imports
+    # this package for its enum names (client/names.py) but never draws a bar.
+    from tqdm import tqdm
+
     show = enabled and pieces > 1 and sys.stderr.isatty()
     return tqdm(total=rows, desc=what, unit="row", file=sys.stderr, disable=not show, leave=False, dynamic_ncols=True)
 
@@ -132,7 +140,7 @@ def send_in_pieces(
     model: str | None,
     version: str | None,
     send: Callable,
-    bar: Callable[[int, int], tqdm],
+    bar: Callable[[int, int], "tqdm"],
     joined_rows: tuple[str, ...],
     joined_draws: tuple[str, ...] = (),
 ):

@@ -12,6 +12,8 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vae_serve.core.defaults import DEFAULT_PORT
+
 TIMEOUT_S = 3.0
 
 
@@ -22,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--target",
-        default=f"127.0.0.1:{os.environ.get('VAE_PORT', '50051')}",
+        default=f"127.0.0.1:{os.environ.get('VAE_PORT', DEFAULT_PORT)}",
         metavar="HOST:PORT",
-        help="server to ask (default: %(default)s, from VAE_PORT or 50051)",
+        help=f"server to ask (default: %(default)s, from VAE_PORT or {DEFAULT_PORT})",
     )
     parser.add_argument(
         "--service",

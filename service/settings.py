@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vae_serve.core.defaults import DEFAULT_PORT, MAX_REPLY_BYTES, MAX_REQUEST_BYTES
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VAE_", frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Address the gRPC server binds. Use 0.0.0.0 in a container."""
 
-    port: int = Field(default=50051, ge=0, le=65535)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     """gRPC port; 0 binds a free port. The bound address is printed on stdout as ``vae-serve listening
     on HOST:PORT``."""
 
@@ -198,11 +200,11 @@ class Settings(BaseSettings):
     default_chunk_size: int = Field(default=1024, ge=1)
     """Rows per SampleStream message when the request leaves chunk_size at 0."""
 
-    max_receive_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_receive_message_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=1024)
     """Largest request message, in bytes; gRPC answers larger ones RESOURCE_EXHAUSTED before they
     reach the service."""
 
-    max_send_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_send_message_bytes: int = Field(default=MAX_REPLY_BYTES, ge=1024)
     """Largest reply message the server sends, in bytes."""
 
     @field_validator(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vae_serve.client import VaeClient, VaeClientError
-from vae_serve.export.data import load_source, make_splits
+from vae_serve.core.scores import DEFAULT_SCORE, SCORES
+from vae_serve.export.sources import load_source, make_splits
 
 VAE_CLIENT = str(Path(sys.executable).with_name("vae-client"))
 
@@ -31,6 +32,13 @@ def test_health_and_info(server):
     assert run_client(server, "health").stdout.strip().endswith("SERVING")
     info = json.loads(run_client(server, "--json", "info").stdout)
     assert info["model"]["name"] == "digits" and info["latent_dim"] == 8
+    # The server's score registry, as it reports it: each score's draws and the default score.
+    assert {entry["score"]: entry["draws"] for entry in info["scores"]} == {
+        name: score.num_samples for name, score in SCORES.items()
+    }
+    assert info["default_score"] == DEFAULT_SCORE
+    human = run_client(server, "info").stdout
+    assert f"score        {DEFAULT_SCORE} (0 draws per row, the default)" in human
 
 
 def test_elbo_and_score_as_json(server, digits_npy, tmp_path):

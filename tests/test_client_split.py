@@ -19,9 +19,9 @@ from tests.server_process import start_server
 from tests.test_client import VAE_CLIENT, run_client
 from tests.test_server_lifecycle import samples, scrape
 from vae_serve.client import Piece, RetryPolicy, VaeClient, VaeClientError, piece_seed
-from vae_serve.client.client import SCORE_DRAWS, SCORE_TYPES
-from vae_serve.core.scores import SCORES
-from vae_serve.export.data import load_source
+from vae_serve.client.names import score_name
+from vae_serve.core.scores import DEFAULT_SCORE, SCORES
+from vae_serve.export.sources import load_source
 
 SMALL_LIMITS = ("--max-rows", "100", "--max-row-samples", "1000")
 
@@ -184,9 +184,25 @@ def test_the_seed_rule(server, digits_x):
         assert small.pieces == (Piece(0, 5, small.seed),)
 
 
-def test_score_draws_agree_with_the_server_registry():
-    assert set(SCORE_DRAWS) == set(SCORE_TYPES) == set(SCORES)
-    assert {name: score.num_samples for name, score in SCORES.items()} == SCORE_DRAWS
+def test_score_costs_and_the_default_score_come_from_the_server(small_server, digits_x):
+    # The client keeps no copy of each score's draws: GetModelInfo's ScoreFacts say them, and the
+    # pieces of every score fit max_row_samples (1000) by those draws, a score without draws by one.
+    x = digits_x[:120]
+    with VaeClient(address(small_server)) as client:
+        info = client.info()
+        draws = {score_name(facts.score): facts.draws for facts in info.scores}
+        assert draws == {name: score.num_samples for name, score in SCORES.items()}
+        assert score_name(info.default_score) == DEFAULT_SCORE
+        for name, per_row in draws.items():
+            most = min(100, 1000 // max(per_row, 1))  # max_rows 100
+            scored = client.score(x, name, seed=3)
+            assert scored.score == name and len(scored.scores) == 120
+            assert_tiles(scored.pieces, 120, most)
+            assert max(piece.stop - piece.start for piece in scored.pieces) == most
+        default = client.score(x, seed=3)  # no score named: the server's default, and its cost
+        assert default.score == DEFAULT_SCORE
+        assert default.pieces == client.score(x, DEFAULT_SCORE, seed=3).pieces
+        np.testing.assert_array_equal(default.scores, client.score(x, DEFAULT_SCORE, seed=3).scores)
 
 
 def run_on_terminal(server, *args: str) -> tuple[int, str]:
