@@ -17,7 +17,7 @@ from bench.workloads import WORKLOADS, inputs
 from vae_serve.core import work
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.scores import DEFAULT_SCORE
-from vae_serve.service.servicer import DEFAULT_FALSE_POSITIVE_RATE
+from vae_serve.service.plane.operations import DEFAULT_FALSE_POSITIVE_RATE
 
 
 def score_item(bundle, x) -> work.ScoreItem:

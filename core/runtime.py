@@ -1,13 +1,15 @@
-"""ONNX Runtime sessions for one VAE: numpy in, numpy out. No grpc, no asyncio, no torch."""
+"""ONNX Runtime sessions for one VAE: numpy in, numpy out. No grpc, no asyncio, no torch, no
+OpenTelemetry: a graph run is observed only through the ``GraphSpan`` hook its owner hands in."""
 
+import copy
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from opentelemetry import trace
 
 from vae_serve.core import vae_math
 from vae_serve.core.preprocessing import Affine, to_model
@@ -23,23 +25,33 @@ DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 CUDA = "CUDAExecutionProvider"
 
 log = logging.getLogger(__name__)
-_tracer: trace.Tracer | None = None  # set by the server's tracing; None: graph runs make no spans
+# A hook around each graph run: (graph name, rows) -> the block the run happens in. The server's
+# tracing hands one in (a "graph run" span); the core itself knows nothing of tracing.
+GraphSpan = Callable[[str, int], AbstractContextManager]
 
 
-def trace_graph_runs(tracer: trace.Tracer | None) -> None:
-    """Make a "graph run" span with ``tracer`` for each session run inside a recorded span (a
-    batch's); None: none at all."""
-    global _tracer
-    _tracer = tracer
+def run_graph(
+    session: ort.InferenceSession,
+    graph: str,
+    outputs: list[str],
+    feeds: dict[str, np.ndarray],
+    graph_span: GraphSpan | None = None,
+) -> list:
+    """``session.run``, inside ``graph_span(graph, rows)`` when a hook is given.
 
+    Args:
+        session: the graph's inference session.
+        graph: its name for the hook ("encoder", "decoder", "bounds").
+        outputs: the output names to return, in order.
+        feeds: input name -> array; the first one's length is the rows the hook is told.
+        graph_span: the hook, or None (no block at all: one test of None per run).
 
-def run_graph(session: ort.InferenceSession, graph: str, outputs: list[str], feeds: dict[str, np.ndarray]) -> list:
-    """``session.run``, as a "graph run" span (``vae.graph``, ``vae.graph.rows``) when traced."""
-    tracer = _tracer
-    if tracer is None or not trace.get_current_span().is_recording():
+    Returns:
+        The outputs' arrays, in the order of ``outputs``.
+    """
+    if graph_span is None:
         return session.run(outputs, feeds)
-    rows = len(next(iter(feeds.values())))
-    with tracer.start_span("graph run", attributes={"vae.graph": graph, "vae.graph.rows": rows}):
+    with graph_span(graph, len(next(iter(feeds.values())))):
         return session.run(outputs, feeds)
 
 
@@ -68,6 +80,7 @@ class OnnxVae:
         likelihood: str,
         preprocessing: Affine | None = None,
         bounds: ort.InferenceSession | None = None,
+        graph_span: GraphSpan | None = None,
     ) -> None:
         if likelihood not in DECODER_OUTPUTS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
@@ -77,6 +90,16 @@ class OnnxVae:
         self.likelihood = likelihood
         self.decoder_outputs = DECODER_OUTPUTS[likelihood]
         self.preprocessing = preprocessing
+        self.graph_span = graph_span  # around each graph run (the server's tracing), or None
+
+    def observed(self, graph_span: GraphSpan | None) -> "OnnxVae":
+        """This model with ``graph_span`` around each graph run: a copy sharing the sessions, so
+        the loaded bundle itself is left as it was."""
+        if graph_span is self.graph_span:
+            return self
+        observed = copy.copy(self)
+        observed.graph_span = graph_span
+        return observed
 
     def to_model(self, x_raw: np.ndarray) -> np.ndarray:
         """Rows as clients send them -> the model's space (the same array when there is no preprocessing)."""
@@ -106,12 +129,12 @@ class OnnxVae:
         ``vae_math.bounded_posterior``'s box, so any finite row gets a finite posterior (see vae_math).
         """
         feeds = {ENCODER_INPUT: vae_math.encoder_view(x)}
-        z_mean, z_logvar = run_graph(self.encoder, "encoder", list(ENCODER_OUTPUTS), feeds)
+        z_mean, z_logvar = run_graph(self.encoder, "encoder", list(ENCODER_OUTPUTS), feeds, self.graph_span)
         return vae_math.bounded_posterior(z_mean, z_logvar)
 
     def decode(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """z [batch, latent] float32 -> the likelihood's parameters by output name, each [batch, features]."""
-        values = run_graph(self.decoder, "decoder", list(self.decoder_outputs), {DECODER_INPUT: z})
+        values = run_graph(self.decoder, "decoder", list(self.decoder_outputs), {DECODER_INPUT: z}, self.graph_span)
         return dict(zip(self.decoder_outputs, values, strict=True))
 
     @functools.cached_property
@@ -120,7 +143,8 @@ class OnnxVae:
 
     def run_bounds(self, x: np.ndarray, eps: np.ndarray) -> list[np.ndarray]:
         """The bounds graph: x [n, D] (model space) and eps [k, n, L] -> ``BOUNDS_OUTPUTS``, each [n] float64."""
-        return run_graph(self.bounds, "bounds", list(BOUNDS_OUTPUTS), {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps})
+        feeds = {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps}
+        return run_graph(self.bounds, "bounds", list(BOUNDS_OUTPUTS), feeds, self.graph_span)
 
     def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.observe.metrics import ServerMetrics
 from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)

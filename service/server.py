@@ -22,19 +22,24 @@ from prometheus_client import CollectorRegistry, start_http_server
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.runtime import providers_for
-from vae_serve.service import tracing
-from vae_serve.service.dataplane import DataPlane
-from vae_serve.service.grpc_log import quiet_gone_streams
-from vae_serve.service.health import HealthService
-from vae_serve.service.http_server import HttpFront
-from vae_serve.service.interceptors import ServiceInterceptor
-from vae_serve.service.metrics import ServerMetrics
-from vae_serve.service.oip import OIP_SERVICE, InferenceServicer
-from vae_serve.service.redaction import install as install_redaction
-from vae_serve.service.registry import ModelRegistry, load_registry
-from vae_serve.service.reload import RepositoryWatcher
+from vae_serve.service.grpc.grpc_log import quiet_gone_streams
+from vae_serve.service.grpc.health import HealthService
+from vae_serve.service.grpc.interceptors import ServiceInterceptor
+from vae_serve.service.grpc.oip import OIP_SERVICE, InferenceServicer
+from vae_serve.service.grpc.servicer import VaeServicer
+from vae_serve.service.observe import tracing
+from vae_serve.service.observe.calls import CallRecorder
+from vae_serve.service.observe.exporting import configure_from_env
+from vae_serve.service.observe.metrics import ServerMetrics
+from vae_serve.service.observe.observer import Observer
+from vae_serve.service.observe.redaction import install as install_redaction
+from vae_serve.service.plane.dataplane import DataPlane
+from vae_serve.service.plane.inference import Inference
+from vae_serve.service.plane.operations import Operations
+from vae_serve.service.plane.registry import ModelRegistry, load_registry
+from vae_serve.service.plane.reload import RepositoryWatcher
+from vae_serve.service.rest.server import HttpFront
 from vae_serve.service.security import TokenAuthInterceptor, load_tokens, server_credentials
-from vae_serve.service.servicer import VaeServicer
 from vae_serve.service.settings import Settings
 
 # Drain: how often to check for in-flight calls, and how long answers at the grace's end may take.
@@ -62,6 +67,7 @@ class RunningServer:
     interceptor: ServiceInterceptor
     metrics: ServerMetrics
     executor: ThreadPoolExecutor
+    observer: Observer  # the metrics and the tracer, as handed to the plane
     metrics_httpd: object | None = None
     watcher: asyncio.Task | None = None  # the model-repository watcher, when hot reload is on
     http: HttpFront | None = None  # the REST binding, with --http-port
@@ -92,15 +98,32 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
-async def start(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
-    """Bind and start serving health (NOT_SERVING) and, if enabled, metrics. Models load in ``load_models``."""
+async def start(
+    settings: Settings, registry: CollectorRegistry | None = None, tracer: tracing.Tracer = tracing.OFF
+) -> RunningServer:
+    """Bind and start serving health (NOT_SERVING) and, if enabled, metrics. Models load in ``load_models``.
+
+    Args:
+        settings: the server's settings.
+        registry: the Prometheus registry its metrics are built on (a fresh one if None).
+        tracer: the tracing of its calls, batches and graph runs (``tracing.OFF``: none), handed
+            with the metrics to the plane, the batchers and the graph runs as one ``Observer``.
+
+    Returns:
+        The running server; its ``observer`` carries the metrics and the tracer.
+
+    Raises:
+        StartupError: a port could not be bound.
+    """
     quiet_gone_streams()
     metrics = ServerMetrics(registry or CollectorRegistry())
     metrics.queue_limit_rows.set(settings.max_queue_rows)
+    observer = Observer(metrics, tracer)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
-    plane = DataPlane(settings, metrics, executor)
+    plane = DataPlane(settings, observer, executor)
     protected = tuple(f"/{service}/" for service in MODEL_SERVICES)
-    interceptor = ServiceInterceptor(metrics, protected)
+    calls = CallRecorder(metrics, tracer)
+    interceptor = ServiceInterceptor(metrics, calls, protected)
     tokens = load_tokens(settings)
     install_redaction(tokens)  # a safety net: nothing is meant to log a token in the first place
     # Authentication first: a refused call never reaches the handlers or their metrics.
@@ -111,11 +134,12 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    vae_pb2_grpc.add_VaeServiceServicer_to_server(VaeServicer(plane, metrics), server)
+    operations = Operations(plane)
+    vae_pb2_grpc.add_VaeServiceServicer_to_server(VaeServicer(operations, settings), server)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    oip = InferenceServicer(plane, ready=lambda: plane.ready and not health.draining)
-    oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, server)
+    inference = Inference(operations, settings, ready=lambda: plane.ready and not health.draining)
+    oip_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(inference), server)
     for service in ("", *MODEL_SERVICES):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
@@ -135,9 +159,9 @@ async def start(settings: Settings, registry: CollectorRegistry | None = None) -
         address = f"{settings.host}:{settings.port}"
         raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
     await server.start()
-    running = RunningServer(server, port, None, health, plane, interceptor, metrics, executor)
+    running = RunningServer(server, port, None, health, plane, interceptor, metrics, executor, observer)
     if settings.http_port is not None:
-        running.http = HttpFront(oip, interceptor, metrics, tokens, ready=oip.ready)
+        running.http = HttpFront(inference, executor, calls, metrics, tokens, ready=inference.ready)
         try:
             # The drain waits for REST calls itself (grace + margin); what runs past that gets the margin.
             await running.http.start(settings, shutdown_timeout_s=ANSWER_MARGIN_S)
@@ -233,13 +257,13 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     if settings.device == "cuda":
         providers_for("cuda")  # refused before the port is bound: no "listening" line, then an error
-    traces = tracing.configure_from_env()  # None unless the OTEL_* variables ask for an exporter
+    traces = configure_from_env()  # None unless the OTEL_* variables ask for an exporter
     preloaded = None
     if settings.reuse_port:
         # One of several processes on a shared port: bind only once the models are verified, so the
         # kernel never hands this process a connection that it would have to refuse as not ready.
         preloaded = await loop.run_in_executor(None, load_registry, settings)
-    running = await start(settings)
+    running = await start(settings, tracer=tracing.OFF if traces is None else traces.tracer)
     announce(settings, running)
     loading = asyncio.ensure_future(load_models(running, settings, preloaded))
     stopping = asyncio.ensure_future(stop.wait())

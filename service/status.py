@@ -1,13 +1,16 @@
-"""The one table from the core's exceptions to gRPC status codes, and the text a client sees.
+"""The one table from the core's exceptions to status codes, and the text a client sees.
 
-Handlers raise; the interceptor asks ``status_for``. A class's code is looked up along its MRO, so a
+The codes are the canonical ones gRPC uses (``Code``, by the same names and numbers), without
+importing grpc: the gRPC binding aborts with ``grpc.StatusCode[code.name]``, the REST binding maps
+them to HTTP statuses, and metrics and spans of both are labelled with their names.
+
+Handlers raise; the bindings ask ``status_for``. A class's code is looked up along its MRO, so a
 subclass inherits its parent's. Anything not in the table is a bug: logged with its traceback and
 answered INTERNAL with a fixed text, so no path or traceback reaches a client.
 """
 
+import enum
 import logging
-
-import grpc
 
 from vae_serve.core import errors
 
@@ -15,15 +18,38 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 MODEL_UNAVAILABLE_MESSAGE = "model unavailable; the server log has the details"
 
-STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.NotReady: grpc.StatusCode.UNAVAILABLE,
-    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.NotCalibrated: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.OutputInvalid: grpc.StatusCode.INTERNAL,
-    errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
+
+class Code(enum.IntEnum):
+    """The canonical status codes (google.rpc.Code), as gRPC numbers them."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+STATUS_CODES: dict[type[Exception], Code] = {
+    errors.InvalidInput: Code.INVALID_ARGUMENT,
+    errors.NotFound: Code.NOT_FOUND,
+    errors.NotReady: Code.UNAVAILABLE,
+    errors.Overloaded: Code.RESOURCE_EXHAUSTED,
+    errors.DeadlineExpired: Code.DEADLINE_EXCEEDED,
+    errors.NotCalibrated: Code.FAILED_PRECONDITION,
+    errors.OutputInvalid: Code.INTERNAL,
+    errors.BundleError: Code.FAILED_PRECONDITION,
 }
 # Their messages may name files on the server: logged, never sent.
 PRIVATE_MESSAGES: dict[type[Exception], str] = {errors.BundleError: MODEL_UNAVAILABLE_MESSAGE}
@@ -34,13 +60,13 @@ def _listed_class(error: BaseException) -> type | None:
     return next((cls for cls in type(error).__mro__ if cls in STATUS_CODES), None)
 
 
-def code_for(error: BaseException) -> grpc.StatusCode:
+def code_for(error: BaseException) -> Code:
     """The status code of an exception, without logging anything (for the tracing of a call)."""
     listed = _listed_class(error)
-    return grpc.StatusCode.INTERNAL if listed is None else STATUS_CODES[listed]
+    return Code.INTERNAL if listed is None else STATUS_CODES[listed]
 
 
-def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
+def status_for(error: Exception) -> tuple[Code, str]:
     """(status code, message for the client) of an exception raised by a handler."""
     listed = _listed_class(error)
     if listed in PRIVATE_MESSAGES:
@@ -49,4 +75,4 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     if listed is not None:
         return STATUS_CODES[listed], str(error)
     log.error("unhandled %s, answered INTERNAL", type(error).__name__, exc_info=error)
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+    return Code.INTERNAL, INTERNAL_MESSAGE

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
-from vae_serve.service.batching import BatchObserver, DynamicBatcher
+from vae_serve.service.observe.observer import BatchObserver
+from vae_serve.service.plane.batching import DynamicBatcher
 
 LONG_S = 3600.0  # a wait that would hang the test if the batcher relied on it
 
@@ -335,7 +336,7 @@ def test_concurrent_small_calls_are_not_run_inline_but_batched():
 
 def test_a_call_waiting_on_another_batcher_keeps_a_small_call_off_the_loop():
     async def scenario():
-        from vae_serve.service.batching import Calls
+        from vae_serve.service.plane.batching import Calls
 
         calls = Calls(waiting=2)  # this call and one on another batcher (counted by the data plane)
         runner, inline = Runner(), Inline()

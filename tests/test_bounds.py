@@ -9,8 +9,8 @@ import numpy as np
 from vae_serve.core.bounds import estimate_bounds
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.scores import anomaly_scores
-from vae_serve.export.data import load_source, make_splits
-from vae_serve.export.evaluate import binarize
+from vae_serve.export.models.evaluate import binarize
+from vae_serve.export.sources import load_source, make_splits
 
 
 def validation_rows(count: int = 120) -> np.ndarray:

@@ -194,13 +194,27 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
 
 
+def modules_of(*packages: str) -> list[str]:
+    """The dotted name of every module under the source folders ``packages`` (core, service, ...),
+    sub-packages included: ``service/plane/batching.py`` -> ``vae_serve.service.plane.batching``."""
+    root = Path(__file__).resolve().parent.parent
+    modules = set()
+    for package in packages:
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            modules.add(".".join(("vae_serve", *(parts[:-1] if parts[-1] == "__init__" else parts))))
+    return sorted(modules)
+
+
+def test_module_names_reach_into_sub_packages():
+    modules = modules_of("core", "service")
+    assert {"vae_serve.core.runtime", "vae_serve.service", "vae_serve.service.plane.batching"} <= set(modules)
+    assert {"vae_serve.service.observe.tracing", "vae_serve.service.grpc.servicer"} <= set(modules)
+
+
 def test_serving_side_never_imports_torch(digits_bundle):
     # Every module of service/ and client/ (the serving image has no torch), then a real load.
-    modules = sorted(
-        f"vae_serve.{path.parent.name}.{path.stem}"
-        for package in ("core", "service", "client")
-        for path in (Path(__file__).resolve().parent.parent / package).glob("*.py")
-    )
+    modules = modules_of("core", "service", "client")
     program = (
         "import importlib, sys\n"
         f"for module in {modules!r}: importlib.import_module(module)\n"
@@ -213,12 +227,11 @@ def test_serving_side_never_imports_torch(digits_bundle):
     assert result.stdout.strip() == "[]"
 
 
-def test_core_imports_neither_torch_nor_grpc(digits_bundle):
+def test_core_imports_neither_torch_nor_grpc_nor_opentelemetry(digits_bundle):
     # vae_serve.core is what both the server and the exporter build on: numpy, onnxruntime and
-    # pydantic only. Every core module is imported, a bundle loaded and scored.
-    modules = sorted(
-        f"vae_serve.core.{path.stem}" for path in (Path(__file__).resolve().parent.parent / "core").glob("*.py")
-    )
+    # pydantic only, no OpenTelemetry (the server hands its graph-run hook in). Every core module is
+    # imported, a bundle loaded and scored.
+    modules = modules_of("core")
     program = (
         "import importlib, sys\n"
         f"for module in {modules!r}: importlib.import_module(module)\n"
@@ -228,7 +241,7 @@ def test_core_imports_neither_torch_nor_grpc(digits_bundle):
         "x = bundle.manifest.golden.encoder.inputs['x']\n"
         "import numpy as np\n"
         "anomaly_scores(bundle.vae, np.asarray(x, np.float32), list(SCORES), 0)\n"
-        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'grpc', 'google'}))\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'grpc', 'google', 'opentelemetry'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from tests.server_process import tensor
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.service import server
-from vae_serve.service.interceptors import MALFORMED_LOG_INTERVAL_S, LogThrottle
+from vae_serve.service.grpc.interceptors import MALFORMED_LOG_INTERVAL_S
+from vae_serve.service.observe.logs import LogThrottle
 from vae_serve.service.settings import Settings
 
 GARBAGE = b"\xff\xff\xff\xff not a protobuf message"
@@ -115,7 +116,7 @@ def test_bytes_that_parse_are_not_malformed(digits_bundle, payload):
 
 def test_streams_dropped_while_sending_log_one_line_without_a_traceback(digits_bundle, caplog):
     """grpc.aio logs a traceback for each stream whose client went away mid-send; the server makes
-    that one throttled INFO line (service/grpc_log.py)."""
+    that one throttled INFO line (service/grpc/grpc_log.py)."""
     dropped = 8
 
     async def scenario(channel):

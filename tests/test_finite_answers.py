@@ -29,7 +29,7 @@ from vae_serve.core.bundle import read_manifest
 from vae_serve.core.manifest import MANIFEST_FILE, seal
 from vae_serve.core.vae_math import LATENT_LIMIT
 from vae_serve.export import cli
-from vae_serve.service.score_types import SCORE_TYPES
+from vae_serve.service.grpc.score_types import SCORE_TYPES
 
 F32_MAX = float(np.finfo(np.float32).max)
 EXTREME_RAW = 1e8  # a Gaussian row with a value this far out is an extreme anomaly for every model here

@@ -13,7 +13,7 @@ from tests.server_process import tensor
 from tests.test_client import VAE_CLIENT
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.client import VaeClient, VaeClientError
-from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.sources import load_source, make_splits
 
 LINEAR, SPHERICAL = vae_pb2.INTERPOLATION_PATH_LINEAR, vae_pb2.INTERPOLATION_PATH_SPHERICAL
 

@@ -230,3 +230,53 @@ def test_processes_ignore_modules_in_the_working_directory(digits_bundle, tmp_pa
             assert arguments[1:4] == ["-P", "-m", "vae_serve.service"]
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_the_plane_imports_no_protocol():
+    # The plane (service/plane/) is what every binding calls: numpy in, numpy out. Every one of its
+    # modules is imported in a fresh interpreter; none may pull in a wire protocol or a binding.
+    plane = ROOT / "service" / "plane"
+    modules = sorted(f"vae_serve.service.plane.{path.stem}" for path in plane.glob("*.py") if path.stem != "__init__")
+    assert "vae_serve.service.plane.operations" in modules
+    forbidden = (
+        "grpc",
+        "google.protobuf",
+        "aiohttp",
+        "vae_serve.api",
+        "vae_serve.service.grpc",
+        "vae_serve.service.rest",
+    )
+    program = (
+        "import importlib, sys\n"
+        f"for module in {modules!r}: importlib.import_module(module)\n"
+        f"forbidden = {forbidden!r}\n"
+        "print(sorted(name for name in sys.modules if any(name == f or name.startswith(f + '.') for f in forbidden)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def modules_imported(modules: list[str], forbidden: tuple[str, ...]) -> list[str]:
+    """Which of ``forbidden`` (packages, with their sub-modules) a fresh interpreter holds once it has
+    imported every one of ``modules``."""
+    program = (
+        "import importlib, sys\n"
+        f"for module in {modules!r}: importlib.import_module(module)\n"
+        f"forbidden = {forbidden!r}\n"
+        "print(sorted(name for name in sys.modules if any(name == f or name.startswith(f + '.') for f in forbidden)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    return ast.literal_eval(result.stdout.strip())
+
+
+def test_observation_imports_no_plane_or_binding_and_the_core_no_opentelemetry():
+    # Observation (service/observe/) is handed in, to the plane and the bindings: the arrows point
+    # down, so it imports neither of them (nor their wire protocols). The core is observed only
+    # through the hook it is handed, so it imports no OpenTelemetry. A fresh interpreter each.
+    observe = sorted(f"vae_serve.service.observe.{path.stem}" for path in (ROOT / "service" / "observe").glob("*.py"))
+    assert {"vae_serve.service.observe.observer", "vae_serve.service.observe.tracing"} <= set(observe)
+    rooms_above = ("vae_serve.service.plane", "vae_serve.service.grpc", "vae_serve.service.rest", "grpc", "aiohttp")
+    assert modules_imported(observe, rooms_above) == []
+    core = sorted(f"vae_serve.core.{path.stem}" for path in (ROOT / "core").rglob("*.py"))
+    assert "vae_serve.core.runtime" in core
+    assert modules_imported(core, ("opentelemetry",)) == []

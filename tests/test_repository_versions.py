@@ -20,7 +20,7 @@ from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export import cli
+from vae_serve.export.commands import calibrate, train
 
 
 def wait_for_log(server, text: str, timeout_s: float = 30.0) -> None:
@@ -114,14 +114,14 @@ def train_args(out: str, name: str | None = None, version: str | None = None) ->
 
 def test_train_defaults_follow_the_directories_and_a_disagreeing_flag_is_noted(tmp_path, capsys):
     args = train_args(tmp_path / "repo" / "sneaker" / "12")
-    cli.repository_defaults(args)
+    train.repository_defaults(args)
     assert (args.name, args.version) == ("sneaker", "12")
     args = train_args(tmp_path / "models" / "digits")  # not REPO/NAME/N: the dataset's name, version 1
-    cli.repository_defaults(args)
+    train.repository_defaults(args)
     assert (args.name, args.version) == (None, "1")
     assert capsys.readouterr().err == ""
     args = train_args(tmp_path / "repo" / "sneaker" / "3", version="5")
-    cli.repository_defaults(args)
+    train.repository_defaults(args)
     assert (args.name, args.version) == ("sneaker", "5")
     note = capsys.readouterr().err
     assert "--version 5 goes into the manifest" in note and "as sneaker:3" in note
@@ -134,14 +134,14 @@ def calibrate_args(bundle: Path, out: Path | None = None, version: str | None = 
 def test_calibrate_takes_its_version_from_the_directories(tmp_path):
     repository = tmp_path / "repo" / "other"
     args = calibrate_args(repository / "7")  # the manifest may say any version: the next is 8
-    cli.calibrate_version(args)
+    calibrate.calibrate_version(args)
     assert args.version == "8"
     args = calibrate_args(repository / "7", out=repository / "20")
-    cli.calibrate_version(args)
+    calibrate.calibrate_version(args)
     assert args.version == "20"
     args = calibrate_args(repository / "7", version="9")
-    cli.calibrate_version(args)
+    calibrate.calibrate_version(args)
     assert args.version == "9"
     args = calibrate_args(tmp_path / "models" / "digits")  # no layout: the manifest's version + 1, later
-    cli.calibrate_version(args)
+    calibrate.calibrate_version(args)
     assert args.version is None

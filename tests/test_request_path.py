@@ -11,11 +11,14 @@ import asyncio
 import sys
 import threading
 
+import aiohttp
 import grpc
 
 from tests.server_process import tensor
+from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
+from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.sources import load_source, make_splits
 from vae_serve.service import server
 from vae_serve.service.settings import Settings
 
@@ -78,9 +81,9 @@ def test_no_request_returns_to_a_module_it_has_left(digits_bundle):
         threading.setprofile(None)
     # The walk reached ONNX Runtime's wrapper through the data plane and the batcher ...
     assert {
-        "vae_serve.service.servicer",
-        "vae_serve.service.dataplane",
-        "vae_serve.service.batching",
+        "vae_serve.service.grpc.servicer",
+        "vae_serve.service.plane.dataplane",
+        "vae_serve.service.plane.batching",
         "vae_serve.core.work",
         "vae_serve.core.bounds",
         "vae_serve.core.scores",
@@ -88,3 +91,86 @@ def test_no_request_returns_to_a_module_it_has_left(digits_bundle):
     } <= chains.modules()
     # ... and never came back through a module it had left.
     assert chains.round_trips() == []
+
+
+def walk_of_each_call(digits_bundle) -> dict[str, ModuleChains]:
+    """The module chains of three calls of the same ELBO: VaeService.Elbo, OIP ModelInfer over gRPC
+    and OIP infer over REST, each recorded alone."""
+    x = make_splits(load_source("digits")).test.x[:5]
+    walks = {name: ModuleChains() for name in ("Elbo", "ModelInfer", "REST infer")}
+
+    async def scenario() -> None:
+        settings = Settings(bundle=digits_bundle, port=0, metrics_port=None, http_port=0)
+        running = await server.start(settings)
+        try:
+            await server.load_models(running, settings)
+            infer = oip_pb2.ModelInferRequest(model_name="digits-elbo")
+            infer.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+            infer.raw_input_contents.append(x.astype("<f4").tobytes())
+            infer.parameters["k"].int64_param = 10
+            body = {
+                "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+                "parameters": {"k": 10},
+            }
+            url = f"http://127.0.0.1:{running.http.port}/v2/models/digits-elbo/infer"
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+                aiohttp.ClientSession() as session,
+            ):
+
+                async def rest() -> None:
+                    async with session.post(url, json=body) as reply:
+                        assert reply.status == 200, await reply.text()
+
+                calls = {
+                    "Elbo": lambda: vae_pb2_grpc.VaeServiceStub(channel).Elbo(
+                        vae_pb2.ElboRequest(x=tensor(x), k=10, seed=1)
+                    ),
+                    "ModelInfer": lambda: oip_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer),
+                    "REST infer": rest,
+                }
+                for name, call in calls.items():
+                    walks[name].recording = True
+                    await call()
+                    walks[name].recording = False
+        finally:
+            await server.drain(running, 0)
+
+    profile = Profiles(walks)
+    sys.setprofile(profile)
+    threading.setprofile(profile)
+    try:
+        asyncio.run(scenario())
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    return walks
+
+
+class Profiles:
+    """Hands each profile event to every ``ModuleChains`` (only the one recording keeps it)."""
+
+    def __init__(self, walks: dict[str, ModuleChains]) -> None:
+        self.walks = list(walks.values())
+
+    def __call__(self, frame, event, arg) -> None:
+        for walk in self.walks:
+            walk(frame, event, arg)
+
+
+def test_oip_calls_take_no_longer_road_than_vae_service(digits_bundle):
+    walks = walk_of_each_call(digits_bundle)
+    visited = {name: walk.modules() for name, walk in walks.items()}
+    # Each protocol reached ONNX Runtime through the plane's operations and the batcher ...
+    for modules in visited.values():
+        assert {
+            "vae_serve.service.plane.operations",
+            "vae_serve.service.plane.batching",
+            "vae_serve.core.runtime",
+        } <= modules
+    # ... REST without passing through the gRPC binding, and never re-entering a module it had left ...
+    assert not any(module.startswith("vae_serve.service.grpc.") for module in visited["REST infer"])
+    assert {name: walk.round_trips() for name, walk in walks.items()} == {name: [] for name in walks}
+    # ... and neither OIP binding visits more modules than a VaeService call.
+    assert len(visited["ModelInfer"]) <= len(visited["Elbo"])
+    assert len(visited["REST infer"]) <= len(visited["Elbo"])

@@ -9,7 +9,7 @@ import pytest
 
 from tests.server_process import SERVING
 from vae_serve.api.v1 import vae_pb2
-from vae_serve.service.servicer import MAX_TEMPERATURE
+from vae_serve.service.plane.operations import MAX_TEMPERATURE
 
 
 def sample(server, rpc: str, temperature: float) -> list[vae_pb2.SampleResponse]:

@@ -8,7 +8,7 @@ from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.scores import SCORES, ScoreRequest, score_batch, score_named
-from vae_serve.service.score_types import SCORE_TYPES, check_agreement, score_name
+from vae_serve.service.grpc.score_types import SCORE_TYPES, check_agreement, score_name
 
 
 def test_every_enum_value_has_exactly_one_registry_entry():

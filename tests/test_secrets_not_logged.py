@@ -2,7 +2,7 @@
 could think of, over HTTP and over gRPC metadata; then everything the process wrote (stdout and stderr,
 at --log-level debug) and every reply is searched for it. None may hold it.
 
-The redacting log filter (service/redaction.py) is a safety net, not the fix: the log must not even
+The redacting log filter (service/observe/redaction.py) is a safety net, not the fix: the log must not even
 hold its mask, which shows that nothing tried to log the token; and replies never pass through it.
 """
 
@@ -19,7 +19,7 @@ from tests.test_security import TOKENS
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.service.redaction import MASK, RedactingFilter, install
+from vae_serve.service.observe.redaction import MASK, RedactingFilter, install
 
 SECRET = TOKENS[0]
 TOKEN = SECRET.encode()

@@ -13,7 +13,7 @@ from scipy import special
 
 from tests.server_process import SERVING, tensor
 from vae_serve.api.v1 import vae_pb2
-from vae_serve.export.data import load_source, make_splits
+from vae_serve.export.sources import load_source, make_splits
 
 
 def array(message: vae_pb2.Tensor) -> np.ndarray:

@@ -1,10 +1,13 @@
 """OpenTelemetry tracing against a real server in this process and real gRPC stubs, with the SDK's
 in-memory exporter: the caller's trace continues in the call span, batched calls link to their
 batch, graph runs are children of the batch; off, nothing is made; the OTEL_* variables turn it on.
+The tracer is an object handed to the server (``server.start(..., tracer=...)``), never a global.
 """
 
 import asyncio
+import contextlib
 import os
+from dataclasses import dataclass
 
 import aiohttp
 import grpc
@@ -20,8 +23,11 @@ from prometheus_client import CollectorRegistry
 
 from tests.server_process import tensor
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
+from vae_serve.core.bundle import load_bundle
 from vae_serve.core.errors import InvalidInput
-from vae_serve.service import server, tracing
+from vae_serve.service import server
+from vae_serve.service.observe import tracing
+from vae_serve.service.observe.exporting import configure_from_env
 from vae_serve.service.settings import Settings
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -32,24 +38,31 @@ def traceparent(trace_id: int, span_id: int) -> str:
     return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
+@dataclass
+class Recorded:
+    """A tracer into memory, to hand to a server, and the exporter that holds what it recorded."""
+
+    tracer: tracing.Tracer
+    exporter: InMemorySpanExporter
+
+
 @pytest.fixture
 def spans():
-    """Tracing on for one test, into memory; off again after."""
+    """Tracing on for one test, into memory: only what is handed ``spans.tracer`` traces."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_provider(provider)
-    yield exporter
-    tracing.use_provider(None)
+    yield Recorded(tracing.Tracer(provider), exporter)
     provider.shutdown()
 
 
-def serve(bundle, scenario, **overrides):
-    """Run ``scenario(stub, running)`` against a real server started in this process; returns its result."""
+def serve(bundle, scenario, tracer: tracing.Tracer, **overrides):
+    """Run ``scenario(stub, running)`` against a real server started in this process with ``tracer``;
+    returns its result."""
 
     async def main():
         settings = Settings(bundle=bundle, port=0, metrics_port=None, **overrides)
-        running = await server.start(settings, CollectorRegistry())
+        running = await server.start(settings, CollectorRegistry(), tracer=tracer)
         try:
             await server.load_models(running, settings)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -60,8 +73,8 @@ def serve(bundle, scenario, **overrides):
     return asyncio.run(main())
 
 
-def named(exporter: InMemorySpanExporter, name: str) -> list:
-    return [span for span in exporter.get_finished_spans() if span.name == name]
+def named(spans: Recorded, name: str) -> list:
+    return [span for span in spans.exporter.get_finished_spans() if span.name == name]
 
 
 def linked(span) -> set[int]:
@@ -77,7 +90,7 @@ def test_a_call_continues_its_callers_trace_and_its_batch_runs_its_graphs(digits
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Elbo(vae_pb2.ElboRequest(), metadata=metadata)
 
-    serve(digits_bundle, scenario)
+    serve(digits_bundle, scenario, spans.tracer)
     good, bad = named(spans, "vae.v1.VaeService/Elbo")
     for call in (good, bad):
         assert call.kind == SpanKind.SERVER
@@ -116,7 +129,15 @@ def test_calls_batched_together_each_link_to_their_one_batch(digits_bundle, span
         ]
         await asyncio.gather(*sent)
 
-    serve(digits_bundle, scenario, inline_max_rows=0, batch_wait="fixed", max_batch_wait_s=30.0, max_batch_rows=calls)
+    serve(
+        digits_bundle,
+        scenario,
+        spans.tracer,
+        inline_max_rows=0,
+        batch_wait="fixed",
+        max_batch_wait_s=30.0,
+        max_batch_rows=calls,
+    )
     call_spans = named(spans, "vae.v1.VaeService/Elbo")
     assert sorted((span.context.trace_id, span.parent.span_id) for span in call_spans) == ids
     [batch] = named(spans, "batch run")
@@ -136,7 +157,7 @@ def test_a_stream_continues_its_callers_trace_and_links_each_chunks_batch(digits
         request = vae_pb2.SampleRequest(n=9, chunk_size=4, seed=2)
         return [reply async for reply in stub.SampleStream(request, metadata=metadata)]
 
-    assert len(serve(digits_bundle, scenario)) == 3
+    assert len(serve(digits_bundle, scenario, spans.tracer)) == 3
     [call] = named(spans, "vae.v1.VaeService/SampleStream")
     assert call.context.trace_id == TRACE_ID and call.parent.span_id == PARENT_ID
     batches = named(spans, "batch run")
@@ -162,20 +183,21 @@ def test_a_stream_cancelled_while_sending_still_ends_its_span(digits_bundle, spa
             await asyncio.sleep(0.05)
         return running.interceptor.active_calls
 
-    assert serve(digits_bundle, scenario) == 0
+    assert serve(digits_bundle, scenario, spans.tracer) == 0
     streams = named(spans, "vae.v1.VaeService/SampleStream")
     assert [span.attributes["rpc.grpc.status_code"] for span in streams] == [1] * cancelled
 
 
 def test_call_span_for_other_protocols_reads_http_headers(spans):
     headers = {"traceparent": traceparent(TRACE_ID, PARENT_ID), "content-type": "application/json"}
-    with tracing.call_span("ModelInfer", headers, "http", {"http.route": "/v2/models/{name}/infer"}) as span:
+    tracer = spans.tracer
+    with tracer.call_span("ModelInfer", headers, "http", {"http.route": "/v2/models/{name}/infer"}) as span:
         assert trace.get_current_span() is span
-    with pytest.raises(InvalidInput), tracing.call_span("ModelInfer", headers, "http"):
+    with pytest.raises(InvalidInput), tracer.call_span("ModelInfer", headers, "http"):
         raise InvalidInput("x: missing tensor")
-    with pytest.raises(RuntimeError), tracing.call_span("ModelInfer", headers, "http"):
+    with pytest.raises(RuntimeError), tracer.call_span("ModelInfer", headers, "http"):
         raise RuntimeError("a bug")
-    with tracing.call_span("ModelInfer", headers, "http") as span:  # an adapter that answers errors itself
+    with tracer.call_span("ModelInfer", headers, "http") as span:  # an adapter that answers errors itself
         tracing.record_outcome(span, "UNAVAILABLE", None, "http")
         span.set_attribute("http.response.status_code", 503)
     ok, refused, failed, answered = named(spans, "ModelInfer")
@@ -191,15 +213,17 @@ def test_off_nothing_is_made(digits_bundle, monkeypatch):
     for name in list(os.environ):
         if name.startswith("OTEL_"):
             monkeypatch.delenv(name)
-    assert tracing.configure_from_env() is None and not tracing.enabled()
-    with tracing.call_span("vae.v1.VaeService/Elbo", {"traceparent": traceparent(TRACE_ID, PARENT_ID)}) as span:
+    assert configure_from_env() is None and not tracing.OFF.enabled
+    with tracing.OFF.call_span("vae.v1.VaeService/Elbo", {"traceparent": traceparent(TRACE_ID, PARENT_ID)}) as span:
         assert not span.is_recording()
 
     async def scenario(stub, running):
+        # Off, the server's observer carries the off tracer, and the core is handed no hook at all.
+        assert not running.observer.tracer.enabled and running.observer.graph_span is None
         metadata = (("traceparent", traceparent(TRACE_ID, PARENT_ID)),)
         return await stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.full((1, 64), 0.5)), k=2), metadata=metadata)
 
-    assert len(serve(digits_bundle, scenario).elbo) == 1
+    assert len(serve(digits_bundle, scenario, tracing.OFF).elbo) == 1
     # Nothing reached the process-wide provider either: it is still the API's placeholder.
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
@@ -215,7 +239,7 @@ def test_off_nothing_is_made(digits_bundle, monkeypatch):
 def test_variables_that_leave_tracing_off(monkeypatch, variables):
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    assert tracing.configure_from_env() is None and not tracing.enabled()
+    assert configure_from_env() is None and not tracing.OFF.enabled
 
 
 @pytest.mark.parametrize(
@@ -231,14 +255,14 @@ def test_the_variables_turn_on_otlp_export(monkeypatch, variables, service_name)
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    setup = tracing.configure_from_env()
+    setup = configure_from_env()
     try:
-        assert isinstance(setup.provider, TracerProvider) and tracing.enabled()
+        assert isinstance(setup.provider, TracerProvider) and setup.tracer.enabled
         assert [type(exporter) for exporter in setup.exporters] == [OTLPSpanExporter]
         assert setup.provider.resource.attributes["service.name"] == service_name
     finally:
         setup.shutdown()  # nothing was recorded, so nothing is sent: no collector needed
-    assert not tracing.enabled()
+    assert not setup.tracer.enabled  # stopped for every holder: the server's bindings, batchers, graph runs
 
 
 def test_a_rest_call_continues_the_traceparent_header_and_shares_batches_with_grpc(digits_bundle, spans):
@@ -259,8 +283,8 @@ def test_a_rest_call_continues_the_traceparent_header_and_shares_batches_with_gr
 
     # A batch of exactly two rows: the REST call and the gRPC call close it together.
     serve(
-        digits_bundle, scenario, http_port=0, inline_max_rows=0, batch_wait="fixed", max_batch_wait_s=30.0,
-        max_batch_rows=2,
+        digits_bundle, scenario, spans.tracer, http_port=0, inline_max_rows=0, batch_wait="fixed",
+        max_batch_wait_s=30.0, max_batch_rows=2,
     )  # fmt: skip
     rest_ok, rest_bad = named(spans, "ModelInfer")
     for call in (rest_ok, rest_bad):
@@ -271,3 +295,60 @@ def test_a_rest_call_continues_the_traceparent_header_and_shares_batches_with_gr
     assert batch.attributes["vae.batch.size"] == 2
     assert linked(batch) == {rest_ok.context.span_id, grpc_call.context.span_id}
     assert linked(rest_ok) == {batch.context.span_id}
+
+
+def test_the_core_reports_graph_runs_only_to_the_hook_it_is_handed(digits_bundle):
+    # core.runtime knows no tracing: a model observed with a hook calls it around each graph run
+    # (name, rows), with the same outputs bit for bit; the loaded model itself stays unobserved.
+    bundle = load_bundle(digits_bundle)
+    runs = []
+
+    @contextlib.contextmanager
+    def graph_span(graph: str, rows: int):
+        runs.append((graph, rows))
+        yield
+
+    observed = bundle.vae.observed(graph_span)
+    x = np.full((3, 64), 0.5, np.float32)
+    for plain, seen in zip(bundle.vae.encode(x), observed.encode(x), strict=True):
+        assert np.array_equal(plain, seen)
+    z = np.zeros((2, bundle.vae.latent_dim), np.float32)
+    for name, values in bundle.vae.decode(z).items():
+        assert np.array_equal(values, observed.decode(z)[name])
+    assert runs == [("encoder", 3), ("decoder", 2)]
+    assert bundle.vae.graph_span is None and observed.encoder is bundle.vae.encoder
+    assert bundle.vae.observed(None) is bundle.vae
+
+
+def test_each_server_traces_with_the_tracer_it_is_handed(digits_bundle, spans):
+    async def scenario(stub, running):
+        await stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.full((1, 64), 0.5)), k=1, seed=1))
+
+    serve(digits_bundle, scenario, tracing.OFF)  # a server without a tracer: nothing recorded anywhere
+    assert spans.exporter.get_finished_spans() == ()
+    serve(digits_bundle, scenario, spans.tracer)  # the next one, handed a tracer, records into it alone
+    assert [len(named(spans, name)) for name in ("vae.v1.VaeService/Elbo", "batch run")] == [1, 1]
+    assert named(spans, "graph run")
+
+
+def test_two_servers_in_one_process_each_trace_with_their_own_tracer(digits_bundle, spans):
+    # Nothing global: a traced and an untraced server side by side, each called once.
+    async def main():
+        servers = []
+        try:
+            for tracer in (spans.tracer, tracing.OFF):
+                settings = Settings(bundle=digits_bundle, port=0, metrics_port=None)
+                servers.append(await server.start(settings, CollectorRegistry(), tracer=tracer))
+                await server.load_models(servers[-1], settings)
+            for running in servers:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                    stub = vae_pb2_grpc.VaeServiceStub(channel)
+                    await stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.full((1, 64), 0.5)), k=1, seed=1))
+        finally:
+            for running in servers:
+                await server.drain(running, 0)
+
+    asyncio.run(main())
+    assert [len(named(spans, name)) for name in ("vae.v1.VaeService/Elbo", "batch run")] == [1, 1]
+    [call], [batch] = named(spans, "vae.v1.VaeService/Elbo"), named(spans, "batch run")
+    assert linked(call) == {batch.context.span_id}

@@ -9,8 +9,8 @@ from tests.conftest import run_vae_train
 from vae_serve.core import vae_math
 from vae_serve.core.bundle import load_bundle
 from vae_serve.export import cli
-from vae_serve.export.data import load_source, make_splits
-from vae_serve.export.model import build_vae
+from vae_serve.export.models.vae import build_vae
+from vae_serve.export.sources import load_source, make_splits
 
 
 def numpy_iwae_objective(vae, x: np.ndarray, noise: np.ndarray, kl_weight: float) -> tuple[float, float]:

@@ -10,7 +10,7 @@ INFO line per interval, with how many were held back, and no traceback.
 
 import logging
 
-from vae_serve.service.interceptors import LogThrottle
+from vae_serve.service.observe.logs import LogThrottle
 
 GRPC_LOGGER = "grpc._cython.cygrpc"
 SEND_FAILED = "ExecuteBatchError raised in core by servicer method"

@@ -14,15 +14,16 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from vae_serve.core.errors import MalformedRequest
-from vae_serve.service import tracing
-from vae_serve.service.metrics import ServerMetrics
+from vae_serve.service.observe import tracing
+from vae_serve.service.observe.calls import CallRecorder
+from vae_serve.service.observe.logs import LogThrottle
+from vae_serve.service.observe.metrics import ServerMetrics
 from vae_serve.service.status import status_for
 
 log = logging.getLogger(__name__)
@@ -61,43 +62,22 @@ def malformed(name: str, error: DecodeError) -> MalformedRequest:
     return MalformedRequest(f"the request is not a valid {name} message{detail}")
 
 
-class LogThrottle:
-    """At most one line per ``interval_s``; the lines held back in between are counted."""
-
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
-        self.held_back = 0
-        self._next_at = float("-inf")
-
-    def admit(self) -> int | None:
-        """None: stay silent; else a line may be written, and this many were held back since the last."""
-        now = self.clock()
-        if now < self._next_at:
-            self.held_back += 1
-            return None
-        held_back, self.held_back = self.held_back, 0
-        self._next_at = now + self.interval_s
-        return held_back
-
-
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Error mapping, metrics and spans for the methods of the services named in ``service_prefixes``."""
 
-    def __init__(self, metrics: ServerMetrics, service_prefixes: tuple[str, ...]) -> None:
+    def __init__(self, metrics: ServerMetrics, calls: CallRecorder, service_prefixes: tuple[str, ...]) -> None:
         self.metrics = metrics
+        self.calls = calls
         self.service_prefixes = service_prefixes
-        self.active_calls = 0  # reported in the drain log
         self.malformed_log = LogThrottle(MALFORMED_LOG_INTERVAL_S)
         # This interceptor is the last of the chain, so the handler behind a method never changes:
         # each method's wrapped handler is built once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    def begin_call(self, method: str) -> float:
-        """A call of ``method`` starts (either protocol): in-flight gauges; returns its start time."""
-        self.active_calls += 1
-        self.metrics.series(self.metrics.in_flight, method).inc()
-        return time.perf_counter()
+    @property
+    def active_calls(self) -> int:
+        """Calls of either protocol begun and not yet answered (the drain waits for them)."""
+        return self.calls.active
 
     async def intercept_service(self, continuation, handler_call_details):
         full_method = handler_call_details.method
@@ -176,19 +156,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(bidi, response_serializer=serializer)
         return handler
 
-    def end_call(
-        self, method: str, status_name: str, started: float, span=None, error: BaseException | None = None
-    ) -> None:
-        """The call ended with ``status_name`` (a gRPC status code name): counts and latency; and its
-        span (``tracing.start_call``), if it has one, ends with that code and ``error``."""
-        self.active_calls -= 1
-        metrics = self.metrics
-        metrics.series(metrics.in_flight, method).dec()
-        metrics.series(metrics.requests, method, status_name).inc()
-        metrics.series(metrics.request_duration, method).observe(time.perf_counter() - started)
-        if span is not None:
-            tracing.end_call(span, status_name, error)
-
     def _malformed(self, method: str, error: MalformedRequest, context: grpc.aio.ServicerContext) -> None:
         self.metrics.series(self.metrics.malformed, method).inc()
         if (held_back := self.malformed_log.admit()) is not None:
@@ -210,28 +177,29 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         Metrics are recorded before the status goes out, so a client that saw its answer and then
         scrapes /metrics always finds the call counted.
         """
-        span = tracing.start_call(full_method, context.invocation_metadata()) if tracing.enabled() else None
-        started = self.begin_call(method)
+        tracer = self.calls.tracer
+        span = tracer.start_call(full_method, context.invocation_metadata()) if tracer.enabled else None
+        started = self.calls.begin(method)
         try:
             yield span
         except grpc.aio.AbortError:
-            self.end_call(method, _status_name(context), started, span)  # the handler aborted itself
+            self.calls.end(method, _status_name(context), started, span)  # the handler aborted itself
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away or the deadline passed. GeneratorExit: a stream cancelled while
             # gRPC was sending its last reply is closed from outside, at its yield, later.
-            self.end_call(method, "CANCELLED", started, span)
+            self.calls.end(method, "CANCELLED", started, span)
             raise
         except Exception as error:
             code, message = status_for(error)
-            self.end_call(method, code.name, started, span, error)
+            self.calls.end(method, code.name, started, span, error)
             if isinstance(error, MalformedRequest):
                 self._malformed(method, error, context)
             if retry_after_ms := getattr(error, "retry_after_ms", None):
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))
-            await context.abort(code, message)
+            await context.abort(grpc.StatusCode[code.name], message)
         else:
-            self.end_call(method, _status_name(context), started, span)
+            self.calls.end(method, _status_name(context), started, span)
 
     def _wrap_unary(self, behavior, method: str, full_method: str, parse: Callable):
         name = message_name(parse)

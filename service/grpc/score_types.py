@@ -1,16 +1,17 @@
-"""vae.v1.ScoreType <-> the core's score registry. Names come from the enum itself
-(SCORE_TYPE_NEGATIVE_ELBO -> "negative_elbo"); an enum value without a registry entry, or an entry
-without an enum value, stops the server at import rather than failing one request later."""
+"""vae.v1.ScoreType <-> the core's score registry. Names come from the enum itself, by the one rule
+of client/names.py (SCORE_TYPE_NEGATIVE_ELBO -> "negative_elbo"); an enum value without a registry
+entry, or an entry without an enum value, stops the server at import rather than failing one request
+later."""
 
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
+
+# The enum <-> name map is the client's, the one definition both sides read: core may import no
+# protobuf and api/ is generated, while client/names.py imports only vae_pb2 (it says more).
+from vae_serve.client.names import SCORE_TYPES
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.scores import DEFAULT_SCORE, SCORES
-
-SCORE_TYPES: dict[str, int] = {
-    name.removeprefix("SCORE_TYPE_").lower(): value for name, value in vae_pb2.ScoreType.items() if value
-}
 
 
 def check_agreement(score_types: dict[str, int], registry: dict) -> None:

@@ -1,58 +1,30 @@
-"""vae.v1.VaeService: thin handlers over the data plane. Each decodes and checks its request
-(``codec``, the plane's limits), hands one ``core.work`` item to ``DataPlane.run`` and encodes the
-reply. Errors are raised, never answered here: the interceptor maps them to statuses.
+"""vae.v1.VaeService: thin handlers over the plane's operations. Each decodes its request
+(``codec``), calls one operation (``plane.operations``) and encodes the reply. Errors are raised,
+never answered here: the interceptor maps them to statuses.
 """
 
 import math
 
-import numpy as np
-
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
-from vae_serve.core import work
-from vae_serve.core.errors import InvalidInput, NotCalibrated
+from vae_serve.core.errors import InvalidInput
 from vae_serve.core.preprocessing import IDENTITY
-from vae_serve.core.scores import DEFAULT_SCORE, score_named
-from vae_serve.service import codec
-from vae_serve.service.dataplane import DataPlane, ServedModel
-from vae_serve.service.metrics import ServerMetrics
-from vae_serve.service.score_types import SCORE_TYPES, calibration_summary, score_facts, score_name
+from vae_serve.core.scores import DEFAULT_SCORE
+from vae_serve.service.grpc import codec
+from vae_serve.service.grpc.score_types import SCORE_TYPES, calibration_summary, score_facts, score_name
+from vae_serve.service.plane.dataplane import ServedModel
+from vae_serve.service.plane.operations import Operations
+from vae_serve.service.settings import Settings
 
-DEFAULT_FALSE_POSITIVE_RATE = 0.01
 SPHERICAL_PATHS = {vae_pb2.INTERPOLATION_PATH_LINEAR: False, vae_pb2.INTERPOLATION_PATH_SPHERICAL: True}
 INFO_QUANTILE_LEVELS = (0.5, 0.9, 0.95, 0.99, 0.999)
-# Sample's temperature multiplies the prior's standard deviation. At 10 a draw lies ~10 prior
-# standard deviations out in every coordinate, far beyond any code the encoder was trained to give
-# (those lie within a few), so more buys nothing but arithmetic trouble: float32 latents overflow
-# near 4e37 (1e300 made non-finite samples, answered INTERNAL, with numpy warnings in the log).
-MAX_TEMPERATURE = 10.0
 
 
-def threshold_of(request) -> tuple[float | None, float | None]:
-    """(false-positive rate, explicit threshold) of a ScoreAnomaly request: exactly one is set."""
+def threshold_fields(request) -> tuple[float | None, float | None]:
+    """(false_positive_rate, score_threshold) of a ScoreAnomaly request's oneof: the one set, or neither."""
     which = request.WhichOneof("threshold")
     if which == "score_threshold":
-        if not math.isfinite(request.score_threshold):
-            raise InvalidInput(f"score_threshold: {request.score_threshold} is not a finite number")
         return None, request.score_threshold
-    rate = request.false_positive_rate if which == "false_positive_rate" else DEFAULT_FALSE_POSITIVE_RATE
-    if not 0.0 < rate < 1.0:
-        raise InvalidInput(f"false_positive_rate: {rate} must be strictly between 0 and 1")
-    return rate, None
-
-
-def temperature_of(request) -> float:
-    """A SampleRequest's temperature (1 when unset), checked against ``MAX_TEMPERATURE``.
-
-    Raises:
-        InvalidInput: not a finite number in (0, MAX_TEMPERATURE].
-    """
-    temperature = request.temperature if request.HasField("temperature") else 1.0
-    if not (math.isfinite(temperature) and 0.0 < temperature <= MAX_TEMPERATURE):
-        raise InvalidInput(
-            f"temperature: {temperature} must be a finite number in (0, {MAX_TEMPERATURE:g}]; it multiplies "
-            "the prior's standard deviation (1 samples the prior itself)"
-        )
-    return temperature
+    return (request.false_positive_rate if which == "false_positive_rate" else None), None
 
 
 def preprocessing_info(spec) -> vae_pb2.Preprocessing:
@@ -66,44 +38,41 @@ def split_metrics(metrics) -> vae_pb2.SplitMetrics:
 
 
 class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
-    def __init__(self, plane: DataPlane, metrics: ServerMetrics) -> None:
-        self.plane = plane
-        self.limits = plane.limits
-        self.metrics = metrics
+    def __init__(self, operations: Operations, settings: Settings) -> None:
+        self.operations = operations
+        self.limits = operations.limits
+        self.settings = settings
 
     def _model(self, request) -> ServedModel:
-        return self.plane.resolve(request.model.name, request.model.version)
+        return self.operations.model(request.model.name, request.model.version)
 
-    def _inputs(self, request, model: ServedModel) -> np.ndarray:
-        return codec.rows_from_tensor(request.x, "x", model.inputs, self.limits.max_rows)
+    def _rows(self, tensor, field: str, row_format):
+        return codec.array_from_tensor(tensor, field, row_format, self.limits.max_rows)
 
     async def Encode(self, request, context):
         model = self._model(request)
-        x = self._inputs(request, model)
-        num_samples = self.limits.samples_per_row("num_samples", request.num_samples, len(x), 0)
+        x = self._rows(request.x, "x", model.inputs)
         seed = codec.request_seed(request)
-        item = work.EncodeItem(x, num_samples, seed)
-        z_mean, z_logvar, draws = await self.plane.run(model, item, "Encode", context.time_remaining())
+        encoded = await self.operations.encode(model, x, request.num_samples, seed, "Encode", context.time_remaining())
         return vae_pb2.EncodeResponse(
             model=codec.model_version(model.bundle.manifest),
-            z_mean=codec.to_tensor(z_mean),
-            z_logvar=codec.to_tensor(z_logvar),
-            z_samples=None if draws is None else codec.to_tensor(draws),
-            seed=seed,
+            z_mean=codec.to_tensor(encoded.z_mean),
+            z_logvar=codec.to_tensor(encoded.z_logvar),
+            z_samples=None if encoded.draws is None else codec.to_tensor(encoded.draws),
+            seed=encoded.seed,
         )
 
     async def Decode(self, request, context):
         model = self._model(request)
-        z = codec.rows_from_tensor(request.z, "z", model.latents, self.limits.max_rows)
-        num_samples = self.limits.samples_per_row("num_samples", request.num_samples, len(z), 0)
+        z = self._rows(request.z, "z", model.latents)
         seed = codec.request_seed(request)
-        item = work.DecodeItem(z, num_samples, seed)
-        params, draws = await self.plane.run(model, item, "Decode", context.time_remaining())
+        decoded = await self.operations.decode(model, z, request.num_samples, seed, "Decode", context.time_remaining())
         reply = vae_pb2.DecodeResponse(
             model=codec.model_version(model.bundle.manifest),
-            x_samples=None if draws is None else codec.to_tensor(draws),
-            seed=seed,
+            x_samples=None if decoded.draws is None else codec.to_tensor(decoded.draws),
+            seed=decoded.seed,
         )
+        params = decoded.params
         if "probs" in params:
             reply.bernoulli.probs.CopyFrom(codec.to_tensor(params["probs"]))
         else:
@@ -112,7 +81,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return reply
 
     @staticmethod
-    def _sample_reply(model: ServedModel, samples: work.Samples, seed: int, offset: int) -> vae_pb2.SampleResponse:
+    def _sample_reply(model: ServedModel, samples, seed: int, offset: int) -> vae_pb2.SampleResponse:
         return vae_pb2.SampleResponse(
             model=codec.model_version(model.bundle.manifest),
             z=codec.to_tensor(samples.z),
@@ -122,70 +91,72 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             offset=offset,
         )
 
+    @staticmethod
+    def _temperature(request) -> float | None:
+        return request.temperature if request.HasField("temperature") else None
+
     async def Sample(self, request, context):
         model = self._model(request)
-        count = self.limits.sample_count(request.n)
-        seed = codec.request_seed(request)
-        sampler = work.Sampler(model.bundle.manifest.latent_dim, temperature_of(request), seed)
-        samples = await self.plane.run(model, work.SampleItem(sampler, count), "Sample", context.time_remaining())
+        samples, seed = await self.operations.sample(
+            model, request.n, self._temperature(request), codec.request_seed(request), context.time_remaining()
+        )
         return self._sample_reply(model, samples, seed, 0)
 
     async def SampleStream(self, request, context):
         model = self._model(request)
-        count = self.limits.stream_count(request.n)
-        chunk = self.limits.chunk_size(request.chunk_size)
-        seed = codec.request_seed(request)
-        sampler = work.Sampler(model.bundle.manifest.latent_dim, temperature_of(request), seed)
-        for offset in range(0, count, chunk):
-            item = work.SampleItem(sampler, min(chunk, count - offset))
-            samples = await self.plane.run(model, item, "SampleStream", context.time_remaining())
+        chunks = self.operations.sample_stream(
+            model,
+            request.n,
+            request.chunk_size,
+            self._temperature(request),
+            codec.request_seed(request),
+            context.time_remaining,
+        )
+        async for samples, seed, offset in chunks:
             yield self._sample_reply(model, samples, seed, offset)
 
     async def Elbo(self, request, context):
         model = self._model(request)
-        x = self._inputs(request, model)
-        k = self.limits.samples_per_row("k", request.k or 1, len(x), 1)
+        x = self._rows(request.x, "x", model.inputs)
         seed = codec.request_seed(request)
-        bounds = await self.plane.run(model, work.BoundsItem(x, k, seed), "Elbo", context.time_remaining())
+        bounds = await self.operations.bounds(model, x, request.k or 1, seed, "Elbo", context.time_remaining())
+        estimates, k = bounds.estimates, bounds.k
         nats_to_bits_per_dim = -1.0 / (x.shape[1] * math.log(2.0))
         reply = vae_pb2.ElboResponse(
             model=codec.model_version(model.bundle.manifest),
             # tolist(): protobuf copies a list of Python floats in C, numpy scalars one by one (2x slower).
-            elbo=bounds.elbo.tolist(),
-            reconstruction=bounds.reconstruction.tolist(),
-            kl=bounds.kl.tolist(),
-            elbo_bits_per_dim=(bounds.elbo * nats_to_bits_per_dim).tolist(),
+            elbo=estimates.elbo.tolist(),
+            reconstruction=estimates.reconstruction.tolist(),
+            kl=estimates.kl.tolist(),
+            elbo_bits_per_dim=(estimates.elbo * nats_to_bits_per_dim).tolist(),
             k=k,
-            seed=seed,
+            seed=bounds.seed,
         )
         if k > 1:
-            reply.iwae.extend(bounds.iwae.tolist())
-            reply.iwae_standard_error.extend(bounds.iwae_standard_error.tolist())
-            reply.iwae_bits_per_dim.extend((bounds.iwae * nats_to_bits_per_dim).tolist())
+            reply.iwae.extend(estimates.iwae.tolist())
+            reply.iwae_standard_error.extend(estimates.iwae_standard_error.tolist())
+            reply.iwae_bits_per_dim.extend((estimates.iwae * nats_to_bits_per_dim).tolist())
         return reply
 
     async def ScoreAnomaly(self, request, context):
         model = self._model(request)
         name = score_name(request.score)
-        manifest = model.bundle.manifest
-        if name not in manifest.calibration.scores:
-            raise NotCalibrated(
-                f"score {name}: model {manifest.name}:{manifest.version} has no calibration for it; "
-                "recalibrate it with `vae-train calibrate` or choose another score"
-            )
-        x = self._inputs(request, model)
-        self.limits.samples_per_row("score samples", score_named(name).num_samples or 1, len(x), 1)
-        rate, threshold = threshold_of(request)
-        calibration = manifest.calibration.scores[name]
-        item = work.ScoreItem(
-            x, name, codec.request_seed(request), calibration, rate, threshold, request.return_feature_errors
+        x = self._rows(request.x, "x", model.inputs)
+        rate, threshold = threshold_fields(request)
+        scored = await self.operations.score(
+            model,
+            x,
+            name,
+            codec.request_seed(request),
+            rate,
+            threshold,
+            request.return_feature_errors,
+            context.time_remaining(),
         )
-        outcome = await self.plane.run(model, item, "ScoreAnomaly", context.time_remaining())
+        outcome = scored.outcome
         decision = outcome.decision
-        self.metrics.scored.labels(model.label).inc(len(outcome.scores))
-        self.metrics.anomalies.labels(model.label).inc(int(decision.is_anomaly.sum()))
         return vae_pb2.ScoreAnomalyResponse(
-            model=codec.model_version(manifest),
+            model=codec.model_version(model.bundle.manifest),
             score=SCORE_TYPES[name],
             scores=outcome.scores.tolist(),
             percentile=decision.percentile.tolist(),
@@ -193,7 +164,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             is_anomaly=decision.is_anomaly.tolist(),
             threshold=decision.threshold,
             false_positive_rate=decision.false_positive_rate,
-            seed=item.seed,
+            seed=scored.seed,
             feature_errors=None
             if outcome.feature_errors is None
             else codec.to_saturated_tensor(outcome.feature_errors),
@@ -202,44 +173,33 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
     async def Interpolate(self, request, context):
         model = self._model(request)
         ends = [self._path_end(request, which, model) for which in ("start", "end")]
-        if len(ends[0][1]) != len(ends[1][1]):
-            raise InvalidInput(f"start and end: {len(ends[0][1])} rows at the start, {len(ends[1][1])} at the end")
-        paths = len(ends[0][1])
-        steps = self.limits.samples_per_row("steps", request.steps, paths, 2)
-        num_samples = self.limits.samples_per_row("num_samples", request.num_samples, paths * steps, 0)
         if request.path not in SPHERICAL_PATHS:
             raise InvalidInput(f"path: unknown interpolation path {request.path}; known: {sorted(SPHERICAL_PATHS)}")
-        seed = codec.request_seed(request)
-        inputs = [rows for kind, rows in ends if kind == "x"]
-        if inputs:  # both input ends in one encoder batch; a path starts or ends at E[z|x]
-            item = work.EncodeItem(np.concatenate(inputs))
-            z_mean, _, _ = await self.plane.run(model, item, "Interpolate", context.time_remaining(), count=False)
-            means = iter(np.split(z_mean, len(inputs)))
-            ends = [("z", next(means)) if kind == "x" else (kind, rows) for kind, rows in ends]
-        (_, start), (_, end) = ends
-        # Every end lies within +-LATENT_LIMIT (the request's codes are checked, the encoder's means
-        # boxed), so a spherical path's points, as long as its longer end, stay finite in float32.
-        item = work.PathItem(start, end, steps, SPHERICAL_PATHS[request.path], num_samples, seed)
-        params, draws = await self.plane.run(model, item, "Interpolate", context.time_remaining())
-        t, z = item.path
-        x_mean = params["probs"] if "probs" in params else params["mean"]
+        path = await self.operations.interpolate(
+            model,
+            ends,
+            request.steps,
+            SPHERICAL_PATHS[request.path],
+            request.num_samples,
+            codec.request_seed(request),
+            context.time_remaining(),
+        )
         return vae_pb2.InterpolateResponse(
             model=codec.model_version(model.bundle.manifest),
-            t=t.tolist(),
-            z=codec.to_tensor(z),
-            x_mean=codec.to_tensor(x_mean.reshape(paths, steps, -1)),
-            x_samples=None if draws is None else codec.to_tensor(draws.reshape(num_samples, paths, steps, -1)),
-            seed=seed,
+            t=path.t.tolist(),
+            z=codec.to_tensor(path.z),
+            x_mean=codec.to_tensor(path.x_mean),
+            x_samples=None if path.draws is None else codec.to_tensor(path.draws),
+            seed=path.seed,
         )
 
-    def _path_end(self, request, which: str, model: ServedModel) -> tuple[str, np.ndarray]:
-        """("x", inputs [n, D]) or ("z", latent codes [n, L]) of one end of the paths."""
+    def _path_end(self, request, which: str, model: ServedModel):
+        """(field, "x" or "z", rows) of one end of the paths: inputs or latent codes."""
         field = request.WhichOneof(which)
         if field is None:
             raise InvalidInput(f"{which}: missing; set x_{which} (inputs) or z_{which} (latent codes)")
-        if field.startswith("x"):
-            return "x", codec.rows_from_tensor(getattr(request, field), field, model.inputs, self.limits.max_rows)
-        return "z", codec.rows_from_tensor(getattr(request, field), field, model.latents, self.limits.max_rows)
+        kind, row_format = ("x", model.inputs) if field.startswith("x") else ("z", model.latents)
+        return field, kind, self._rows(getattr(request, field), field, row_format)
 
     async def GetModelInfo(self, request, context):
         model = self._model(request)
@@ -261,16 +221,16 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
                 for name, entry in manifest.calibration.scores.items()
                 if name in SCORE_TYPES
             ],
-            available_versions=self.plane.versions(manifest.name),
-            providers=self.plane.registry.providers,
+            available_versions=self.operations.plane.versions(manifest.name),
+            providers=self.operations.plane.providers,
             max_rows=limits.max_rows,
             max_k=limits.max_k,
             max_row_samples=limits.max_row_samples,
             max_sample_n=limits.max_sample_n,
             max_stream_sample_n=limits.max_stream_sample_n,
             preprocessing=preprocessing_info(manifest.preprocessing),
-            max_request_bytes=self.plane.settings.max_receive_message_bytes,
-            max_reply_bytes=self.plane.settings.max_send_message_bytes,
+            max_request_bytes=self.settings.max_receive_message_bytes,
+            max_reply_bytes=self.settings.max_send_message_bytes,
             scores=score_facts(),
             default_score=SCORE_TYPES[DEFAULT_SCORE],
         )

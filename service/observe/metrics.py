@@ -4,8 +4,6 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from vae_serve.service.batching import BatchObserver
-
 # Rows per batch: powers of 4 from a single row to the largest configurable batches.
 BATCH_ROWS_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 BATCH_REQUESTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -133,17 +131,3 @@ class ServerMetrics:
         for metric, labels in [(self.model, (name, version)), *((self.queue_rows, (kind, label)) for kind in kinds)]:
             with contextlib.suppress(KeyError):  # never set: nothing to remove
                 metric.remove(*labels)
-
-    def batch_observer(self, kind: str, model: str) -> BatchObserver:
-        """The batcher's hooks for one batch kind of one model."""
-
-        def on_batch(requests: int, rows: int) -> None:
-            self.batch_requests.labels(kind).observe(requests)
-            self.batch_rows.labels(kind).observe(rows)
-
-        return BatchObserver(
-            on_batch=on_batch,
-            on_wait=self.queue_wait.labels(kind).observe,
-            on_run=self.batch_duration.labels(kind).observe,
-            on_queue=self.queue_rows.labels(kind, model).set,
-        )

@@ -3,7 +3,7 @@ that masks the configured bearer tokens, and anything shaped like ``Bearer <cred
 record they write, its traceback included.
 
 It is not the fix: the server never formats a request's raw header lines, nor quotes them to a
-client (service/http_guard.py), and tests/test_secrets_not_logged.py checks the replies too. The
+client (service/rest/guard.py), and tests/test_secrets_not_logged.py checks the replies too. The
 filter catches what nobody has thought of yet, such as a library's message quoting a header.
 """
 

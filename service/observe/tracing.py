@@ -1,5 +1,5 @@
-"""OpenTelemetry tracing of calls, their queue wait, their batches and the graph runs; off and free
-unless the standard OTEL_* variables ask for an exporter.
+"""OpenTelemetry tracing of calls, their queue wait, their batches and the graph runs, carried by a
+``Tracer`` object that the server builds and hands to the bindings, the batchers and the graph runs.
 
 The spans:
 - one SERVER span per call, named after its rpc ("vae.v1.VaeService/Elbo"), a child of the
@@ -9,171 +9,210 @@ The spans:
   call spans links back to it (a batch serves many calls: links, not parents, as OpenTelemetry
   advises for batching). Attributes: ``vae.batch.size`` (requests), ``vae.batch.rows`` (rows the
   graphs process), ``vae.batch.kind``, ``vae.model``. A call run inline, alone, gets one too;
-- "graph run": each ONNX Runtime session run, a child of its batch's span (``core.runtime``).
+- "graph run": each ONNX Runtime session run, a child of its batch's span, made by the hook
+  ``Tracer.graph_span`` that core.runtime is handed (the core imports no OpenTelemetry).
 
-Tracing is off until ``use_provider`` gets a provider (``configure_from_env`` at server start, or a
-test with the SDK's in-memory exporter). Off, each hook is one test of a module global: no context
-is extracted, no attribute built, no span object made. The process-wide provider of the
-OpenTelemetry API (settable once per process) is left alone, so tests can swap providers freely.
+A ``Tracer`` without a provider (``OFF``) makes nothing: each hook is one test of an attribute, no
+context is extracted, no attribute built, no span object made. The process-wide provider of the
+OpenTelemetry API (settable once per process) is left alone, so each server, and each test, traces
+with its own provider. The provider comes from the OTEL_* variables (service/observe/exporting.py)
+or from a test (the SDK's in-memory exporter).
 """
 
 import asyncio
 import contextlib
-import logging
-import os
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from vae_serve.core import runtime
-from vae_serve.service.status import code_for
+from vae_serve.service.status import Code, code_for
 
-log = logging.getLogger(__name__)
-FLUSH_TIMEOUT_S = 2.0  # at exit, after the drain: within the 10 s between VAE_GRACE_S and the pod's grace
-DEFAULT_SERVICE_NAME = "vae-serve"
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 # Codes that are the server's failure, not the caller's: span status ERROR (OpenTelemetry's
 # semantic conventions for gRPC servers). INVALID_ARGUMENT and the like leave the status unset.
 SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
-STATUS_NUMBERS = {code.name: code.value[0] for code in grpc.StatusCode}
+STATUS_NUMBERS = {code.name: code.value for code in Code}
 _ROOT = otel_context.Context()  # no parent: a batch span starts a trace of its own
 _NO_SPAN = contextlib.nullcontext()  # stateless, so one instance serves every untraced call
 
-_tracer: trace.Tracer | None = None  # None: tracing is off
+
+@dataclass(eq=False)
+class Queued:
+    """A traced call's spans while its work waits for a batch."""
+
+    call: Span
+    wait: Span | None  # "queue wait", open until the batch starts; None for a call run inline
+
+    def end_wait(self) -> None:
+        if self.wait is not None:
+            self.wait.end()
+            self.wait = None
 
 
-def enabled() -> bool:
-    """Whether spans are made at all (a provider is in use)."""
-    return _tracer is not None
+class Tracer:
+    """The server's tracing: spans from ``provider``, or none at all without one (``OFF``).
 
+    One object, handed to whoever makes spans: the bindings (call spans), each batcher (queue waits,
+    batch runs) and, through ``graph_span``, the core's graph runs. ``stop()`` turns it off for all
+    of them at once (at the end of a drain, before the provider flushes).
+    """
 
-def use_provider(provider: trace.TracerProvider | None) -> None:
-    """Trace with ``provider`` from now on; None turns tracing off. Graph runs follow it too."""
-    global _tracer
-    _tracer = None if provider is None else provider.get_tracer("vae_serve.service")
-    runtime.trace_graph_runs(None if provider is None else provider.get_tracer("vae_serve.core.runtime"))
+    __slots__ = ("_calls", "_graphs")
 
+    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
+        self._calls: trace.Tracer | None = None if provider is None else provider.get_tracer("vae_serve.service")
+        self._graphs: trace.Tracer | None = None if provider is None else provider.get_tracer("vae_serve.core.runtime")
 
-@dataclass
-class Tracing:
-    """What ``configure_from_env`` set up: the provider and the exporters behind its processors."""
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are made at all (a provider is in use)."""
+        return self._calls is not None
 
-    provider: trace.TracerProvider
-    exporters: list
+    def stop(self) -> None:
+        """Make no more spans, here or in any holder of this object."""
+        self._calls = self._graphs = None
 
-    def shutdown(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-        """Stop tracing and flush the spans still buffered (at the end of a drain), for at most
-        ``timeout_s``: an unreachable collector must not hold the exit past the pod's grace period
-        (the exporter's own retries could take far longer)."""
-        use_provider(None)
-        flushing = threading.Thread(target=self.provider.shutdown, name="trace-flush", daemon=True)
-        flushing.start()
-        flushing.join(timeout_s)
-        if flushing.is_alive():
-            log.warning("tracing: spans not exported within %g s of the drain's end were dropped", timeout_s)
+    # --- one call ----------------------------------------------------------------------------------
 
+    def start_call(
+        self,
+        method: str,
+        carrier: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+        protocol: str = "grpc",
+        attributes: Mapping[str, object] | None = None,
+    ) -> Span | None:
+        """The SERVER span of one call, not yet current; None when tracing is off.
 
-def _exporters(names: list[str]) -> list:
-    exporters = []
-    for name in names:
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        Args:
+            method: the rpc, "/vae.v1.VaeService/Elbo" or "vae.v1.VaeService/Elbo" (the span's
+                name), or any name the adapter gives its call.
+            carrier: what carries the caller's ``traceparent`` / ``tracestate``: gRPC invocation
+                metadata (pairs) or HTTP headers (a mapping with lower-case or case-insensitive keys).
+            protocol: "grpc" or "http".
+            attributes: more attributes for the span (an HTTP adapter's route, say).
 
-            protocol = next((os.environ[var] for var in PROTOCOL_VARIABLES if os.environ.get(var)), "grpc")
-            if protocol != "grpc":
-                log.warning("tracing: OTLP protocol %r is not installed; spans are exported with OTLP/gRPC", protocol)
-            exporters.append(OTLPSpanExporter())  # endpoint, headers, TLS, timeout: from OTEL_EXPORTER_OTLP_*
-        elif name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            exporters.append(ConsoleSpanExporter())
+        Returns:
+            The span, or None when tracing is off.
+        """
+        tracer = self._calls
+        if tracer is None:
+            return None
+        if carrier is not None and not isinstance(carrier, Mapping):
+            carrier = dict(carrier)
+        # The global propagator: W3C trace context and baggage unless OTEL_PROPAGATORS says otherwise.
+        parent = propagate.extract(carrier) if carrier else _ROOT
+        name = method.lstrip("/")
+        service, _, rpc = name.rpartition("/")
+        span_attributes = {"rpc.method": rpc}
+        if service:
+            span_attributes["rpc.service"] = service
+        if protocol == "grpc":
+            span_attributes["rpc.system"] = "grpc"
         else:
-            log.warning("tracing: OTEL_TRACES_EXPORTER names %r, which is not one of otlp, console, none", name)
-    return exporters
+            span_attributes["network.protocol.name"] = protocol
+        span_attributes.update(attributes or {})
+        return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=span_attributes)
+
+    @contextlib.contextmanager
+    def call_span(
+        self,
+        method: str,
+        carrier: Mapping[str, str] | None,
+        protocol: str = "grpc",
+        attributes: Mapping[str, object] | None = None,
+    ) -> Iterator[Span]:
+        """One call's SERVER span, current inside the block, for an adapter (the REST one).
+
+        The caller's span comes from ``carrier`` (``traceparent``). An exception leaving the block
+        is recorded with its status code (``service.status``'s table; the server's own failures as
+        span status ERROR) and re-raised. An adapter that answers errors inside the block records
+        them itself with ``record_outcome`` (and its protocol's status, e.g.
+        ``http.response.status_code`` on the span); a normal exit adds nothing more. Off, this
+        yields the invalid span, nothing else.
+
+        Args:
+            method: the span's name, e.g. "vae.v1.VaeService/Elbo" or "ModelInfer".
+            carrier: the request's headers or metadata (a mapping), or None.
+            protocol: "grpc" or "http".
+            attributes: more attributes for the span.
+
+        Yields:
+            The span (non-recording when tracing is off), to add attributes to.
+        """
+        span = self.start_call(method, carrier, protocol, attributes)
+        if span is None:
+            yield trace.INVALID_SPAN
+            return
+        try:
+            with _Current(span):
+                yield span
+            if protocol == "grpc":
+                record_outcome(span, "OK")
+        except BaseException as error:
+            cancelled = isinstance(error, (asyncio.CancelledError, GeneratorExit))
+            record_outcome(span, "CANCELLED" if cancelled else code_for(error).name, error, protocol)
+            raise
+        finally:
+            span.end()
+
+    # --- the batcher -------------------------------------------------------------------------------
+
+    def enqueue(self, waits: bool = True) -> Queued | None:
+        """At submit: the current (call) span, and its "queue wait" span started now (``waits``).
+
+        Returns:
+            None when tracing is off or the current call is not recorded (sampled out, or not a call).
+        """
+        tracer = self._calls
+        if tracer is None:
+            return None
+        call = trace.get_current_span()
+        if not call.is_recording():
+            return None
+        return Queued(call, tracer.start_span("queue wait") if waits else None)
+
+    def start_batch(
+        self, calls: Iterable[Queued | None], attributes: Mapping[str, object], requests: int, rows: int
+    ) -> Span | None:
+        """The "batch run" span of a batch that starts now, linked both ways to each traced call in
+        it; their queue waits end here. None when none of its calls is traced."""
+        tracer = self._calls
+        traced = [queued for queued in calls if queued is not None]
+        if tracer is None or not traced:
+            return None
+        span = tracer.start_span(
+            "batch run",
+            context=_ROOT,
+            links=[Link(queued.call.get_span_context()) for queued in traced],
+            attributes={**attributes, "vae.batch.size": requests, "vae.batch.rows": rows},
+        )
+        batch = span.get_span_context()
+        for queued in traced:
+            queued.end_wait()
+            if queued.call.is_recording():  # not if the call ended meanwhile (cancelled)
+                queued.call.add_link(batch)
+        return span
+
+    # --- the graph runs (core.runtime's hook) ------------------------------------------------------
+
+    def graph_span(self, graph: str, rows: int) -> contextlib.AbstractContextManager:
+        """The "graph run" span (``vae.graph``, ``vae.graph.rows``) around one ONNX Runtime run, a
+        child of the current (batch) span; nothing outside a recorded span, or when off.
+
+        Matches ``core.runtime.GraphSpan``: the plane hands this method to the models it serves.
+        """
+        tracer = self._graphs
+        if tracer is None or not trace.get_current_span().is_recording():
+            return _NO_SPAN
+        return tracer.start_span("graph run", attributes={"vae.graph": graph, "vae.graph.rows": rows})
 
 
-def configure_from_env() -> Tracing | None:
-    """Start tracing if the standard OpenTelemetry variables ask for it, once, at server start.
-
-    On when OTEL_TRACES_EXPORTER names ``otlp`` (or ``console``), or when
-    OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set and
-    OTEL_TRACES_EXPORTER does not say ``none``; off when OTEL_SDK_DISABLED is true. The exporter
-    reads its endpoint, headers and TLS settings from OTEL_EXPORTER_OTLP_*, the sampler comes from
-    OTEL_TRACES_SAMPLER, the batching of exports from OTEL_BSP_*, and ``service.name`` is
-    "vae-serve" unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names another.
-
-    Returns:
-        The provider and its exporters (call ``shutdown()`` at the drain to flush them), or None
-        when tracing stays off.
-    """
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    names = [name.strip().lower() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
-    if not names and any(os.environ.get(name) for name in ENDPOINT_VARIABLES):
-        names = ["otlp"]
-    if "none" in names or not (exporters := _exporters(names)):
-        return None
-    from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    # The variables' service.name, if any, wins over the default (a later merge overrides).
-    resource = Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME}).merge(OTELResourceDetector().detect())
-    provider = TracerProvider(resource=resource)
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    use_provider(provider)
-    log.info(
-        "tracing: on, exporting to %s as service.name %s",
-        ", ".join(type(exporter).__name__ for exporter in exporters),
-        resource.attributes[SERVICE_NAME],
-    )
-    return Tracing(provider, exporters)
+OFF = Tracer()  # makes no spans; stateless once stopped, so one instance serves every untraced holder
 
 
-# --- one call --------------------------------------------------------------------------------------
-
-
-def start_call(
-    method: str,
-    carrier: Mapping[str, str] | Iterable[tuple[str, str]] | None,
-    protocol: str = "grpc",
-    attributes: Mapping[str, object] | None = None,
-) -> Span | None:
-    """The SERVER span of one call, not yet current; None when tracing is off.
-
-    Args:
-        method: the rpc, "/vae.v1.VaeService/Elbo" or "vae.v1.VaeService/Elbo" (the span's name), or
-            any name the adapter gives its call.
-        carrier: what carries the caller's ``traceparent`` / ``tracestate``: gRPC invocation
-            metadata (pairs) or HTTP headers (a mapping with lower-case or case-insensitive keys).
-        protocol: "grpc" or "http".
-        attributes: more attributes for the span (an HTTP adapter's route, say).
-    """
-    tracer = _tracer
-    if tracer is None:
-        return None
-    if carrier is not None and not isinstance(carrier, Mapping):
-        carrier = dict(carrier)
-    # The global propagator: W3C trace context and baggage unless OTEL_PROPAGATORS says otherwise.
-    parent = propagate.extract(carrier) if carrier else _ROOT
-    name = method.lstrip("/")
-    service, _, rpc = name.rpartition("/")
-    span_attributes = {"rpc.method": rpc}
-    if service:
-        span_attributes["rpc.service"] = service
-    if protocol == "grpc":
-        span_attributes["rpc.system"] = "grpc"
-    else:
-        span_attributes["network.protocol.name"] = protocol
-    span_attributes.update(attributes or {})
-    return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=span_attributes)
+# --- stateless helpers: they act on spans they are given -------------------------------------------
 
 
 def record_outcome(span: Span, code_name: str, error: BaseException | None = None, protocol: str = "grpc") -> None:
@@ -216,100 +255,6 @@ class _Current:
 def current(span: Span | None) -> contextlib.AbstractContextManager:
     """A block in which ``span`` is the current span; nothing at all for None (tracing off)."""
     return _NO_SPAN if span is None else _Current(span)
-
-
-@contextlib.contextmanager
-def call_span(
-    method: str,
-    carrier: Mapping[str, str] | None,
-    protocol: str = "grpc",
-    attributes: Mapping[str, object] | None = None,
-) -> Iterator[Span]:
-    """One call's SERVER span, current inside the block, for an adapter (the REST one).
-
-    The caller's span comes from ``carrier`` (``traceparent``). An exception leaving the block is
-    recorded with its status code (``service.status``'s table; the server's own failures as span
-    status ERROR) and re-raised. An adapter that answers errors inside the block records them
-    itself with ``record_outcome`` (and its protocol's status, e.g. ``http.response.status_code``
-    on the span); a normal exit adds nothing more. Off, this yields the invalid span, nothing else.
-
-    Args:
-        method: the span's name, e.g. "vae.v1.VaeService/Elbo" or "ModelInfer".
-        carrier: the request's headers or metadata (a mapping), or None.
-        protocol: "grpc" or "http".
-        attributes: more attributes for the span.
-
-    Yields:
-        The span (non-recording when tracing is off), to add attributes to.
-    """
-    span = start_call(method, carrier, protocol, attributes)
-    if span is None:
-        yield trace.INVALID_SPAN
-        return
-    try:
-        with _Current(span):
-            yield span
-        if protocol == "grpc":
-            record_outcome(span, "OK")
-    except BaseException as error:
-        cancelled = isinstance(error, (asyncio.CancelledError, GeneratorExit))
-        record_outcome(span, "CANCELLED" if cancelled else code_for(error).name, error, protocol)
-        raise
-    finally:
-        span.end()
-
-
-# --- the batcher -----------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Queued:
-    """A traced call's spans while its work waits for a batch."""
-
-    call: Span
-    wait: Span | None  # "queue wait", open until the batch starts; None for a call run inline
-
-    def end_wait(self) -> None:
-        if self.wait is not None:
-            self.wait.end()
-            self.wait = None
-
-
-def enqueue(waits: bool = True) -> Queued | None:
-    """At submit: the current (call) span, and its "queue wait" span started now (``waits``).
-
-    None when tracing is off or the current call is not recorded (sampled out, or not a call).
-    """
-    tracer = _tracer
-    if tracer is None:
-        return None
-    call = trace.get_current_span()
-    if not call.is_recording():
-        return None
-    return Queued(call, tracer.start_span("queue wait") if waits else None)
-
-
-def start_batch(
-    calls: Iterable[Queued | None], attributes: Mapping[str, object], requests: int, rows: int
-) -> Span | None:
-    """The "batch run" span of a batch that starts now, linked both ways to each traced call in it;
-    their queue waits end here. None when none of its calls is traced."""
-    tracer = _tracer
-    traced = [queued for queued in calls if queued is not None]
-    if tracer is None or not traced:
-        return None
-    span = tracer.start_span(
-        "batch run",
-        context=_ROOT,
-        links=[Link(queued.call.get_span_context()) for queued in traced],
-        attributes={**attributes, "vae.batch.size": requests, "vae.batch.rows": rows},
-    )
-    batch = span.get_span_context()
-    for queued in traced:
-        queued.end_wait()
-        if queued.call.is_recording():  # not if the call ended meanwhile (cancelled)
-            queued.call.add_link(batch)
-    return span
 
 
 class _Running(_Current):

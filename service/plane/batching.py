@@ -32,10 +32,12 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   are most of its latency. Its result is the same; it counts as a batch of one.
 - ``close()`` (the server is stopping): new requests are refused with ``NotReady``; what was
   accepted still runs, then the collecting task ends.
-- Tracing (``service.tracing``, when on): a traced caller's "queue wait" span runs from its submit
-  to its batch's start, and each batch, inline ones included, gets a "batch run" span linked to
-  the calls it serves (``trace_attributes`` name its kind and model), current while it runs: the
-  inference thread runs in a copy of the batch's context, so graph runs become its children.
+- Observation is handed in (``observer``, a ``service.observe.observer.BatchObserver``): batch
+  sizes, queue waits, run times and the queued cost go to its hooks, and with its tracer on, a
+  traced caller's "queue wait" span runs from its submit to its batch's start, and each batch,
+  inline ones included, gets a "batch run" span linked to the calls it serves (the observer's
+  ``attributes`` name its kind and model), current while it runs: the inference thread runs in a
+  copy of the batch's context, so graph runs become its children.
 """
 
 import asyncio
@@ -50,7 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
-from vae_serve.service import tracing
+from vae_serve.service.observe.observer import BatchObserver
+from vae_serve.service.observe.tracing import Queued, running
 
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
@@ -62,7 +65,7 @@ class _Pending:
     deadline: float | None  # on the batcher's clock
     enqueued_at: float
     future: asyncio.Future = field(repr=False)
-    trace: tracing.Queued | None = field(default=None, repr=False)  # None: not traced
+    trace: Queued | None = field(default=None, repr=False)  # None: not traced
 
 
 @dataclass
@@ -70,16 +73,6 @@ class Calls:
     """The calls waiting on any of a server's batchers, counted by their owner (the data plane)."""
 
     waiting: int = 0
-
-
-@dataclass
-class BatchObserver:
-    """Hooks for metrics; each receives plain numbers."""
-
-    on_batch: Callable[[int, int], None] = lambda items, cost: None  # a batch starts
-    on_wait: Callable[[float], None] = lambda seconds: None  # one item's queue wait
-    on_run: Callable[[float], None] = lambda seconds: None  # one batch's run time
-    on_queue: Callable[[int], None] = lambda cost: None  # queued cost changed
 
 
 def in_executor(executor: Executor, run: Callable[[list], list]) -> Callable[[list], Awaitable[list]]:
@@ -146,7 +139,6 @@ class DynamicBatcher:
         run_inline: Callable[[list], list] | None = None,
         inline_max_cost: int = 0,
         calls: "Calls | None" = None,
-        trace_attributes: dict[str, str] | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.run_inline = run_inline
@@ -157,8 +149,8 @@ class DynamicBatcher:
         self.max_queue_cost = max_queue_cost
         self.adaptive_wait = adaptive_wait
         self.observer = observer or BatchObserver()
+        self.tracer = self.observer.tracer
         self.clock = clock
-        self.trace_attributes = trace_attributes or {}
         self._queue: deque[_Pending] = deque()
         self._queued_cost = 0
         self._arrived = asyncio.Event()
@@ -211,8 +203,8 @@ class DynamicBatcher:
         pending = _Pending(
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
-        if tracing.enabled():
-            pending.trace = tracing.enqueue()
+        if self.tracer.enabled:
+            pending.trace = self.tracer.enqueue()
         self._queue.append(pending)
         self._waiting.add(pending)
         self._set_queued(self._queued_cost + cost)
@@ -247,14 +239,14 @@ class DynamicBatcher:
         self.observer.on_batch(1, cost)
         self.observer.on_wait(0.0)
         span = None
-        if tracing.enabled():
-            span = tracing.start_batch([tracing.enqueue(waits=False)], self.trace_attributes, 1, cost)
+        if self.tracer.enabled:
+            span = self.tracer.start_batch([self.tracer.enqueue(waits=False)], self.observer.attributes, 1, cost)
         started = self.clock()
         try:
             if span is None:
                 results = self.run_inline([item])
             else:
-                with tracing.running(span):
+                with running(span):
                     results = self.run_inline([item])
         finally:
             self.observer.on_run(self.clock() - started)
@@ -344,11 +336,11 @@ class DynamicBatcher:
             started = self.clock()
             try:
                 span = None
-                if tracing.enabled():
-                    span = tracing.start_batch(
-                        [pending.trace for pending in batch], self.trace_attributes, len(batch), cost
+                if self.tracer.enabled:
+                    span = self.tracer.start_batch(
+                        [pending.trace for pending in batch], self.observer.attributes, len(batch), cost
                     )
-                with tracing.running(span):
+                with running(span):
                     results = await self.run_batch([pending.item for pending in batch])
                     if len(results) != len(batch):
                         raise RuntimeError(f"batch of {len(batch)} items returned {len(results)} results")

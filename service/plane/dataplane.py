@@ -6,6 +6,10 @@ finish the calls that already hold the version and then hold nothing; closed whe
 stops), the per-request limits, and ``resolve`` / ``run``. A request's walk: adapter ->
 ``DataPlane.run`` -> its batcher -> the inference threads -> ``core.work`` -> ``core.bounds`` /
 ``core.scores`` -> ``core.runtime`` -> ONNX Runtime, and back the same way.
+
+Observation is handed in: the server's ``Observer`` (service/observe/observer.py) gets the models
+served and gone, the examples and scores; each batcher gets its ``BatchObserver``, and each model
+served the graph-run hook, so the plane and the core hold no observation of their own.
 """
 
 import functools
@@ -17,12 +21,14 @@ from typing import Any
 
 from vae_serve.core.bundle import Bundle
 from vae_serve.core.errors import NotReady
+from vae_serve.core.runtime import OnnxVae
 from vae_serve.core.work import WORK_KINDS
-from vae_serve.service.batching import Calls, DynamicBatcher, in_executor
-from vae_serve.service.codec import RowFormat, input_format, latent_format
-from vae_serve.service.limits import Limits
-from vae_serve.service.metrics import ServerMetrics, model_label
-from vae_serve.service.registry import ModelRegistry
+from vae_serve.service.observe.metrics import model_label
+from vae_serve.service.observe.observer import Observer
+from vae_serve.service.plane.batching import Calls, DynamicBatcher, in_executor
+from vae_serve.service.plane.limits import Limits
+from vae_serve.service.plane.registry import ModelRegistry
+from vae_serve.service.plane.rows import RowFormat, input_format, latent_format
 from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +50,9 @@ class ServedModel:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, metrics: ServerMetrics, executor: Executor) -> None:
+    def __init__(self, settings: Settings, observer: Observer, executor: Executor) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self.observer = observer
         self.executor = executor
         self.limits = Limits.from_settings(settings)
         self.registry: ModelRegistry | None = None  # None until every bundle passed verification
@@ -81,16 +87,16 @@ class DataPlane:
         self._served, self.registry = served, registry
 
     def _serve(self, bundle: Bundle, providers: list[str]) -> ServedModel:
-        label = model_label(bundle.manifest.name, bundle.manifest.version)
-        batchers = {kind: self._batcher(bundle, kind, label) for kind in WORK_KINDS}
-        self.metrics.model.labels(bundle.manifest.name, bundle.manifest.version).info(
-            {"likelihood": bundle.manifest.likelihood.name, "providers": ",".join(providers)}
-        )
+        manifest = bundle.manifest
+        label = model_label(manifest.name, manifest.version)
+        vae = bundle.vae.observed(self.observer.graph_span)  # graph runs traced when tracing is on
+        batchers = {kind: self._batcher(vae, kind, label) for kind in WORK_KINDS}
+        self.observer.model_served(manifest.name, manifest.version, manifest.likelihood.name, providers)
         return ServedModel(bundle, batchers, input_format(bundle.manifest), latent_format(bundle.manifest))
 
-    def _batcher(self, bundle: Bundle, kind: str, label: str) -> DynamicBatcher:
+    def _batcher(self, vae: OnnxVae, kind: str, label: str) -> DynamicBatcher:
         settings = self.settings
-        run = functools.partial(WORK_KINDS[kind], bundle.vae)
+        run = functools.partial(WORK_KINDS[kind], vae)
         return DynamicBatcher(
             in_executor(self.executor, run),
             max_batch_cost=settings.max_batch_rows,
@@ -98,18 +104,17 @@ class DataPlane:
             max_queue_cost=settings.max_queue_rows,
             concurrency=settings.batch_runners,
             adaptive_wait=settings.batch_wait == "adaptive",
-            observer=self.metrics.batch_observer(kind, label),
+            observer=self.observer.batch(kind, label),
             run_inline=run,
             inline_max_cost=settings.inline_max_rows,
             calls=self._calls,
-            trace_attributes={"vae.batch.kind": kind, "vae.model": label},
         )
 
     def _retire(self, model: ServedModel) -> None:
         for batcher in model.batchers.values():
             batcher.retire()
         self._retired.add(model)
-        self.metrics.forget_model(model.bundle.manifest.name, model.bundle.manifest.version, list(model.batchers))
+        self.observer.model_gone(model.bundle.manifest.name, model.bundle.manifest.version, list(model.batchers))
         log.info("unloaded %s: its batchers finish the calls that hold it", model.label)
 
     def resolve(self, name: str, version: str) -> ServedModel:
@@ -121,6 +126,19 @@ class DataPlane:
 
     def versions(self, name: str) -> list[str]:
         return self.registry.versions(name)
+
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers the models run on."""
+        return self.registry.providers
+
+    def models(self) -> dict[str, dict]:
+        """What is served now, name -> version -> bundle: a copy, for a reload to build on."""
+        return {name: dict(versions) for name, versions in self.registry.models.items()}
+
+    def count_scored(self, model: ServedModel, scored: int, anomalies: int) -> None:
+        """Rows a score call scored, and how many of them it flagged, in the model's series."""
+        self.observer.scored(model.label, scored, anomalies)
 
     async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None, count: bool = True) -> Any:
         """Queue one request's work (a ``core.work`` item) with its batcher and wait for the result.
@@ -134,7 +152,7 @@ class DataPlane:
         finally:
             self._calls.waiting -= 1
         if count:
-            self.metrics.series(self.metrics.examples, method).inc(item.rows)
+            self.observer.examples(method, item.rows)
         return result
 
     def _batchers(self) -> list[DynamicBatcher]:

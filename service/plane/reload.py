@@ -19,9 +19,9 @@ from pathlib import Path
 
 from vae_serve.core.bundle import Bundle
 from vae_serve.core.errors import BundleError
-from vae_serve.service.dataplane import DataPlane
-from vae_serve.service.metrics import ServerMetrics
-from vae_serve.service.registry import load_version, repository_entries
+from vae_serve.service.observe.metrics import ServerMetrics
+from vae_serve.service.plane.dataplane import DataPlane
+from vae_serve.service.plane.registry import load_version, repository_entries
 from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class RepositoryWatcher:
             log.warning("model repository unreadable, keeping what is loaded: %s", error)
             return
         on_disk = {(name, version) for name, version, _ in entries}
-        models = {name: dict(versions) for name, versions in self.plane.registry.models.items()}
+        models = self.plane.models()
         changed = False
         for name, version, folder in entries:
             if version in models.get(name, {}) or self.refused.get(folder) == folder_signature(folder):
@@ -77,7 +77,7 @@ class RepositoryWatcher:
 
     async def _verified(self, name: str, version: str, folder: Path) -> Bundle | None:
         signature = folder_signature(folder)
-        providers = self.plane.registry.providers
+        providers = self.plane.providers
         try:
             bundle = await asyncio.get_running_loop().run_in_executor(
                 self.executor, load_version, folder, name, version, providers, self.settings.intra_op_threads

@@ -1,9 +1,8 @@
-"""The Open Inference Protocol's REST/JSON binding, turned into its gRPC messages and back.
+"""The Open Inference Protocol's REST/JSON binding: request bodies <-> the plane's ``Inference``.
 
-The REST adapter (service/http_server.py) hands every call to the same ``InferenceServicer`` as
-gRPC, so both protocols share one set of checks, limits and batchers. This module only translates:
-a JSON (or JSON + binary) infer request into a ``ModelInferRequest``, a ``ModelInferResponse`` into
-JSON, and the metadata replies into the protocol's JSON objects.
+The REST routes (service/rest/server.py) call the same plane operations as gRPC, so both protocols
+share one set of checks, limits and batchers. This module only translates: a JSON (or JSON +
+binary) infer request into input tensors and plain parameters, and an infer result into JSON.
 
 Tensor data comes as a flat or nested row-major JSON array, or, with the binary-data extension
 (what ``tritonclient.http`` sends by default), as raw little-endian bytes after the JSON header: the
@@ -17,11 +16,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.core.errors import InvalidInput
+from vae_serve.service.plane.inference import InferResult, InputTensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # The binary-data extension's parameters: read here, never passed on to the model.
@@ -71,27 +69,22 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _parameter(name: str, value: Any) -> oip_pb2.InferParameter:
-    """A JSON parameter value as the protocol's typed parameter."""
-    if isinstance(value, bool):  # before int: a bool is an int in Python
-        return oip_pb2.InferParameter(bool_param=value)
-    if isinstance(value, int):
-        if -INT64_MAX - 1 <= value <= INT64_MAX:
-            return oip_pb2.InferParameter(int64_param=value)
-        if 0 <= value < UINT64_LIMIT:
-            return oip_pb2.InferParameter(uint64_param=value)
+def _parameter(name: str, value: Any) -> Any:
+    """A JSON parameter value, checked to be one the protocol's typed parameters can hold."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value < UINT64_LIMIT:
         raise InvalidInput(f"parameter {name!r}: {value} does not fit in 64 bits")
-    if isinstance(value, float):
-        return oip_pb2.InferParameter(double_param=value)
-    if isinstance(value, str):
-        return oip_pb2.InferParameter(string_param=value)
-    raise InvalidInput(f"parameter {name!r}: must be a number, a string or a boolean, got {type(value).__name__}")
+    if not isinstance(value, (bool, int, float, str)):
+        raise InvalidInput(f"parameter {name!r}: must be a number, a string or a boolean, got {type(value).__name__}")
+    return value
 
 
-def _parameters(message_parameters, values: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
-    for name, value in values.items():
-        if name not in skip and not name.startswith(TRITON_HINTS):  # Triton's tools' hints mean nothing here
-            message_parameters[name].CopyFrom(_parameter(name, value))
+def _parameters(values: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    # Triton's tools' hints mean nothing here.
+    return {
+        name: _parameter(name, value)
+        for name, value in values.items()
+        if name not in skip and not name.startswith(TRITON_HINTS)
+    }
 
 
 def _json_data(tensor: _Tensor) -> bytes:
@@ -140,7 +133,10 @@ class BinaryOutputs:
 
 @dataclass(frozen=True)
 class RestInfer:
-    request: oip_pb2.ModelInferRequest
+    id: str
+    inputs: list[InputTensor]
+    parameters: dict[str, Any]
+    outputs: list[str]  # the outputs asked for; empty: all
     binary: BinaryOutputs
     timeout_s: float | None  # from Triton's ``timeout`` parameter
 
@@ -154,8 +150,8 @@ def _timeout_s(parameters: dict[str, Any]) -> float | None:
     return value / 1e6
 
 
-def infer_request(body: bytes, header_length: str | None, model_name: str, model_version: str) -> RestInfer:
-    """A REST infer call as a ``ModelInferRequest``, which outputs go back binary, and its timeout.
+def infer_request(body: bytes, header_length: str | None) -> RestInfer:
+    """A REST infer call as input tensors and parameters, which outputs go back binary, and its timeout.
 
     Raises:
         InvalidInput: the body is not a valid infer request; the message says where and why.
@@ -173,14 +169,13 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
         parsed = _InferRequest.model_validate_json(body)
     except ValidationError as error:
         raise InvalidInput(f"not a valid infer request: {_describe(error)}") from None
-    request = oip_pb2.ModelInferRequest(model_name=model_name, model_version=model_version, id=parsed.id)
-    _parameters(request.parameters, parsed.parameters, skip=(BINARY_ALL_OUTPUTS, TIMEOUT))
+    parameters = _parameters(parsed.parameters, skip=(BINARY_ALL_OUTPUTS, TIMEOUT))
+    inputs = []
     offset = 0
     for tensor in parsed.inputs:
-        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         size = tensor.parameters.get(BINARY_SIZE)
         if size is None:
-            request.raw_input_contents.append(_json_data(tensor))
+            inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), _json_data(tensor)))
             continue
         if tensor.data is not None:
             raise InvalidInput(f"input {tensor.name!r}: both 'data' and '{BINARY_SIZE}' given; send one")
@@ -189,77 +184,41 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
                 f"input {tensor.name!r}: {BINARY_SIZE} {size!r} does not fit the "
                 f"{len(binary) - offset} binary bytes left"
             )
-        request.raw_input_contents.append(binary[offset : offset + size])
+        inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), binary[offset : offset + size]))
         offset += size
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} binary bytes after the inputs belong to no input")
     all_binary = parsed.parameters.get(BINARY_ALL_OUTPUTS) is True
     wanted_binary = set()
     for output in parsed.outputs:
-        request.outputs.add(name=output.name)
         if output.parameters.get(BINARY_OUTPUT, all_binary) is True:  # an output's own setting wins
             wanted_binary.add(output.name)
     binary = BinaryOutputs(frozenset(wanted_binary), bool(parsed.outputs), all_binary)
-    return RestInfer(request, binary, _timeout_s(parsed.parameters))
+    outputs = [output.name for output in parsed.outputs]
+    return RestInfer(parsed.id, inputs, parameters, outputs, binary, _timeout_s(parsed.parameters))
 
 
-def _parameter_value(parameter: oip_pb2.InferParameter) -> Any:
-    return getattr(parameter, parameter.WhichOneof("parameter_choice"))
-
-
-def infer_response(response: oip_pb2.ModelInferResponse, binary: BinaryOutputs) -> tuple[bytes, int | None]:
+def infer_response(
+    result: InferResult, model_name: str, request_id: str, binary: BinaryOutputs
+) -> tuple[bytes, int | None]:
     """The JSON reply (+ binary outputs) and the JSON header's length when binary data follows."""
     outputs, blobs = [], []
-    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
-        output = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        if binary.wants(tensor.name):
-            output["parameters"] = {BINARY_SIZE: len(raw)}
-            blobs.append(raw)
+    for spec, values in result.outputs:
+        output = {"name": spec.name, "datatype": spec.datatype, "shape": list(values.shape)}
+        if binary.wants(spec.name):
+            blob = values.tobytes()
+            output["parameters"] = {BINARY_SIZE: len(blob)}
+            blobs.append(blob)
         else:
-            output["data"] = np.frombuffer(raw, dtype=JSON_TYPES[tensor.datatype])
+            output["data"] = values.reshape(-1)  # row-major, flat: what the protocol's JSON sends
         outputs.append(output)
-    document = {"model_name": response.model_name, "model_version": response.model_version}
-    if response.id:
-        document["id"] = response.id
-    if response.parameters:
-        document["parameters"] = {name: _parameter_value(value) for name, value in response.parameters.items()}
+    document = {"model_name": model_name, "model_version": result.model_version}
+    if request_id:
+        document["id"] = request_id
+    if result.parameters:
+        document["parameters"] = dict(result.parameters)
     document["outputs"] = outputs
     header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
-
-
-def _tensors(tensors) -> list[dict]:
-    return [{"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)} for tensor in tensors]
-
-
-def model_metadata(response: oip_pb2.ModelMetadataResponse) -> dict:
-    return {
-        "name": response.name,
-        "versions": list(response.versions),
-        "platform": response.platform,
-        "inputs": _tensors(response.inputs),
-        "outputs": _tensors(response.outputs),
-    }
-
-
-def server_metadata(response: oip_pb2.ServerMetadataResponse) -> dict:
-    return {"name": response.name, "version": response.version, "extensions": list(response.extensions)}
-
-
-# The config's 64-bit integer fields: protobuf's JSON writes them as strings, Triton's as numbers.
-INT64_CONFIG_FIELDS = ("dims", "max_queue_delay_microseconds")
-
-
-def _numbers(document, key: str = ""):
-    if isinstance(document, dict):
-        return {name: _numbers(value, name) for name, value in document.items()}
-    if isinstance(document, list):
-        return [_numbers(value, key) for value in document]
-    return int(document) if key in INT64_CONFIG_FIELDS else document
-
-
-def model_config(response: oip_pb2.ModelConfigResponse) -> dict:
-    """Triton's model configuration extension: the config message as JSON, with its own field names."""
-    return _numbers(json_format.MessageToDict(response.config, preserving_proto_field_name=True))

@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import (
 )
 
 if TYPE_CHECKING:
-    from vae_serve.service.http_guard import HttpLimits
+    from vae_serve.service.rest.guard import HttpLimits
 
 JSON = "application/json"
 NOT_HTTP = "the request is not valid HTTP/1.1 (its request line, a header or its framing); send HTTP/1.1"

@@ -8,7 +8,7 @@ log that quotes them again, bearer token included. ``GuardedRequestHandler`` ove
 aiohttp routes those through, ``handle_error`` and ``log_exception`` (both on ``RequestHandler``
 throughout aiohttp 3.x; the signatures below are 3.14's), so that:
 
-- the client gets ``{"error": "..."}`` with a text of our own (service/http_errors.py), chosen by the
+- the client gets ``{"error": "..."}`` with a text of our own (service/rest/errors.py), chosen by the
   exception's class and llhttp's fixed reason (never the message, which quotes the request);
 - the fault is counted in ``vae_malformed_requests_total{method="http"}`` and written as at most one
   line per ``LOG_INTERVAL_S``, with no traceback.
@@ -32,7 +32,9 @@ from aiohttp import web
 from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
 
-from vae_serve.service.http_errors import (
+from vae_serve.service.observe.logs import LogThrottle
+from vae_serve.service.observe.metrics import ServerMetrics
+from vae_serve.service.rest.errors import (
     BODY_UNREADABLE,
     JSON,
     body_error,
@@ -40,8 +42,6 @@ from vae_serve.service.http_errors import (
     protocol_error,
     raw_json_reply,
 )
-from vae_serve.service.interceptors import LogThrottle
-from vae_serve.service.metrics import ServerMetrics
 from vae_serve.service.settings import Settings
 
 log = logging.getLogger(__name__)

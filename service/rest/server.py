@@ -2,43 +2,42 @@
 
 Routes (KServe v2 / Triton): ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
 ``GET /v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../config`` and ``POST .../infer``.
-Every model call goes to the gRPC adapter's ``InferenceServicer``, so REST and gRPC share the data
-plane, its checks, limits and batchers; the calls are counted in the same metric series (method
-``ModelInfer`` and so on, by gRPC status code name), traced the same way, and refused the same way
-without a bearer token. The health routes stay open to probes; the rest need the token when tokens
-are configured. TLS uses the same certificate files as gRPC, re-read when they change.
+Every model call goes to the plane's ``Inference`` (service/plane/inference.py), as the gRPC
+binding's calls do, so REST and gRPC share the plane's checks, limits and batchers; the calls are
+counted in the same metric series (method ``ModelInfer`` and so on, by gRPC status code name),
+traced the same way, and refused the same way without a bearer token. The health routes stay open
+to probes; the rest need the token when tokens are configured. TLS uses the same certificate files
+as gRPC, re-read when they change.
 
 Why aiohttp: it serves HTTP/1.1 from C-accelerated parsing on the asyncio loop that grpc.aio
 already runs, so a REST call reaches the batchers without a thread hop or a second loop, and it
 needs no ASGI server and framework pair (uvicorn + Starlette/FastAPI, as MLServer and KServe use)
 for seven routes. Errors are JSON ``{"error": "..."}`` with the protocol's status codes; no
 traceback ever reaches a client. Requests that are not valid HTTP, slow clients and surplus
-connections are handled below the routes, by service/http_guard.py.
+connections are handled below the routes, by service/rest/guard.py.
 """
 
 import asyncio
 import functools
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.core.errors import NotFound
-from vae_serve.service import http_codec, tracing
-from vae_serve.service.http_errors import body_error, error_response, json_response
-from vae_serve.service.http_guard import METHOD_LABEL, GuardedRequestHandler, HttpGuard, HttpLimits
-from vae_serve.service.interceptors import ServiceInterceptor
-from vae_serve.service.metrics import ServerMetrics
-from vae_serve.service.oip import InferenceServicer
+from vae_serve.service.observe.calls import CallRecorder
+from vae_serve.service.observe.metrics import ServerMetrics
+from vae_serve.service.plane.inference import Inference
+from vae_serve.service.rest import codec as http_codec
+from vae_serve.service.rest.errors import body_error, error_response, json_response
+from vae_serve.service.rest.guard import METHOD_LABEL, GuardedRequestHandler, HttpGuard, HttpLimits
 from vae_serve.service.security import REFUSALS, HttpTls, Refusal, bearer_refusal, http_tls
 from vae_serve.service.settings import Settings
-from vae_serve.service.status import status_for
+from vae_serve.service.status import Code, status_for
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -46,39 +45,21 @@ DOUBLED_AUTHORIZATION = Refusal("malformed", REFUSALS["malformed"] + ", once")
 DRAINING_MESSAGE = "the server is shutting down; retry on another replica"
 # gRPC status -> HTTP status, as Triton and KServe answer the same failures.
 HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    Code.INVALID_ARGUMENT: 400,
+    Code.FAILED_PRECONDITION: 400,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.PERMISSION_DENIED: 403,
+    Code.NOT_FOUND: 404,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.UNAVAILABLE: 503,
+    Code.DEADLINE_EXCEEDED: 504,
 }
 MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 # A body must arrive within this long once its call started: a stalled upload neither holds a call
-# slot nor the drain for longer. The request line and headers have --http-header-timeout (http_guard).
+# slot nor the drain for longer. The request line and headers have --http-header-timeout (rest/guard.py).
 BODY_READ_TIMEOUT_S = 30.0
 PARSE_INLINE_BYTES = 1024 * 1024  # larger request bodies are parsed on an inference thread
-
-
-class _NoDeadline:
-    """The ``context`` the servicer's handlers read: an HTTP call brings no deadline of its own."""
-
-    @staticmethod
-    def time_remaining() -> None:
-        return None
-
-
-class _Deadline:
-    """The deadline of Triton's ``timeout`` parameter, read as gRPC's ``time_remaining``."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.deadline = time.monotonic() + timeout_s
-
-    def time_remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
 
 def _authorization_refusal(request: web.Request, tokens: list[bytes]) -> Refusal | None:
@@ -90,10 +71,14 @@ def _authorization_refusal(request: web.Request, tokens: list[bytes]) -> Refusal
 
 @dataclass
 class HttpFront:
-    """The REST routes over one ``InferenceServicer``; ``start`` binds them, ``stop`` closes them."""
+    """The REST routes over the plane's ``Inference``; ``start`` binds them, ``stop`` closes them.
 
-    oip: InferenceServicer
-    interceptor: ServiceInterceptor
+    ``executor``: the inference threads, where large JSON bodies are parsed off the event loop.
+    """
+
+    inference: Inference
+    executor: Executor
+    calls_recorder: CallRecorder
     metrics: ServerMetrics
     tokens: list[bytes]
     ready: Callable[[], bool]
@@ -163,30 +148,31 @@ class HttpFront:
             if self.max_calls is not None and self.calls >= self.max_calls:  # before the body is read
                 return error_response(429, f"more than {self.max_calls} calls at once; retry with backoff")
             self.calls += 1
-            started = self.interceptor.begin_call(method)
-            code = grpc.StatusCode.OK
+            started = self.calls_recorder.begin(method)
+            code = Code.OK
             try:
-                with tracing.call_span(method, request.headers, "http", {"http.request.method": request.method}):
+                tracer = self.calls_recorder.tracer
+                with tracer.call_span(method, request.headers, "http", {"http.request.method": request.method}):
                     return await handler(request)
             except web.HTTPRequestEntityTooLarge:  # from reading the body; gRPC answers the same
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                code = Code.RESOURCE_EXHAUSTED
                 return error_response(
                     413, f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
                 )
             except TimeoutError:  # only the body read is timed here
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                code = Code.DEADLINE_EXCEEDED
                 return error_response(408, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
             except ConnectionError:
-                code = grpc.StatusCode.CANCELLED  # the client went away mid-upload
+                code = Code.CANCELLED  # the client went away mid-upload
                 return error_response(400, "the request body could not be read: the connection closed")
             except (web.RequestPayloadError, HttpProcessingError) as error:  # a body that breaks its framing
-                code, text = grpc.StatusCode.INVALID_ARGUMENT, body_error(error)
+                code, text = Code.INVALID_ARGUMENT, body_error(error)
                 self.guard.malformed(method, request.remote, 400, text)
                 response = error_response(400, text)
                 response.force_close()  # the rest of the stream cannot be trusted to frame a next request
                 return response
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED  # the client went away
+                code = Code.CANCELLED  # the client went away
                 raise
             except Exception as error:
                 code, message = status_for(error)
@@ -196,7 +182,7 @@ class HttpFront:
                 return error_response(HTTP_STATUS.get(code, 500), message, headers)
             finally:
                 self.calls -= 1
-                self.interceptor.end_call(method, code.name, started)
+                self.calls_recorder.end(method, code.name, started)
 
         return call
 
@@ -240,34 +226,30 @@ class HttpFront:
         return json_response({"ready": ready}, 200 if ready else 400)
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
-        reply = await self.oip.ServerMetadata(oip_pb2.ServerMetadataRequest(), _NoDeadline())
-        reply.extensions.append("binary_tensor_data")  # the REST binding's own extension
-        return json_response(http_codec.server_metadata(reply))
+        document = self.inference.server_metadata()
+        document["extensions"].append("binary_tensor_data")  # the REST binding's own extension
+        return json_response(document)
 
     @staticmethod
     def _model(request: web.Request) -> tuple[str, str]:
         return request.match_info["name"], request.match_info.get("version", "")
 
     async def _model_metadata(self, request: web.Request) -> web.Response:
-        name, version = self._model(request)
-        reply = await self.oip.ModelMetadata(oip_pb2.ModelMetadataRequest(name=name, version=version), _NoDeadline())
-        return json_response(http_codec.model_metadata(reply))
+        return json_response(self.inference.model_metadata(*self._model(request)))
 
     async def _model_ready(self, request: web.Request) -> web.Response:
         name, version = self._model(request)
-        reply = await self.oip.ModelReady(oip_pb2.ModelReadyRequest(name=name, version=version), _NoDeadline())
-        document = {"name": name, "ready": reply.ready}
-        if not reply.ready and self.ready() and not self.draining:
+        ready = self.inference.model_ready(name, version)
+        document = {"name": name, "ready": ready}
+        if not ready and self.ready() and not self.draining:
             try:  # the server serves: not ready means unknown; say so, as a known model's 400 would not
-                await self.oip.ModelMetadata(oip_pb2.ModelMetadataRequest(name=name, version=version), _NoDeadline())
+                self.inference.model(name, version)
             except NotFound as error:
                 document["error"] = str(error)
-        return json_response(document, 200 if reply.ready else 400)
+        return json_response(document, 200 if ready else 400)
 
     async def _model_config(self, request: web.Request) -> web.Response:
-        name, version = self._model(request)
-        reply = await self.oip.ModelConfig(oip_pb2.ModelConfigRequest(name=name, version=version), _NoDeadline())
-        return json_response(http_codec.model_config(reply))
+        return json_response(self.inference.model_config(*self._model(request)))
 
     async def _infer(self, request: web.Request) -> web.Response:
         name, version = self._model(request)
@@ -275,13 +257,14 @@ class HttpFront:
             body = await request.read()
         header_length = request.headers.get(http_codec.HEADER_LENGTH)
         if len(body) < PARSE_INLINE_BYTES:
-            infer = http_codec.infer_request(body, header_length, name, version)
+            infer = http_codec.infer_request(body, header_length)
         else:  # a large JSON body takes ~40 ms per MiB to parse: not on the loop every gRPC call shares
-            parse = functools.partial(http_codec.infer_request, body, header_length, name, version)
-            infer = await asyncio.get_running_loop().run_in_executor(self.oip.plane.executor, parse)
-        context = _NoDeadline() if infer.timeout_s is None else _Deadline(infer.timeout_s)
-        reply = await self.oip.ModelInfer(infer.request, context)
-        document, header_length = http_codec.infer_response(reply, infer.binary)
+            parse = functools.partial(http_codec.infer_request, body, header_length)
+            infer = await asyncio.get_running_loop().run_in_executor(self.executor, parse)
+        result = await self.inference.infer(
+            name, version, infer.inputs, infer.parameters, infer.outputs, infer.timeout_s
+        )
+        document, header_length = http_codec.infer_response(result, name, infer.id, infer.binary)
         if header_length is None:
             return web.Response(body=document, content_type=JSON)
         headers = {http_codec.HEADER_LENGTH: str(header_length)}
