@@ -1,7 +1,8 @@
 """One Elbo point of bench/http_overhead.py, repeated: VaeService, OIP ModelInfer over gRPC and OIP over
-REST with binary tensors, in turn on one server, for ``--rounds`` rounds; prints the lowest server CPU
-per call of each, and OIP / VaeService. On a noisy machine the lowest of several rounds is the least
-disturbed measurement of a per-call cost.
+REST with binary tensors, in turn on one server, for ``--rounds`` rounds; prints the lowest and the
+median server CPU per call of each, and each protocol over VaeService: the ratio of the lowest, and
+the median (with quartiles) of the per-round ratios. On a noisy machine the lowest of several rounds
+is the least disturbed measurement of a per-call cost, and a ratio within one round cancels drift.
 
     python bench/protocol_rounds.py --bundle models/digits --workload elbo_b1_k1 --concurrency 16
     PYTHONPATH=$(bash bench/checkout_path.sh OLD /tmp/old-shim) python bench/protocol_rounds.py ...  # another checkout
@@ -9,15 +10,24 @@ disturbed measurement of a per-call cost.
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.cpu_per_call import lowest_cpu_per_call  # noqa: E402
+from bench.cpu_per_call import cpu_seconds, load  # noqa: E402
 from bench.http_overhead import start_server  # noqa: E402
 
 PROTOCOLS = ("vae", "oip", "rest-binary")
+
+
+def one_point(pid: int, port: int, protocol: str, workload: str, concurrency: int, duration_s: float) -> float:
+    """Server CPU per call (us) of one closed-loop point after a short warm-up."""
+    load(port, workload, concurrency, 1.0, protocol=protocol)
+    before = cpu_seconds(pid)
+    calls = load(port, workload, concurrency, duration_s, protocol=protocol)["requests"]
+    return (cpu_seconds(pid) - before) / calls * 1e6
 
 
 def main() -> None:
@@ -25,25 +35,38 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--workload", default="elbo_b1_k1")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=float, default=2.5)
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated, vae first")
     args = parser.parse_args()
+    protocols = args.protocols.split(",")
     process, grpc_port, http_port = start_server(args.bundle, Path("/tmp/protocol_rounds.log"))
-    lowest: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {protocol: [] for protocol in protocols}
     try:
         for _ in range(args.rounds):
-            for protocol in PROTOCOLS:
+            for protocol in protocols:
                 port = http_port if protocol.startswith("rest") else grpc_port
-                point = lowest_cpu_per_call(
-                    process.pid, port, protocol, args.workload, args.concurrency, args.duration, 2
-                )
-                lowest[protocol] = min(lowest.get(protocol, float("inf")), point["server_cpu_us_per_call"])
+                point = one_point(process.pid, port, protocol, args.workload, args.concurrency, args.duration)
+                rounds[protocol].append(point)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    summary = {name: round(value) for name, value in lowest.items()}
-    summary["oip_over_vae"] = round(lowest["oip"] / lowest["vae"], 3)
-    print(json.dumps({"workload": args.workload, "concurrency": args.concurrency, "server_cpu_us_per_call": summary}))
+    result = {
+        "workload": args.workload,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "lowest_us": {name: round(min(values)) for name, values in rounds.items()},
+        "median_us": {name: round(statistics.median(values)) for name, values in rounds.items()},
+    }
+    for protocol in protocols[1:]:
+        # Each round's ratio is taken a few seconds apart, so the machine's drift mostly cancels.
+        ratios = [value / vae for value, vae in zip(rounds[protocol], rounds["vae"], strict=True)]
+        result[f"{protocol}_over_vae"] = {
+            "lowest": round(min(rounds[protocol]) / min(rounds["vae"]), 3),
+            "median_of_rounds": round(statistics.median(ratios), 3),
+            "quartiles_of_rounds": [round(value, 3) for value in statistics.quantiles(ratios, n=4)[::2]],
+        }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

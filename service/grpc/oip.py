@@ -11,6 +11,7 @@ from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.core.errors import InvalidInput
 from vae_serve.service.plane.inference import FLOAT_TYPES, Inference, InputTensor
 
+OutputTensor = oip_pb2.ModelInferResponse.InferOutputTensor
 OIP_SERVICE = oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -20,6 +21,8 @@ def metadata_tensor(tensor: dict) -> oip_pb2.ModelMetadataResponse.TensorMetadat
 
 def parameter_values(parameters) -> dict[str, object]:
     """A request's InferParameters as Python values (None for one that holds none)."""
+    if not parameters:
+        return {}
     values = {}
     for name, parameter in parameters.items():
         which = parameter.WhichOneof("parameter_choice")
@@ -90,11 +93,17 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             [output.name for output in request.outputs],
             context.time_remaining(),
         )
-        parameters = {name: oip_pb2.InferParameter(uint64_param=value) for name, value in result.parameters.items()}
+        # One constructor call for the tensors and their bytes: cheaper than adding them one by one.
         response = oip_pb2.ModelInferResponse(
-            model_name=request.model_name, model_version=result.model_version, id=request.id, parameters=parameters
+            model_name=request.model_name,
+            model_version=result.model_version,
+            id=request.id,
+            outputs=[
+                OutputTensor(name=spec.name, datatype=spec.datatype, shape=values.shape)
+                for spec, values in result.outputs
+            ],
+            raw_output_contents=[values.tobytes() for _, values in result.outputs],
         )
-        for spec, values in result.outputs:
-            response.outputs.add(name=spec.name, datatype=spec.datatype, shape=values.shape)
-            response.raw_output_contents.append(values.tobytes())
+        for name, value in result.parameters.items():
+            response.parameters[name].uint64_param = value
         return response
