@@ -27,6 +27,8 @@ from vae_serve.service.grpc.health import HealthService
 from vae_serve.service.grpc.interceptors import ServiceInterceptor
 from vae_serve.service.grpc.oip import OIP_SERVICE, InferenceServicer
 from vae_serve.service.grpc.servicer import VaeServicer
+from vae_serve.service.monitor.decisions import DecisionLog, DecisionLogError
+from vae_serve.service.monitor.monitor import Monitor
 from vae_serve.service.observe import tracing
 from vae_serve.service.observe.calls import CallRecorder
 from vae_serve.service.observe.exporting import configure_from_env
@@ -71,6 +73,8 @@ class RunningServer:
     metrics_httpd: object | None = None
     watcher: asyncio.Task | None = None  # the model-repository watcher, when hot reload is on
     http: HttpFront | None = None  # the REST binding, with --http-port
+    monitor: Monitor | None = None  # the score monitor; None with --no-monitor
+    decisions: DecisionLog | None = None  # the decision log, with --decision-log
 
 
 def milliseconds(seconds: float) -> int:
@@ -113,14 +117,20 @@ async def start(
         The running server; its ``observer`` carries the metrics and the tracer.
 
     Raises:
-        StartupError: a port could not be bound.
+        StartupError: a port could not be bound, or the decision log names no usable destination.
     """
     quiet_gone_streams()
     metrics = ServerMetrics(registry or CollectorRegistry())
     metrics.queue_limit_rows.set(settings.max_queue_rows)
     observer = Observer(metrics, tracer)
+    try:
+        decisions = DecisionLog.from_settings(settings, metrics.registry)
+    except DecisionLogError as error:
+        raise StartupError(str(error)) from None
+    # Its series on the server's registry; its tests run in a background task started below.
+    monitor = None if settings.monitor_window_rows is None else Monitor(settings, metrics.registry, decisions)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
-    plane = DataPlane(settings, observer, executor)
+    plane = DataPlane(settings, observer, executor, monitor, decisions)
     protected = tuple(f"/{service}/" for service in MODEL_SERVICES)
     calls = CallRecorder(metrics, tracer)
     interceptor = ServiceInterceptor(metrics, calls, protected)
@@ -160,6 +170,7 @@ async def start(
         raise StartupError(f"cannot bind gRPC to {address} (in use, or not a local address)") from None
     await server.start()
     running = RunningServer(server, port, None, health, plane, interceptor, metrics, executor, observer)
+    running.monitor, running.decisions = monitor, decisions
     if settings.http_port is not None:
         running.http = HttpFront(inference, executor, calls, metrics, tokens, ready=inference.ready)
         try:
@@ -179,6 +190,11 @@ async def start(
             address = f"{metrics_host}:{settings.metrics_port}"
             raise StartupError(f"cannot serve metrics on {address}: {error.strerror}") from None
         running.metrics_httpd, running.metrics_port = httpd, httpd.server_port
+    # Started once every port is bound: a start-up error above leaves no task behind.
+    if decisions is not None:
+        await decisions.start()
+    if monitor is not None:
+        await monitor.start()
     return running
 
 
@@ -231,6 +247,11 @@ async def drain(running: RunningServer, grace_s: float) -> None:
         await running.http.stop()
     leftovers.cancel()
     running.plane.close()
+    if running.monitor is not None:
+        await running.monitor.close()
+    if running.decisions is not None:
+        # No call is left to score: the log delivers what it holds within the answers' margin.
+        await running.decisions.close(ANSWER_MARGIN_S)
     running.executor.shutdown(wait=False, cancel_futures=True)
     if running.metrics_httpd is not None:
         running.metrics_httpd.shutdown()

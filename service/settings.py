@@ -207,8 +207,42 @@ class Settings(BaseSettings):
     max_send_message_bytes: int = Field(default=MAX_REPLY_BYTES, ge=1024)
     """Largest reply message the server sends, in bytes."""
 
+    monitor_window_rows: int | None = Field(default=2000, ge=20, json_schema_extra={"off_flag": "--no-monitor"})
+    """Score monitoring: the drift test compares the latest this-many scored rows of each model version
+    and score with that score's calibration (docs/monitoring.md). ``--no-monitor``: no drift test, no
+    p-value histograms and no flag-rate series."""
+
+    monitor_step_rows: int = Field(default=200, ge=1)
+    """Score monitoring: the drift test runs again after this many new rows, off the request path."""
+
+    monitor_alpha: float = Field(default=0.001, gt=0.0, lt=1.0)
+    """Score monitoring: the significance of the drift and flag-rate tests; a test alarms when its
+    p-value is below it (the chance of a false alarm per test on undrifted data, at most)."""
+
+    decision_log: str | None = None
+    """A record of each scored row (request and trace id, model, score, p-value, threshold, decision,
+    seed, time): a file path (JSON Lines, appended) or an http:// or https:// URL (CloudEvents in
+    binary mode, as KServe's payload logger sends). Unset: no log."""
+
+    decision_log_sample: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of scored rows the decision log records."""
+
+    decision_log_inputs: bool = False
+    """Put each row's input values in its decision-log record too."""
+
+    decision_log_queue_records: int = Field(default=10_000, ge=1)
+    """Records that may wait for the decision-log sink; when it is slower than the traffic, new records
+    are dropped and counted (vae_decision_log_dropped_total), and no request ever waits for it."""
+
     @field_validator(
-        "bundle", "model_repository", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", mode="before"
+        "bundle",
+        "model_repository",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "auth_tokens_file",
+        "decision_log",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value):

@@ -273,3 +273,13 @@ def test_observation_imports_no_plane_or_binding_and_the_core_no_opentelemetry()
     core = sorted(f"vae_serve.core.{path.stem}" for path in (ROOT / "core").rglob("*.py"))
     assert "vae_serve.core.runtime" in core
     assert modules_imported(core, ("opentelemetry",)) == []
+
+
+def test_monitoring_imports_no_plane_or_binding():
+    # The plane hands monitoring plain numbers (monitor/events.py ScoredEvent); the arrows point down,
+    # so service/monitor/ imports neither the plane nor a binding nor gRPC. (aiohttp is allowed: the
+    # decision log's HTTP sink is a client of its own.) A fresh interpreter.
+    monitor = sorted(f"vae_serve.service.monitor.{path.stem}" for path in (ROOT / "service" / "monitor").glob("*.py"))
+    assert {"vae_serve.service.monitor.monitor", "vae_serve.service.monitor.decisions"} <= set(monitor)
+    rooms_above = ("vae_serve.service.plane", "vae_serve.service.grpc", "vae_serve.service.rest", "grpc")
+    assert modules_imported(monitor, rooms_above) == []

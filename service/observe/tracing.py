@@ -236,6 +236,15 @@ def end_call(span: Span, code_name: str, error: BaseException | None = None, pro
     span.end()
 
 
+def current_trace_id() -> str:
+    """The trace id (32 hex digits) of the current span if it is recording, else "" (tracing off,
+    or a call that is not sampled): one context read when nothing is traced."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return ""
+    return format(span.get_span_context().trace_id, "032x")
+
+
 class _Current:
     """``span`` is the current span inside the block (attached, and detached after)."""
 

@@ -10,6 +10,10 @@ stops), the per-request limits, and ``resolve`` / ``run``. A request's walk: ada
 Observation is handed in: the server's ``Observer`` (service/observe/observer.py) gets the models
 served and gone, the examples and scores; each batcher gets its ``BatchObserver``, and each model
 served the graph-run hook, so the plane and the core hold no observation of their own.
+
+Score monitoring is handed in too: the ``Monitor`` (service/monitor/, None with ``--no-monitor``)
+gets each answered score call's rows (``watch``) and forgets a version when it goes; the decision
+log gets them from the monitor, or directly when there is no monitor.
 """
 
 import functools
@@ -17,12 +21,13 @@ import logging
 import weakref
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vae_serve.core.bundle import Bundle
 from vae_serve.core.errors import NotReady
 from vae_serve.core.runtime import OnnxVae
 from vae_serve.core.work import WORK_KINDS
+from vae_serve.service.monitor.events import ScoredEvent
 from vae_serve.service.observe.metrics import model_label
 from vae_serve.service.observe.observer import Observer
 from vae_serve.service.plane.batching import Calls, DynamicBatcher, in_executor
@@ -30,6 +35,10 @@ from vae_serve.service.plane.limits import Limits
 from vae_serve.service.plane.registry import ModelRegistry
 from vae_serve.service.plane.rows import RowFormat, input_format, latent_format
 from vae_serve.service.settings import Settings
+
+if TYPE_CHECKING:  # the decision log's HTTP sink brings aiohttp, which the plane never imports
+    from vae_serve.service.monitor.decisions import DecisionLog
+    from vae_serve.service.monitor.monitor import Monitor
 
 log = logging.getLogger(__name__)
 NOT_LOADED = "the server is still loading and verifying its models; retry shortly"
@@ -50,10 +59,21 @@ class ServedModel:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, observer: Observer, executor: Executor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer,
+        executor: Executor,
+        monitor: "Monitor | None" = None,
+        decisions: "DecisionLog | None" = None,
+    ) -> None:
         self.settings = settings
         self.observer = observer
         self.executor = executor
+        self.monitor = monitor  # offers each event to the decision log itself
+        self.decisions = decisions
+        self.watching = monitor is not None or decisions is not None  # whether score calls make events
+        self.wants_inputs = decisions is not None and decisions.wants_inputs
         self.limits = Limits.from_settings(settings)
         self.registry: ModelRegistry | None = None  # None until every bundle passed verification
         self._served: dict[tuple[str, str], ServedModel] = {}
@@ -115,6 +135,8 @@ class DataPlane:
             batcher.retire()
         self._retired.add(model)
         self.observer.model_gone(model.bundle.manifest.name, model.bundle.manifest.version, list(model.batchers))
+        if self.monitor is not None:
+            self.monitor.forget(model.bundle.manifest.name, model.bundle.manifest.version)
         log.info("unloaded %s: its batchers finish the calls that hold it", model.label)
 
     def resolve(self, name: str, version: str) -> ServedModel:
@@ -139,6 +161,13 @@ class DataPlane:
     def count_scored(self, model: ServedModel, scored: int, anomalies: int) -> None:
         """Rows a score call scored, and how many of them it flagged, in the model's series."""
         self.observer.scored(model.label, scored, anomalies)
+
+    def watch(self, event: ScoredEvent) -> None:
+        """An answered score call's rows, for the monitor and the decision log; never waits."""
+        if self.monitor is not None:
+            self.monitor.record(event)  # which offers the event to the decision log
+        elif self.decisions is not None:
+            self.decisions.offer(event)
 
     async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None, count: bool = True) -> Any:
         """Queue one request's work (a ``core.work`` item) with its batcher and wait for the result.

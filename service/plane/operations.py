@@ -11,6 +11,8 @@ steps (Interpolate's encode, then decode) is written once, here.
 """
 
 import math
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -20,6 +22,8 @@ from vae_serve.core import work
 from vae_serve.core.bounds import BoundEstimates
 from vae_serve.core.errors import InvalidInput, NotCalibrated
 from vae_serve.core.scores import score_named
+from vae_serve.service.monitor.events import ScoredEvent
+from vae_serve.service.observe.tracing import current_trace_id
 from vae_serve.service.plane.dataplane import DataPlane, ServedModel
 from vae_serve.service.plane.rows import checked_rows, fresh_seed
 
@@ -193,8 +197,13 @@ class Operations:
         score_threshold: float | None,
         return_feature_errors: bool,
         timeout_s,
+        *,
+        request_id: str = "",
     ) -> Scored:
         """Anomaly scores of each row under the calibrated ``score``, and the decision at a rate or threshold.
+
+        The answered rows go to the score monitor and the decision log, when the server has them, as
+        one ``ScoredEvent``; ``request_id``: the caller's x-request-id ("": the server makes one).
 
         Raises:
             NotCalibrated: the model has no calibration for ``score``.
@@ -213,7 +222,33 @@ class Operations:
         item = work.ScoreItem(x, score, seed, calibration, rate, threshold, return_feature_errors)
         outcome = await self.plane.run(model, item, "ScoreAnomaly", timeout_s)
         self.plane.count_scored(model, len(outcome.scores), int(outcome.decision.is_anomaly.sum()))
+        if self.plane.watching:
+            self.plane.watch(self._event(model, score, x, seed, rate is not None, outcome, request_id))
         return Scored(outcome, seed)
+
+    def _event(
+        self, model: ServedModel, score: str, x: np.ndarray, seed: int, rate_requested: bool, outcome, request_id: str
+    ) -> ScoredEvent:
+        """What monitoring and the decision log get of an answered score call: references, no copies."""
+        manifest, decision = model.bundle.manifest, outcome.decision
+        return ScoredEvent(
+            model=manifest.name,
+            version=manifest.version,
+            score=score,
+            calibration_rows=manifest.calibration.scores[score].num_examples,
+            scores=outcome.scores,
+            percentiles=decision.percentile,
+            p_values=decision.p_value,
+            flagged=decision.is_anomaly,
+            threshold=decision.threshold,
+            false_positive_rate=decision.false_positive_rate,
+            rate_requested=rate_requested,
+            seed=seed,
+            request_id=request_id or uuid.uuid4().hex,
+            trace_id=current_trace_id(),
+            time_s=time.time(),
+            inputs=x if self.plane.wants_inputs else None,
+        )
 
     async def interpolate(
         self,
