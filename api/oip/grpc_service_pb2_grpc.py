@@ -69,6 +69,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=vae_dot_oip_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
                 response_deserializer=vae_dot_oip_dot_grpc__service__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelStatistics',
+                request_serializer=vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -124,6 +129,16 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStatistics(self, request, context):
+        """Triton extension: cumulative statistics of each model version's ModelInfer calls since the
+        server started (counts, queue and compute time, batch sizes). An empty name means every model,
+        an empty version every version of the model named.
+        Errors: NOT_FOUND (no such model or version), UNAVAILABLE (still loading).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +176,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelConfig,
                     request_deserializer=vae_dot_oip_dot_grpc__service__pb2.ModelConfigRequest.FromString,
                     response_serializer=vae_dot_oip_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +372,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelConfig',
             vae_dot_oip_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
             vae_dot_oip_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
+            vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+            vae_dot_oip_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

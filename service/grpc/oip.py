@@ -84,6 +84,11 @@ class InferenceServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         document = self.inference.model_config(request.name, request.version)
         return oip_pb2.ModelConfigResponse(config=json_format.ParseDict(document, oip_pb2.ModelConfig()))
 
+    async def ModelStatistics(self, request, context):
+        # The plane's documents are Triton's JSON, whose field names are the message's.
+        documents = self.inference.model_statistics(request.name, request.version)
+        return json_format.ParseDict({"model_stats": documents}, oip_pb2.ModelStatisticsResponse())
+
     async def ModelInfer(self, request, context):
         result = await self.inference.infer(
             request.model_name,

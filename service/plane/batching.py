@@ -38,6 +38,8 @@ Contract (after Ray Serve's early ``_BatchQueue``):
   inline ones included, gets a "batch run" span linked to the calls it serves (the observer's
   ``attributes`` name its kind and model), current while it runs: the inference thread runs in a
   copy of the batch's context, so graph runs become its children.
+- A caller that sets ``statistics.timing`` before it submits gets its times filled in when its batch
+  succeeds (service/plane/statistics.py); batches form exactly as without it.
 """
 
 import asyncio
@@ -54,6 +56,7 @@ from typing import Any
 from vae_serve.core.errors import DeadlineExpired, NotReady, Overloaded
 from vae_serve.service.observe.observer import BatchObserver
 from vae_serve.service.observe.tracing import Queued, running
+from vae_serve.service.plane.statistics import RunTimes, rows_of, stamp, timing
 
 CALLERS_HALF_LIFE_S = 0.05  # the expected-callers peak halves over this time without a higher one
 
@@ -66,6 +69,7 @@ class _Pending:
     enqueued_at: float
     future: asyncio.Future = field(repr=False)
     trace: Queued | None = field(default=None, repr=False)  # None: not traced
+    times: RunTimes | None = field(default=None, repr=False)  # None: the caller did not ask
 
 
 @dataclass
@@ -176,6 +180,9 @@ class DynamicBatcher:
                 f"limit {self.max_queue_cost}; retry with backoff"
             )
         now = self.clock()
+        times = timing.get()
+        if times is not None:
+            times.submitted_at = now
         self._unanswered += 1
         self._admitted_cost += cost
         decay = 0.5 ** ((now - self._last_arrival) / CALLERS_HALF_LIFE_S)
@@ -192,7 +199,7 @@ class DynamicBatcher:
                 raise
             if self._alone(cost, timeout_s):
                 try:
-                    return self._run_alone(item, cost)
+                    return self._run_alone(item, cost, times)
                 finally:
                     self._unanswered -= 1
                     self._admitted_cost -= cost
@@ -203,6 +210,7 @@ class DynamicBatcher:
         pending = _Pending(
             item, cost, None if timeout_s is None else now + timeout_s, now, asyncio.get_running_loop().create_future()
         )
+        pending.times = times
         if self.tracer.enabled:
             pending.trace = self.tracer.enqueue()
         self._queue.append(pending)
@@ -234,7 +242,7 @@ class DynamicBatcher:
             and self.calls.waiting <= 1
         )
 
-    def _run_alone(self, item: Any, cost: int) -> Any:
+    def _run_alone(self, item: Any, cost: int, times: RunTimes | None) -> Any:
         """One item run at once with ``run_inline``, as a batch of one."""
         self.observer.on_batch(1, cost)
         self.observer.on_wait(0.0)
@@ -249,9 +257,12 @@ class DynamicBatcher:
                 with running(span):
                     results = self.run_inline([item])
         finally:
-            self.observer.on_run(self.clock() - started)
+            ended = self.clock()
+            self.observer.on_run(ended - started)
         if len(results) != 1:
             raise RuntimeError(f"batch of 1 item returned {len(results)} results")
+        if times is not None:
+            stamp([times], started, ended, rows_of(item, cost))
         if isinstance(results[0], BaseException):
             raise results[0]
         return results[0]
@@ -351,7 +362,11 @@ class DynamicBatcher:
                 return
             finally:
                 self._running_items -= len(batch)
-                self.observer.on_run(self.clock() - started)
+                ended = self.clock()
+                self.observer.on_run(ended - started)
+            if any(pending.times is not None for pending in batch):
+                rows = sum(rows_of(pending.item, pending.cost) for pending in batch)
+                stamp([pending.times for pending in batch], started, ended, rows)
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
                     continue

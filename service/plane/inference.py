@@ -10,21 +10,26 @@ it without knowing vae.v1:
   request parameters ``k`` (posterior samples, default 1) and ``seed`` (default: a fresh one,
   returned as the response parameter ``seed``), the same numbers as VaeService.Elbo.
 The same operations as VaeService: the same checks, limits and dynamic batchers, so a mixed load of
-every protocol still shares batches.
+every protocol still shares batches. Each ModelInfer call is counted in Triton's statistics extension
+(``model_statistics``, service/plane/statistics.py) under its OIP model and the version that answered;
+VaeService calls are not counted there.
 """
 
+import asyncio
 import functools
 import importlib.metadata
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from vae_serve.core.bundle import Bundle
-from vae_serve.core.errors import InvalidInput, NotFound
-from vae_serve.service.plane.dataplane import ServedModel
+from vae_serve.core.errors import InvalidInput, NotFound, NotReady
+from vae_serve.service.plane.dataplane import NOT_LOADED, ServedModel
 from vae_serve.service.plane.operations import Operations
 from vae_serve.service.plane.rows import array_from_bytes
+from vae_serve.service.plane.statistics import CallTimes, InferenceStatistics, RunTimes, timing
 from vae_serve.service.settings import Settings
 
 FLOAT_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -135,6 +140,7 @@ class Inference:
         self.operations = operations
         self.settings = settings
         self.ready = ready
+        self.statistics = InferenceStatistics()
 
     def model(self, name: str, version: str) -> tuple[ServedModel, OipModel]:
         """The served version and the OIP model that ``name`` (``<bundle>-<part>``) names."""
@@ -154,7 +160,7 @@ class Inference:
     @staticmethod
     def server_metadata() -> dict:
         version = importlib.metadata.version("vae-serve")
-        return {"name": "vae-serve", "version": version, "extensions": ["model_configuration"]}
+        return {"name": "vae-serve", "version": version, "extensions": ["model_configuration", "statistics"]}
 
     def model_metadata(self, name: str, version: str) -> dict:
         served, model = self.model(name, version)
@@ -190,24 +196,67 @@ class Inference:
         timeout_s: float | None,
     ) -> InferResult:
         """One infer call: checks, the operation of the model's part, the outputs asked for (all
-        when ``outputs`` is empty).
+        when ``outputs`` is empty); counted in the model version's statistics, success or failure.
 
         Raises:
             NotFound: no such model; InvalidInput: anything about the request that does not fit it.
         """
-        served, model = self.model(name, version)
-        rows = self._input_rows(name, served, model, inputs)
-        if parameters:
-            parameters = {key: value for key, value in parameters.items() if not key.startswith(TRITON_HINTS)}
-            allowed = ELBO_PARAMETERS if model.part == "elbo" else ()
-            if unknown := sorted(set(parameters) - set(allowed)):
-                raise InvalidInput(f"parameters {unknown} not understood by {name}; known: {list(allowed)}")
-        requested = self._requested(name, model, outputs)
-        values, response_parameters = await self._run(served, model.part, rows, parameters, timeout_s)
-        arrays = [
-            (spec, np.ascontiguousarray(values[spec.name], dtype=FLOAT_TYPES[spec.datatype])) for spec in requested
+        began = time.perf_counter_ns()
+        served, model = self.model(name, version)  # an unknown model has no statistics to count in
+        served_version = served.bundle.manifest.version
+        run = RunTimes()
+        asked = timing.set(run)  # the batcher fills in this call's queue wait and batch run
+        try:
+            rows = self._input_rows(name, served, model, inputs)
+            if parameters:
+                parameters = {key: value for key, value in parameters.items() if not key.startswith(TRITON_HINTS)}
+                allowed = ELBO_PARAMETERS if model.part == "elbo" else ()
+                if unknown := sorted(set(parameters) - set(allowed)):
+                    raise InvalidInput(f"parameters {unknown} not understood by {name}; known: {list(allowed)}")
+            requested = self._requested(name, model, outputs)
+            prepared = time.perf_counter_ns()
+            values, response_parameters = await self._run(served, model.part, rows, parameters, timeout_s)
+            answered = time.perf_counter_ns()
+            arrays = [
+                (spec, np.ascontiguousarray(values[spec.name], dtype=FLOAT_TYPES[spec.datatype])) for spec in requested
+            ]
+        except (Exception, asyncio.CancelledError):
+            self.statistics.failed(name, served_version, time.perf_counter_ns() - began)
+            raise
+        finally:
+            timing.reset(asked)
+        ended = time.perf_counter_ns()
+        times = CallTimes(ended - began, prepared - began, ended - answered, run)
+        self.statistics.succeeded(name, served_version, len(rows), times)
+        return InferResult(served_version, arrays, response_parameters)
+
+    def model_statistics(self, name: str, version: str) -> list[dict]:
+        """Triton's statistics extension: a ``$model_stat`` document per OIP model version asked for.
+
+        ``name`` empty: every model's versions; ``version`` empty: every version of ``name``.
+
+        Raises:
+            NotFound: no such model or version; InvalidInput: a version without a model name;
+            NotReady: the server is still loading its models.
+        """
+        plane = self.operations.plane
+        if not plane.ready:
+            raise NotReady(NOT_LOADED)
+        if name:
+            served, _ = self.model(name, version)
+            bundle_name = served.bundle.manifest.name
+            versions = [served.bundle.manifest.version] if version else plane.versions(bundle_name)
+            return self.statistics.documents([(name, each) for each in versions])
+        if version:
+            raise InvalidInput(f"version {version!r} given without a model name; name the model, or leave both empty")
+        served = [
+            (f"{bundle_name}-{part}", each)
+            for bundle_name in sorted(plane.models())
+            for part in sorted(PARTS)
+            for each in plane.versions(bundle_name)
         ]
-        return InferResult(served.bundle.manifest.version, arrays, response_parameters)
+        self.statistics.keep_only(served)  # the versions unloaded since: their statistics end with them
+        return self.statistics.documents(served)
 
     def _input_rows(self, name: str, served: ServedModel, model: OipModel, inputs: list[InputTensor]) -> np.ndarray:
         spec = model.inputs[0]

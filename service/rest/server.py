@@ -1,7 +1,8 @@
 """The Open Inference Protocol over HTTP/REST (``--http-port``), beside gRPC on the same event loop.
 
 Routes (KServe v2 / Triton): ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
-``GET /v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../config`` and ``POST .../infer``.
+``GET /v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../config``, ``POST .../infer``, and
+Triton's statistics, ``GET /v2/models[/{name}[/versions/{version}]]/stats``.
 Every model call goes to the plane's ``Inference`` (service/plane/inference.py), as the gRPC
 binding's calls do, so REST and gRPC share the plane's checks, limits and batchers; the calls are
 counted in the same metric series (method ``ModelInfer`` and so on, by gRPC status code name),
@@ -12,7 +13,7 @@ as gRPC, re-read when they change.
 Why aiohttp: it serves HTTP/1.1 from C-accelerated parsing on the asyncio loop that grpc.aio
 already runs, so a REST call reaches the batchers without a thread hop or a second loop, and it
 needs no ASGI server and framework pair (uvicorn + Starlette/FastAPI, as MLServer and KServe use)
-for seven routes. Errors are JSON ``{"error": "..."}`` with the protocol's status codes; no
+for a dozen routes. Errors are JSON ``{"error": "..."}`` with the protocol's status codes; no
 traceback ever reaches a client. Requests that are not valid HTTP, slow clients and surplus
 connections are handled below the routes, by service/rest/guard.py.
 """
@@ -100,11 +101,14 @@ class HttpFront:
         app.router.add_get("/v2/health/live", self._live)
         app.router.add_get("/v2/health/ready", self._ready)
         app.router.add_get("/v2", self._call("ServerMetadata", self._server_metadata))
+        # Before the model routes: aiohttp takes the first route that matches, and "stats" would be a name.
+        app.router.add_get("/v2/models/stats", self._call("ModelStatistics", self._model_statistics))
         for path in MODEL_PATHS:
             app.router.add_get(path, self._call("ModelMetadata", self._model_metadata))
             app.router.add_get(path + "/ready", self._call("ModelReady", self._model_ready))
             app.router.add_get(path + "/config", self._call("ModelConfig", self._model_config))
             app.router.add_post(path + "/infer", self._call("ModelInfer", self._infer))
+            app.router.add_get(path + "/stats", self._call("ModelStatistics", self._model_statistics))
         return app
 
     async def start(self, settings: Settings, shutdown_timeout_s: float) -> int:
@@ -250,6 +254,10 @@ class HttpFront:
 
     async def _model_config(self, request: web.Request) -> web.Response:
         return json_response(self.inference.model_config(*self._model(request)))
+
+    async def _model_statistics(self, request: web.Request) -> web.Response:
+        name, version = request.match_info.get("name", ""), request.match_info.get("version", "")
+        return json_response({"model_stats": self.inference.model_statistics(name, version)})
 
     async def _infer(self, request: web.Request) -> web.Response:
         name, version = self._model(request)
