@@ -12,11 +12,13 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from vae_serve.api.v1 import vae_pb2
+from vae_serve.client import monitor_view
 from vae_serve.client.client import VaeClient, VaeClientError
 from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
 from vae_serve.client.names import INTERPOLATION_PATHS, SCORE_TYPES, score_name
@@ -189,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate_out = interpolate.add_mutually_exclusive_group()
     interpolate_out.add_argument("--out", metavar="OUT.npz", help="save t, z, x_mean (and draws, the seed) to OUT.npz")
     interpolate_out.add_argument("--png", metavar="ROW.png", help="save x_mean as one row of images per path")
+
+    monitor = command(
+        "monitor", _cmd_monitor, "score monitoring: drift of each model version's scores, flag rates against promises"
+    )
+    monitor.add_argument(
+        "--watch", type=_positive_float, metavar="SECONDS", help="show it again every SECONDS until Ctrl-C"
+    )
     return parser
 
 
@@ -546,6 +555,25 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
     lines += [f"wrote {path}" for path in (args.out, args.png) if path]
     _emit(args, payload, lines)
     return 0
+
+
+def _cmd_monitor(client: VaeClient, args: argparse.Namespace) -> int:
+    def show() -> None:
+        reply = client.monitoring(args.model or "", args.model_version or "")
+        lines = monitor_view.monitoring_lines(reply)
+        if args.watch is not None:
+            lines.append(f"at {time.strftime('%H:%M:%S')}, every {args.watch:g} s; Ctrl-C stops")
+        _emit(args, monitor_view.monitoring_json(reply), lines)
+
+    if args.watch is None:
+        show()
+        return 0
+
+    def on_error(error: VaeClientError) -> None:
+        _error(args, f"{error.code_name}: {error.details}", {"code": error.code_name, "message": error.details})
+
+    clear = sys.stdout.isatty() and not args.json
+    return monitor_view.watch(show, args.watch, on_error, clear, spaced=not args.json)
 
 
 if __name__ == "__main__":

@@ -323,3 +323,22 @@ class VaeClient(Connection):
         ends = {"z_start" if latent else "x_start": np.asarray(start), "z_end" if latent else "x_end": np.asarray(end)}
         fields = {"steps": steps, "path": INTERPOLATION_PATHS[path], "num_samples": num_samples}
         return self._call_rows("interpolate", ends, fields, seed, model, version)
+
+    def monitoring(self, model: str = "", version: str = "") -> vae_pb2.MonitoringResponse:
+        """The server's score monitoring: per model version and score, the drift test of its latest
+        p-values against the calibration and each promised false-positive rate's flag rate.
+
+        Args:
+            model: Model name; "" for every model the server has scored rows of.
+            version: Model version; "" for every version of ``model``.
+
+        Returns:
+            The MonitoringResponse: ``enabled`` (False, with no entries, on a server run with
+            --no-monitor), ``alpha``, ``step_rows``, and one ScoreMonitor per model version and score.
+
+        Raises:
+            VaeClientError: NOT_FOUND for a model or version the server does not hold, or any failed call.
+        """
+        request = vae_pb2.GetMonitoringRequest(model=model_ref(model, version))
+        with translate_rpc_errors():
+            return self._stub.GetMonitoring(request, timeout=self.timeout_s)

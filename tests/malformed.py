@@ -79,6 +79,7 @@ GOOD_REQUESTS = {
     "Elbo": vae_pb2.ElboRequest(x=tensor([3, FEATURES]), k=2),
     "ScoreAnomaly": vae_pb2.ScoreAnomalyRequest(x=tensor([3, FEATURES]), score=vae_pb2.SCORE_TYPE_NEGATIVE_ELBO),
     "GetModelInfo": vae_pb2.GetModelInfoRequest(),
+    "GetMonitoring": vae_pb2.GetMonitoringRequest(),
     "Interpolate": vae_pb2.InterpolateRequest(x_start=tensor([3, FEATURES]), z_end=tensor([3, LATENT]), steps=4),
 }
 MODEL_NAMES = [
@@ -288,10 +289,13 @@ def oip_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
     for rpc, request_type in (
         ("ModelMetadata", oip_pb2.ModelMetadataRequest),
         ("ModelConfig", oip_pb2.ModelConfigRequest),
+        ("ModelStatistics", oip_pb2.ModelStatisticsRequest),
     ):
         for name, version, pattern in (("nothing", "", r"unknown model"), ("digits-vae", "", r"unknown model"),
                                        ("digits-encoder", "3", r"no version '3'")):  # fmt: skip
             cases.append((f"{rpc} {name}:{version}", rpc, request_type(name=name, version=version), NOT_FOUND, pattern))
+    statistics = oip_pb2.ModelStatisticsRequest(version="1")  # every model's statistics cannot take a version
+    cases.append(("ModelStatistics version alone", "ModelStatistics", statistics, INVALID, r"without a model name"))
     return cases
 
 

@@ -25,6 +25,7 @@ CASES = [
     # (rpc, streaming, message type)
     ("/vae.v1.VaeService/Elbo", False, "vae.v1.ElboRequest"),
     ("/vae.v1.VaeService/GetModelInfo", False, "vae.v1.GetModelInfoRequest"),
+    ("/vae.v1.VaeService/GetMonitoring", False, "vae.v1.GetMonitoringRequest"),
     ("/vae.v1.VaeService/SampleStream", True, "vae.v1.SampleRequest"),
     ("/inference.GRPCInferenceService/ModelInfer", False, "inference.ModelInferRequest"),
     ("/inference.GRPCInferenceService/ServerLive", False, "inference.ServerLiveRequest"),

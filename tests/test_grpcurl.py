@@ -137,6 +137,13 @@ def check_info(rows: np.ndarray, replies: list[dict], client: VaeClient) -> None
     assert reply["input_shape"] == ["8", "8"] and reply["max_rows"] == 1024
 
 
+def check_monitoring(rows, replies, client):
+    (reply,) = replies
+    typed = client.monitoring()
+    assert reply["enabled"] is True and reply["alpha"] == typed.alpha and int(reply["step_rows"]) == typed.step_rows
+    assert len(reply.get("scores", [])) == len(typed.scores)
+
+
 # One JSON request per rpc of vae.v1.VaeService (vae.proto), and what its reply must show.
 CALLS: dict[str, tuple[Callable[[np.ndarray], dict], Callable]] = {
     "Encode": (lambda rows: {"x": tensor_json(rows), "num_samples": 2, "seed": 3}, check_encode),
@@ -159,6 +166,7 @@ CALLS: dict[str, tuple[Callable[[np.ndarray], dict], Callable]] = {
         check_interpolate,
     ),
     "GetModelInfo": (lambda rows: {}, check_info),
+    "GetMonitoring": (lambda rows: {}, check_monitoring),
 }
 
 

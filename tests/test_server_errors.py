@@ -266,7 +266,7 @@ def test_server_is_healthy_and_correct_after_the_battery(limited_server):
 
 def call_any(server, rpc: str, request):
     """VaeService and Open Inference Protocol rpcs alike."""
-    if rpc in ("ModelInfer", "ModelMetadata", "ModelConfig"):
+    if rpc in ("ModelInfer", "ModelMetadata", "ModelConfig", "ModelStatistics"):
         return getattr(oip_pb2_grpc.GRPCInferenceServiceStub(server.channel), rpc)(request, timeout=30)
     return call(server, rpc, request)
 
@@ -294,6 +294,7 @@ def test_the_battery_is_large_and_covers_every_rpc():
         "ModelInfer",
         "ModelMetadata",
         "ModelConfig",
+        "ModelStatistics",
     }
 
 

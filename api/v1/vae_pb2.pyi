@@ -383,3 +383,75 @@ class ScoreFacts(_message.Message):
     draws: int
     description: str
     def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., draws: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+
+class GetMonitoringRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+
+class FlagRateMonitor(_message.Message):
+    __slots__ = ("false_positive_rate", "rows", "flagged", "observed_rate", "p_value", "alarm")
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_RATE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    false_positive_rate: float
+    rows: int
+    flagged: int
+    observed_rate: float
+    p_value: float
+    alarm: bool
+    def __init__(self, false_positive_rate: _Optional[float] = ..., rows: _Optional[int] = ..., flagged: _Optional[int] = ..., observed_rate: _Optional[float] = ..., p_value: _Optional[float] = ..., alarm: _Optional[bool] = ...) -> None: ...
+
+class TailExceedance(_message.Message):
+    __slots__ = ("level", "rows_above", "window_rows")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    level: float
+    rows_above: int
+    window_rows: int
+    def __init__(self, level: _Optional[float] = ..., rows_above: _Optional[int] = ..., window_rows: _Optional[int] = ...) -> None: ...
+
+class ScoreMonitor(_message.Message):
+    __slots__ = ("model", "score", "calibration_rows", "window_capacity_rows", "window_rows", "rows_seen", "drift_statistic", "drift_p_value", "drift_alarm", "evaluations", "tail_exceedances", "flag_rates")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CAPACITY_ROWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_ALARM_FIELD_NUMBER: _ClassVar[int]
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_EXCEEDANCES_FIELD_NUMBER: _ClassVar[int]
+    FLAG_RATES_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    score: ScoreType
+    calibration_rows: int
+    window_capacity_rows: int
+    window_rows: int
+    rows_seen: int
+    drift_statistic: float
+    drift_p_value: float
+    drift_alarm: bool
+    evaluations: int
+    tail_exceedances: _containers.RepeatedCompositeFieldContainer[TailExceedance]
+    flag_rates: _containers.RepeatedCompositeFieldContainer[FlagRateMonitor]
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., calibration_rows: _Optional[int] = ..., window_capacity_rows: _Optional[int] = ..., window_rows: _Optional[int] = ..., rows_seen: _Optional[int] = ..., drift_statistic: _Optional[float] = ..., drift_p_value: _Optional[float] = ..., drift_alarm: _Optional[bool] = ..., evaluations: _Optional[int] = ..., tail_exceedances: _Optional[_Iterable[_Union[TailExceedance, _Mapping]]] = ..., flag_rates: _Optional[_Iterable[_Union[FlagRateMonitor, _Mapping]]] = ...) -> None: ...
+
+class MonitoringResponse(_message.Message):
+    __slots__ = ("enabled", "alpha", "step_rows", "scores")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    STEP_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    alpha: float
+    step_rows: int
+    scores: _containers.RepeatedCompositeFieldContainer[ScoreMonitor]
+    def __init__(self, enabled: _Optional[bool] = ..., alpha: _Optional[float] = ..., step_rows: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ScoreMonitor, _Mapping]]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class VaeServiceStub:
                 request_serializer=vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=vae_dot_v1_dot_vae__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.GetMonitoring = channel.unary_unary(
+                '/vae.v1.VaeService/GetMonitoring',
+                request_serializer=vae_dot_v1_dot_vae__pb2.GetMonitoringRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.MonitoringResponse.FromString,
+                _registered_method=True)
 
 
 class VaeServiceServicer:
@@ -135,6 +140,14 @@ class VaeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMonitoring(self, request, context):
+        """Score monitoring: the drift test of each model version's scores against its calibration, and
+        the flag rate of each promised false-positive rate against its promise (docs/monitoring.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +190,11 @@ def add_VaeServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.FromString,
                     response_serializer=vae_dot_v1_dot_vae__pb2.ModelInfo.SerializeToString,
+            ),
+            'GetMonitoring': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMonitoring,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.GetMonitoringRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.MonitoringResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +413,33 @@ class VaeService:
             '/vae.v1.VaeService/GetModelInfo',
             vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
             vae_dot_v1_dot_vae__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMonitoring(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vae.v1.VaeService/GetMonitoring',
+            vae_dot_v1_dot_vae__pb2.GetMonitoringRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.MonitoringResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,3 +55,11 @@ def model_version(manifest: Manifest) -> vae_pb2.ModelVersion:
 def request_seed(request) -> int | None:
     """The request's seed, or None when it gave none (the operation draws a fresh one)."""
     return request.seed if request.HasField("seed") else None
+
+
+def request_id(context) -> str:
+    """The caller's ``x-request-id`` metadata (gRPC lower-cases keys), or "" when it sent none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return value if isinstance(value, str) else ""
+    return ""

@@ -9,7 +9,7 @@ from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.preprocessing import IDENTITY
 from vae_serve.core.scores import DEFAULT_SCORE
-from vae_serve.service.grpc import codec
+from vae_serve.service.grpc import codec, monitoring
 from vae_serve.service.grpc.score_types import SCORE_TYPES, calibration_summary, score_facts, score_name
 from vae_serve.service.plane.dataplane import ServedModel
 from vae_serve.service.plane.operations import Operations
@@ -152,6 +152,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             threshold,
             request.return_feature_errors,
             context.time_remaining(),
+            request_id=codec.request_id(context),
         )
         outcome = scored.outcome
         decision = outcome.decision
@@ -234,3 +235,10 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             scores=score_facts(),
             default_score=SCORE_TYPES[DEFAULT_SCORE],
         )
+
+    async def GetMonitoring(self, request, context):
+        plane = self.operations.plane
+        model, version = monitoring.selection(plane, request.model)
+        monitor = plane.monitor  # None with --no-monitor
+        states = None if monitor is None else monitor.states(model, version)
+        return monitoring.monitoring_reply(self.settings, states)
