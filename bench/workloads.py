@@ -33,6 +33,7 @@ WORKLOADS = {
         Workload("elbo_b1_k100", "Elbo", 1, 100, "Elbo, batch 1, k=100 (IWAE)"),
         Workload("elbo_b256", "Elbo", 256, 1, "Elbo, batch 256, k=1"),
         Workload("encode_b1", "Encode", 1, 1, "Encode, batch 1"),
+        Workload("score_b1", "ScoreAnomaly", 1, 1, "ScoreAnomaly (default score), batch 1"),
         Workload("score_b256", "ScoreAnomaly", 256, 1, "ScoreAnomaly (default score), batch 256"),
         Workload("sample_10000", "SampleStream", 10_000, 1, "SampleStream, n=10,000"),
     )
