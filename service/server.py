@@ -128,7 +128,7 @@ async def start(
     except DecisionLogError as error:
         raise StartupError(str(error)) from None
     # Its series on the server's registry; its tests run in a background task started below.
-    monitor = None if settings.monitor_window_rows is None else Monitor(settings, metrics.registry, decisions)
+    monitor = None if settings.monitor_window_rows is None else Monitor(settings, metrics.registry)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="inference")
     plane = DataPlane(settings, observer, executor, monitor, decisions)
     protected = tuple(f"/{service}/" for service in MODEL_SERVICES)

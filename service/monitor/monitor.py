@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -27,9 +26,6 @@ from vae_serve.service.monitor.events import ScoredEvent
 from vae_serve.service.monitor.flag_rate import RATE_BUCKETS, RateCounts, rate_bucket
 from vae_serve.service.monitor.states import P_VALUE_BOUNDS, FlagRateState, Reading, ScoreMonitorState
 from vae_serve.service.settings import Settings
-
-if TYPE_CHECKING:
-    from vae_serve.service.monitor.decisions import DecisionLog
 
 __all__ = ["FlagRateState", "Monitor", "ScoreMonitorState"]  # the states are defined in states.py
 log = logging.getLogger(__name__)
@@ -59,16 +55,14 @@ class Monitor:
     Args:
         settings: monitor_window_rows (not None), monitor_step_rows and monitor_alpha.
         registry: where its series are exported (a custom collector).
-        decisions: the decision log each recorded event is offered to, or None.
     """
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry, decisions: "DecisionLog | None" = None) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         if settings.monitor_window_rows is None:
             raise ValueError("Monitor needs settings.monitor_window_rows; with --no-monitor build none")
         self.window_rows = settings.monitor_window_rows
         self.step_rows = settings.monitor_step_rows
         self.alpha = settings.monitor_alpha
-        self.decisions = decisions
         self._watches: dict[tuple[str, str, str], _Watch] = {}
         self._lock = threading.Lock()  # record (event loop) against the scrape thread and the tests' results
         self._task: asyncio.Task | None = None
@@ -96,8 +90,6 @@ class Monitor:
             watch.p_value_counts += p_counts
             watch.p_value_sum += p_sum
             watch.rates.setdefault(bucket, RateCounts()).add(rows, flagged, event.false_positive_rate)
-        if self.decisions is not None:
-            self.decisions.offer(event)
 
     # --- the state ---------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ served and gone, the examples and scores; each batcher gets its ``BatchObserver`
 served the graph-run hook, so the plane and the core hold no observation of their own.
 
 Score monitoring is handed in too: the ``Monitor`` (service/monitor/, None with ``--no-monitor``)
-gets each answered score call's rows (``watch``) and forgets a version when it goes; the decision
-log gets them from the monitor, or directly when there is no monitor.
+and the decision log (None without ``--decision-log``) each get every answered score call's rows
+(``watch``); the monitor forgets a version when it goes.
 """
 
 import functools
@@ -70,7 +70,7 @@ class DataPlane:
         self.settings = settings
         self.observer = observer
         self.executor = executor
-        self.monitor = monitor  # offers each event to the decision log itself
+        self.monitor = monitor
         self.decisions = decisions
         self.watching = monitor is not None or decisions is not None  # whether score calls make events
         self.wants_inputs = decisions is not None and decisions.wants_inputs
@@ -165,8 +165,8 @@ class DataPlane:
     def watch(self, event: ScoredEvent) -> None:
         """An answered score call's rows, for the monitor and the decision log; never waits."""
         if self.monitor is not None:
-            self.monitor.record(event)  # which offers the event to the decision log
-        elif self.decisions is not None:
+            self.monitor.record(event)
+        if self.decisions is not None:
             self.decisions.offer(event)
 
     async def run(self, model: ServedModel, item: Any, method: str, timeout_s: float | None, count: bool = True) -> Any:
