@@ -42,6 +42,33 @@ def load(
     return json.loads(done.stdout.splitlines()[0])
 
 
+def cpu_us_per_call(
+    pid: int,
+    port: int,
+    workload: str,
+    concurrency: int,
+    duration_s: float,
+    protocol: str = "vae",
+    num_features: int = 64,
+) -> float:
+    """Server CPU per call (us) of one closed-loop point, after a 1 s warm-up."""
+    load(port, workload, concurrency, 1.0, num_features, protocol)
+    before = cpu_seconds(pid)
+    calls = load(port, workload, concurrency, duration_s, num_features, protocol)["requests"]
+    return (cpu_seconds(pid) - before) / calls * 1e6
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> dict:
+    """Two series measured in alternating rounds: the ratio of their lowest rounds, and the median
+    (with quartiles) of the per-round ratios; a ratio within one round cancels the machine's drift."""
+    ratios = [top / bottom for top, bottom in zip(numerators, denominators, strict=True)]
+    return {
+        "lowest": round(min(numerators) / min(denominators), 3),
+        "median_of_rounds": round(statistics.median(ratios), 3),
+        "quartiles_of_rounds": [round(value, 3) for value in statistics.quantiles(ratios, n=4)[::2]],
+    }
+
+
 def lowest_cpu_per_call(
     pid: int, port: int, protocol: str, workload: str, concurrency: int, duration_s: float, rounds: int
 ) -> dict:

@@ -26,13 +26,17 @@ PROTOCOLS = ("vae", "oip", "rest-binary", "rest")
 POINTS = [("elbo_b1_k1", 1), ("elbo_b1_k1", 16), ("elbo_b256", 1), ("elbo_b256", 4)]
 
 
-def start_server(bundle: Path, log: Path) -> tuple[subprocess.Popen, int, int]:
-    command = [str(Path(PYTHON).with_name("vae-serve")), "--bundle", str(bundle), "--port", "0", "--http-port", "0"]
-    process = subprocess.Popen(
-        [*command, "--no-metrics"], stdout=subprocess.PIPE, stderr=log.open("w"), text=True, preexec_fn=pinned({0})
-    )
+def start_server(
+    bundle: Path, log: Path, extra: tuple[str, ...] = (), http: bool = True
+) -> tuple[subprocess.Popen, int, int | None]:
+    """vae-serve on ``bundle`` pinned to core 0, with ``extra`` flags: (process, gRPC port, REST port
+    or None without ``http``), once the models have had a second to load."""
+    command = [str(Path(PYTHON).with_name("vae-serve")), "--bundle", str(bundle), "--port", "0"]
+    command += ["--http-port", "0"] if http else []
+    command += ["--no-metrics", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, preexec_fn=pinned({0}))
     grpc_port = http_port = None
-    while grpc_port is None or http_port is None:
+    while grpc_port is None or (http and http_port is None):
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"vae-serve exited: {log.read_text()}")

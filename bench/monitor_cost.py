@@ -14,7 +14,6 @@ window and a flag-rate test), amortised per scored row at the default step.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ import timeit  # noqa: E402
 import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from bench.cpu_per_call import cpu_seconds, load  # noqa: E402
-from bench.run_all import PYTHON, pinned  # noqa: E402
+from bench.cpu_per_call import cpu_us_per_call, paired_ratio  # noqa: E402
+from bench.http_overhead import start_server  # noqa: E402
 from vae_serve.service.monitor.drift import drift_test, ranks_of  # noqa: E402
 from vae_serve.service.monitor.events import ScoredEvent  # noqa: E402
 from vae_serve.service.monitor.flag_rate import flag_rate_p_value  # noqa: E402
@@ -35,28 +34,7 @@ from vae_serve.service.monitor.monitor import Monitor  # noqa: E402
 from vae_serve.service.settings import Settings  # noqa: E402
 
 POINTS = (("score_b1", 16), ("score_b256", 4))
-SERVERS = {"on": [], "off": ["--no-monitor"]}
-
-
-def start(bundle: Path, extra: list[str], log: Path) -> tuple[subprocess.Popen, int]:
-    command = [str(Path(PYTHON).with_name("vae-serve")), "--bundle", str(bundle), "--port", "0", "--no-metrics"]
-    process = subprocess.Popen(
-        [*command, *extra], stdout=subprocess.PIPE, stderr=log.open("w"), text=True, preexec_fn=pinned({0})
-    )
-    while True:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"vae-serve exited: {log.read_text()}")
-        if line.startswith("vae-serve listening on "):
-            time.sleep(1.0)  # models load after the port is announced
-            return process, int(line.rsplit(":", 1)[1])
-
-
-def one_point(pid: int, port: int, workload: str, concurrency: int, duration_s: float, features: int) -> float:
-    load(port, workload, concurrency, 1.0, features)
-    before = cpu_seconds(pid)
-    calls = load(port, workload, concurrency, duration_s, features)["requests"]
-    return (cpu_seconds(pid) - before) / calls * 1e6
+SERVERS = {"on": (), "off": ("--no-monitor",)}
 
 
 def event(rows: int, calibration_rows: int, rng: np.random.Generator) -> ScoredEvent:
@@ -96,35 +74,25 @@ def main() -> None:
     print(json.dumps({"in_process": in_process()}), flush=True)
     features = json.loads((args.bundle / "manifest.json").read_text())["input"]["num_features"]
     servers = {
-        name: start(args.bundle, extra, Path(f"/tmp/monitor_cost_{name}.log")) for name, extra in SERVERS.items()
+        name: start_server(args.bundle, Path(f"/tmp/monitor_cost_{name}.log"), extra, http=False)[:2]
+        for name, extra in SERVERS.items()
     }
     try:
         for workload, concurrency in POINTS:
             rounds: dict[str, list[float]] = {name: [] for name in servers}
             for _ in range(args.rounds):
                 for name, (process, port) in servers.items():
-                    point = one_point(process.pid, port, workload, concurrency, args.duration, features)
+                    point = cpu_us_per_call(process.pid, port, workload, concurrency, args.duration, "vae", features)
                     rounds[name].append(point)
-            ratios = [on / off for on, off in zip(rounds["on"], rounds["off"], strict=True)]
-            print(
-                json.dumps(
-                    {
-                        "workload": workload,
-                        "concurrency": concurrency,
-                        "rounds": args.rounds,
-                        "lowest_us": {name: round(min(values)) for name, values in rounds.items()},
-                        "median_us": {name: round(statistics.median(values)) for name, values in rounds.items()},
-                        "on_over_off": {
-                            "lowest": round(min(rounds["on"]) / min(rounds["off"]), 3),
-                            "median_of_rounds": round(statistics.median(ratios), 3),
-                            "quartiles_of_rounds": [
-                                round(value, 3) for value in statistics.quantiles(ratios, n=4)[::2]
-                            ],
-                        },
-                    }
-                ),
-                flush=True,
-            )
+            summary = {
+                "workload": workload,
+                "concurrency": concurrency,
+                "rounds": args.rounds,
+                "lowest_us": {name: round(min(values)) for name, values in rounds.items()},
+                "median_us": {name: round(statistics.median(values)) for name, values in rounds.items()},
+                "on_over_off": paired_ratio(rounds["on"], rounds["off"]),
+            }
+            print(json.dumps(summary), flush=True)
     finally:
         for process, _ in servers.values():
             process.terminate()

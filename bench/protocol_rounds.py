@@ -16,18 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.cpu_per_call import cpu_seconds, load  # noqa: E402
+from bench.cpu_per_call import cpu_us_per_call, paired_ratio  # noqa: E402
 from bench.http_overhead import start_server  # noqa: E402
 
 PROTOCOLS = ("vae", "oip", "rest-binary")
-
-
-def one_point(pid: int, port: int, protocol: str, workload: str, concurrency: int, duration_s: float) -> float:
-    """Server CPU per call (us) of one closed-loop point after a short warm-up."""
-    load(port, workload, concurrency, 1.0, protocol=protocol)
-    before = cpu_seconds(pid)
-    calls = load(port, workload, concurrency, duration_s, protocol=protocol)["requests"]
-    return (cpu_seconds(pid) - before) / calls * 1e6
 
 
 def main() -> None:
@@ -46,7 +38,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for protocol in protocols:
                 port = http_port if protocol.startswith("rest") else grpc_port
-                point = one_point(process.pid, port, protocol, args.workload, args.concurrency, args.duration)
+                point = cpu_us_per_call(process.pid, port, args.workload, args.concurrency, args.duration, protocol)
                 rounds[protocol].append(point)
     finally:
         process.terminate()
@@ -59,13 +51,7 @@ def main() -> None:
         "median_us": {name: round(statistics.median(values)) for name, values in rounds.items()},
     }
     for protocol in protocols[1:]:
-        # Each round's ratio is taken a few seconds apart, so the machine's drift mostly cancels.
-        ratios = [value / vae for value, vae in zip(rounds[protocol], rounds["vae"], strict=True)]
-        result[f"{protocol}_over_vae"] = {
-            "lowest": round(min(rounds[protocol]) / min(rounds["vae"]), 3),
-            "median_of_rounds": round(statistics.median(ratios), 3),
-            "quartiles_of_rounds": [round(value, 3) for value in statistics.quantiles(ratios, n=4)[::2]],
-        }
+        result[f"{protocol}_over_vae"] = paired_ratio(rounds[protocol], rounds["vae"])
     print(json.dumps(result))
 
 
