@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = command("score", _cmd_score, "anomaly score of each row of INPUT.npy (higher: more anomalous)")
     score.add_argument("input", metavar="INPUT.npy")
     score.add_argument(
-        "--score", choices=list(SCORE_TYPES), help="(default: the server's default score, shown by `info`)"
+        "--score", choices=list(SCORE_TYPES), help="(default: the model's default score, shown by `info`)"
     )
     threshold = score.add_mutually_exclusive_group()
     threshold.add_argument("--fpr", type=_open_fraction, help="flag at this false-positive rate on calibration data")
@@ -297,7 +297,7 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
         }
         for entry in info.calibration
     ]
-    # The server's score registry: what `score --score` accepts, and its default (the server's, not ours).
+    # The server's score registry: what `score --score` accepts, and the model's default (the server's word, not ours).
     scores = [
         {"score": score_name(facts.score), "draws": facts.draws, "description": facts.description}
         for facts in info.scores
@@ -317,6 +317,7 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
             "description": info.preprocessing.description,
         },
         **splits,
+        "test": splits.get("test"),  # null: no test rows
         "calibration": calibration,
         "scores": scores,
         "default_score": score_name(info.default_score),
@@ -337,6 +338,8 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
             f"{name:<12} {split['num_examples']} examples: ELBO {split['elbo_nats']:.3f} nats, "
             f"IWAE NLL {split['iwae_nll_nats']:.3f} nats (k={split['iwae_k']}), {split['bits_per_dim']:.4f} bits/dim"
         )
+    if "test" not in splits:  # the training run kept no test rows: every row went to training and validation
+        lines.append(f"{'test':<12} no test rows")
     for entry in calibration:
         quantiles = ", ".join(f"q{level}={value:.3f}" for level, value in entry["quantiles"].items())
         lines.append(

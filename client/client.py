@@ -257,8 +257,8 @@ class VaeClient(Connection):
 
         Args:
             x: The inputs, [n, D] or [n, *input_shape].
-            score: A name of SCORE_TYPES; None: the server's default score (GetModelInfo's
-                default_score, the best measured), named in the result.
+            score: A name of SCORE_TYPES; None: the model's default score (GetModelInfo's
+                default_score: its bundle's choice, else reconstruction_error), named in the result.
             false_positive_rate: Flag scores above the calibration quantile at 1 - this, in (0, 1).
             threshold: Flag scores above this value. At most one of the two; neither: the server's default.
             seed, model, version: As for ``encode``.

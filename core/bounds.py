@@ -177,10 +177,18 @@ def estimate_bounds(vae: OnnxVae, x: np.ndarray, num_samples: int, rng: np.rando
 def reconstruction_errors_batch(vae: OnnxVae, xs: list[np.ndarray]) -> list[np.ndarray]:
     """Per-feature squared error of the posterior-mean reconstruction E[x | z = mean(q(z|x))], float64.
 
+    Multiplied by ``vae.error_weights`` when the bundle has them (reconstruction units
+    "standardized": (x - E[x|z])**2 / feature_scale**2, so that no column carries the error by its
+    units alone); without them the raw squared error in the model's space.
+
     In float64: a residual beyond ~1.8e19 (a far out-of-distribution row of a Gaussian model) squared
-    overflows float32, while the square of any float32 residual is finite in float64.
+    overflows float32, while the square of any float32 residual is finite in float64, and so is its
+    product with any weight (at most ~5e89: ``runtime.reconstruction_error_weights``).
     """
     x_all = np.concatenate(xs)
     z_mean, _ = vae.encode(x_all)
     residual = x_all.astype(np.float64) - vae.expected_x(vae.decode(z_mean))
-    return split_rows(residual**2, [len(x) for x in xs])
+    errors = residual**2
+    if vae.error_weights is not None:
+        errors *= vae.error_weights
+    return split_rows(errors, [len(x) for x in xs])

@@ -16,7 +16,14 @@ from vae_serve.core.errors import BundleError
 from vae_serve.core.manifest import MANIFEST_FILE, READABLE_FORMATS, Manifest, file_sha256, manifest_digest
 from vae_serve.core.preprocessing import Affine
 from vae_serve.core.row_independence import check_graph_rows
-from vae_serve.core.runtime import BOUNDS_INPUTS, BOUNDS_OUTPUTS, DEFAULT_PROVIDERS, OnnxVae, make_session
+from vae_serve.core.runtime import (
+    BOUNDS_INPUTS,
+    BOUNDS_OUTPUTS,
+    DEFAULT_PROVIDERS,
+    OnnxVae,
+    make_session,
+    reconstruction_error_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,20 @@ def verify_rows_independent(vae: OnnxVae, manifest: Manifest) -> None:
         check_graph_rows(vae.bounds, bounds_graph.graph.file, inputs, row_axes, tolerance)
 
 
+def error_weights(manifest: Manifest) -> np.ndarray | None:
+    """The per-feature weights of the reconstruction errors its ``reconstruction_units`` ask for.
+
+    Raises:
+        BundleError: "standardized" units without a usable ``likelihood.parameters.feature_scale``.
+    """
+    try:
+        return reconstruction_error_weights(
+            manifest.reconstruction_units, manifest.likelihood.parameters, manifest.input.num_features
+        )
+    except ValueError as error:
+        raise BundleError(f"{MANIFEST_FILE}: {error}") from None
+
+
 def _open_graph(bundle_dir: Path, graph, providers: Sequence[str], intra_op_threads: int) -> ort.InferenceSession:
     path = bundle_dir / graph.file
     try:
@@ -228,7 +249,14 @@ def load_bundle(
     if manifest.bounds_graph is not None:
         bounds = _open_graph(bundle_dir, manifest.bounds_graph.graph, providers, intra_op_threads)
     preprocessing = Affine.of(manifest.preprocessing)
-    vae = OnnxVae(sessions["encoder"], sessions["decoder"], manifest.likelihood.name, preprocessing, bounds)
+    vae = OnnxVae(
+        sessions["encoder"],
+        sessions["decoder"],
+        manifest.likelihood.name,
+        preprocessing,
+        bounds,
+        error_weights=error_weights(manifest),
+    )
     # First: a graph that mixes rows also fails its golden outputs, and this says why.
     verify_rows_independent(vae, manifest)
     if bounds is not None:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vae_serve.core.combination import QUANTILE_LEVELS, conformal_p_values, percentiles
 from vae_serve.core.scores import score_named
 
-# 1001 levels: p-values resolve to 0.1 % anywhere, and to the sample's own resolution in the tails.
-QUANTILE_LEVELS = np.linspace(0.0, 1.0, 1001)
+__all__ = ["QUANTILE_LEVELS", "Decision", "calibration_of", "decide"]
 
 
 def calibration_of(scores: dict[str, np.ndarray], seed: int, description: str) -> dict:
@@ -55,9 +55,8 @@ def decide(scores: np.ndarray, calibration, false_positive_rate: float | None, t
     """
     quantiles = np.asarray(calibration.quantiles)
     levels = QUANTILE_LEVELS
-    percentile = np.interp(scores, quantiles, levels, left=0.0, right=1.0)
-    count = calibration.num_examples
-    p_value = (1.0 + count * (1.0 - percentile)) / (1.0 + count)
+    percentile = percentiles(scores, quantiles)
+    p_value = conformal_p_values(percentile, calibration.num_examples)
     if threshold is None:
         threshold = float(np.interp(1.0 - false_positive_rate, levels, quantiles))
     else:

@@ -110,7 +110,7 @@ class SplitMetrics(_Strict):
 
 class Metrics(_Strict):
     validation: SplitMetrics
-    test: SplitMetrics
+    test: SplitMetrics | None = None  # None: the run kept no test rows
     binarization: str
 
 
@@ -193,11 +193,19 @@ class ManifestBody(_Strict):
     calibration: Calibration
     golden: Golden
     bounds_graph: BoundsGraph | None = None
+    # The score ScoreAnomaly uses when a request names none; None (older bundles): core.scores.DEFAULT_SCORE.
+    default_score: str | None = None
+    # "standardized": reconstruction errors are squared residuals / feature_scale**2 (the likelihood's
+    # parameters hold feature_scale); "model": raw squared errors in the model's space, as before.
+    reconstruction_units: Literal["model", "standardized"] = "model"
 
     def document(self) -> dict[str, Any]:
-        """The JSON document this manifest is written as (and sealed over). A bundle without a bounds
-        graph is written as before it existed: no key, rather than null."""
-        return self.model_dump(mode="json", exclude={"bounds_graph"} if self.bounds_graph is None else set())
+        """The JSON document this manifest is written as (and sealed over). An optional section at its
+        default (no bounds graph, no default score, errors in model units) is written as before it
+        existed: no key, rather than null, so older bundles are rewritten unchanged."""
+        defaults = {"bounds_graph": None, "default_score": None, "reconstruction_units": "model"}
+        exclude = {key for key, value in defaults.items() if getattr(self, key) == value}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def graph_files(self) -> list[str]:
         """Every graph file the manifest names."""

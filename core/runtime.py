@@ -4,7 +4,7 @@ OpenTelemetry: a graph run is observed only through the ``GraphSpan`` hook its o
 import copy
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -22,6 +22,8 @@ BOUNDS_INPUTS = ("x", "eps")
 # In the order of core.bounds.BoundEstimates' fields.
 BOUNDS_OUTPUTS = ("elbo", "reconstruction", "kl", "iwae", "iwae_standard_error")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+# ManifestBody.reconstruction_units: raw squared errors in the model's space, or divided by feature_scale**2.
+RECONSTRUCTION_UNITS = ("model", "standardized")
 CUDA = "CUDAExecutionProvider"
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class OnnxVae:
     ``InferenceSession.run`` is thread-safe and releases the GIL, so one instance serves many
     threads. ``encode``, ``decode`` and ``log_likelihood`` work in the model's space; rows as
     clients send them go through ``to_model`` first (the bundle's preprocessing).
+
+    ``error_weights`` [D] float64 multiply each feature's squared reconstruction error
+    (``reconstruction_error_weights``): 1 / feature_scale**2 for a bundle whose reconstruction
+    units are "standardized", None for errors in the model's units.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class OnnxVae:
         preprocessing: Affine | None = None,
         bounds: ort.InferenceSession | None = None,
         graph_span: GraphSpan | None = None,
+        error_weights: np.ndarray | None = None,
     ) -> None:
         if likelihood not in DECODER_OUTPUTS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
@@ -91,6 +98,7 @@ class OnnxVae:
         self.decoder_outputs = DECODER_OUTPUTS[likelihood]
         self.preprocessing = preprocessing
         self.graph_span = graph_span  # around each graph run (the server's tracing), or None
+        self.error_weights = error_weights
 
     def observed(self, graph_span: GraphSpan | None) -> "OnnxVae":
         """This model with ``graph_span`` around each graph run: a copy sharing the sessions, so
@@ -168,6 +176,53 @@ class OnnxVae:
             # sigmoid(l) = exp(-softplus(-l)): exact, and no overflow warning for large |l|.
             return np.exp(-np.logaddexp(0.0, -decoded["logits"]))
         return decoded["mean"]
+
+
+def reconstruction_error_weights(units: str, likelihood_parameters: Mapping, num_features: int) -> np.ndarray | None:
+    """The per-feature weights of the squared reconstruction errors in ``units``.
+
+    Args:
+        units: "model" (raw squared errors) or "standardized" (divided by feature_scale**2).
+        likelihood_parameters: the manifest's ``likelihood.parameters``; "standardized" reads its
+            ``feature_scale``, the D per-feature scales vae-train's Gaussian bundles record.
+        num_features: D, the model's row width.
+
+    Returns:
+        None for "model" (today's errors, bit for bit), else 1 / feature_scale**2 [D] in float64.
+        The scales are taken as the float32 values the graphs hold: a positive float32 is at least
+        1.4e-45, so a weight is at most 5e89, and times the square of any float32 residual
+        (at most ~4.6e77 in float64) it stays finite: a far-out row still gets a finite, huge error.
+
+    Raises:
+        ValueError: unknown units, or no usable feature_scale (missing, not D numbers, or a value
+            that is not a finite positive float32).
+    """
+    if units not in RECONSTRUCTION_UNITS:
+        raise ValueError(f"reconstruction_units {units!r} is unknown; use one of {', '.join(RECONSTRUCTION_UNITS)}")
+    if units == "model":
+        return None
+    scale = _feature_scale(likelihood_parameters.get("feature_scale"), num_features)
+    return 1.0 / np.square(scale.astype(np.float64))
+
+
+def _feature_scale(values, num_features: int) -> np.ndarray:
+    """``feature_scale`` as D finite positive float32 values, or a ValueError saying what is wrong."""
+    need = (
+        "reconstruction_units 'standardized' needs likelihood.parameters.feature_scale: "
+        f"{num_features} positive numbers"
+    )
+    if values is None:
+        raise ValueError(f"{need}, and the manifest has none (export with reconstruction_units 'model')")
+    try:
+        with np.errstate(over="ignore"):
+            scale = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{need}, got a value that is not a list of numbers") from None
+    if scale.shape != (num_features,):
+        raise ValueError(f"{need}, got shape {list(scale.shape)}")
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"{need}, got a value that is zero, negative or not a finite float32")
+    return scale
 
 
 class DeviceUnavailable(RuntimeError):

@@ -1,7 +1,8 @@
 """The anomaly-score registry: one entry per score (name, parameters, how it is computed).
 
 A score is read either from a likelihood-bound estimate with ``num_samples`` posterior draws, or
-(``num_samples`` 0) from the per-feature reconstruction errors of the posterior mean. Its name is
+(``num_samples`` 0) from the per-feature reconstruction errors of the posterior mean, or (``combined``)
+from other scores' calibrated p-values (``core.combination``): its request carries their calibrations. Its name is
 the proto enum's (``SCORE_TYPE_NEGATIVE_ELBO`` -> ``negative_elbo``); the server checks at import
 that the enum and this registry agree. The exporter calibrates with exactly this code, so a served
 score and its stored quantiles always come from the same computation. Higher = more anomalous.
@@ -9,7 +10,7 @@ score and its stored quantiles always come from the same computation. Higher = m
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from vae_serve.core.bounds import (
     latent_generator,
     reconstruction_errors_batch,
 )
+from vae_serve.core.combination import COMBINED, COMBINED_COMPONENTS, StoredQuantiles, combined_scores
 from vae_serve.core.runtime import OnnxVae
 
 # Serra et al.'s compressor stand-in: zlib (DEFLATE) at its strongest level on 8-bit rows.
@@ -35,13 +37,17 @@ class Score:
     # Posterior draws of the bound it is read from; part of its definition, since calibration
     # quantiles hold only for the parameters they were computed with. 0: deterministic.
     num_samples: int
-    compute: Callable[[np.ndarray, "BoundEstimates | np.ndarray"], np.ndarray]
+    compute: Callable[[np.ndarray, "BoundEstimates | np.ndarray"], np.ndarray] | None
     summary: str
+    # A combination of other scores (their calibrated p-values), which a request computes with them:
+    # ``compute`` is None then.
+    components: tuple[str, ...] = ()
 
     @property
-    def params(self) -> dict[str, int]:
+    def params(self) -> dict:
         """The parameters recorded with its calibration in a manifest."""
-        return {"num_samples": self.num_samples} if self.num_samples else {}
+        params = {"num_samples": self.num_samples} if self.num_samples else {}
+        return params | ({"components": list(self.components)} if self.components else {})
 
 
 def compressed_bits(x: np.ndarray) -> np.ndarray:
@@ -75,9 +81,23 @@ SCORES: dict[str, Score] = {
             lambda x, bounds: -bounds.iwae / math.log(2.0) - compressed_bits(x),
             "Serra et al.: -IWAE_100 in bits minus the zlib size in bits",
         ),
+        # Its draws are negative_elbo's (the same seed, the same bounds pass).
+        Score(
+            COMBINED,
+            10,
+            None,
+            "Fisher's -2 sum log p over the calibrated p-values of negative_elbo and reconstruction_error",
+            COMBINED_COMPONENTS,
+        ),
     )
 }
 DEFAULT_SCORE = "reconstruction_error"  # the best measured on Fashion-MNIST: docs/anomaly.md
+
+
+def default_score_of(manifest) -> str:
+    """The score a request that names none gets from a model: its manifest's ``default_score``, or
+    DEFAULT_SCORE for a bundle without one (or naming a score this server does not know)."""
+    return manifest.default_score if manifest.default_score in SCORES else DEFAULT_SCORE
 
 
 def score_named(name: str) -> Score:
@@ -94,12 +114,60 @@ class ScoreRequest:
     name: str
     seed: int
     feature_errors: bool = False  # also return the per-feature reconstruction errors
+    # A combined score's components' calibrations, by name (its p-values are computed against them).
+    calibrations: Mapping[str, StoredQuantiles] | None = None
 
 
 def score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """(scores [n], feature errors [n, D] or None) for each request, in order, computed together.
 
     Requests carry rows as clients send them; scores and feature errors are in the model's space.
+    A combined score's request stands for one request per component (same rows, same seed), so its
+    components share the passes below with every other request, and their values are exactly those
+    of the components requested alone.
+
+    Raises:
+        ValueError: a combined score's request lacks its components' calibrations.
+    """
+    simple, plan = _expand(requests)
+    results = _simple_score_batch(vae, simple)
+    answers = []
+    for request, indices in zip(requests, plan, strict=True):
+        parts = [results[index] for index in indices]
+        if not score_named(request.name).components:
+            answers.append(parts[0])
+            continue
+        components = {simple[index].name: values for index, (values, _) in zip(indices, parts, strict=True)}
+        errors = next((errors for _, errors in parts if errors is not None), None)
+        answers.append((combined_scores(components, request.calibrations), errors))
+    return answers
+
+
+def _expand(requests: list[ScoreRequest]) -> tuple[list[ScoreRequest], list[list[int]]]:
+    """Requests with each combined one replaced by its components (the reconstruction one carrying the
+    feature errors asked for), and, per original request, the indices of its parts among them."""
+    simple: list[ScoreRequest] = []
+    plan = []
+    for request in requests:
+        components = score_named(request.name).components
+        if components and request.calibrations is None:
+            raise ValueError(f"the {request.name} score needs its components' calibrations {list(components)}")
+        names = components or (request.name,)
+        plan.append(list(range(len(simple), len(simple) + len(names))))
+        simple.extend(
+            ScoreRequest(
+                request.x,
+                name,
+                request.seed,
+                request.feature_errors and (not components or not score_named(name).num_samples),
+            )
+            for name in names
+        )
+    return simple, plan
+
+
+def _simple_score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """score_batch of requests without combined scores.
 
     One bounds pass serves every sampled score (each drawing from ``latent_generator(seed)``, so its
     values depend only on its own request), and one reconstruction pass every request that needs
@@ -126,7 +194,21 @@ def score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tuple[np.nda
     return results
 
 
-def anomaly_scores(vae: OnnxVae, x: np.ndarray, names: list[str], seed: int) -> dict[str, np.ndarray]:
-    """Each named score of every row of ``x`` (raw, as clients send them): what calibration records."""
-    results = score_batch(vae, [ScoreRequest(x, name, seed) for name in names])
+def anomaly_scores(
+    vae: OnnxVae,
+    x: np.ndarray,
+    names: list[str],
+    seed: int,
+    calibrations: Mapping[str, StoredQuantiles] | None = None,
+) -> dict[str, np.ndarray]:
+    """Each named score of every row of ``x`` (raw, as clients send them): what calibration records.
+
+    ``calibrations``: the stored calibrations by score name (a manifest's ``calibration.scores``),
+    which a combined score needs for its components' p-values.
+    """
+    requests = [
+        ScoreRequest(x, name, seed, calibrations=calibrations if score_named(name).components else None)
+        for name in names
+    ]
+    results = score_batch(vae, requests)
     return {name: values for name, (values, _) in zip(names, results, strict=True)}

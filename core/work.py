@@ -11,7 +11,7 @@ equals the unary one.
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -231,6 +231,8 @@ class ScoreItem:
     false_positive_rate: float | None  # exactly one of these two is set
     threshold: float | None
     feature_errors: bool = False
+    # A combined score's components' calibrations, by name (``core.combination``); None otherwise.
+    components: Mapping[str, ScoreCalibration] | None = None
 
     @property
     def rows(self) -> int:
@@ -238,9 +240,11 @@ class ScoreItem:
 
     @property
     def cost(self) -> int:
-        # Sampled scores decode num_samples rows per example; the reconstruction pass decodes one.
-        samples = score_named(self.name).num_samples
-        return len(self.x) * (max(samples, 1) + (1 if samples and self.feature_errors else 0))
+        # Sampled scores decode num_samples rows per example; the reconstruction pass decodes one
+        # (always for a combined score, whose reconstruction_error component needs it).
+        score = score_named(self.name)
+        reconstruction = score.num_samples and (self.feature_errors or score.components)
+        return len(self.x) * (max(score.num_samples, 1) + (1 if reconstruction else 0))
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ class ScoreOutcome:
 
 def score_anomaly_batch(vae: OnnxVae, items: list[ScoreItem]) -> list:
     """-> ScoreOutcome per item: scores, the decision against the calibration, optional errors."""
-    requests = [ScoreRequest(item.x, item.name, item.seed, item.feature_errors) for item in items]
+    requests = [ScoreRequest(item.x, item.name, item.seed, item.feature_errors, item.components) for item in items]
     outcomes = [
         ScoreOutcome(scores, decide(scores, item.calibration, item.false_positive_rate, item.threshold), errors)
         for item, (scores, errors) in zip(items, score_batch(vae, requests), strict=True)

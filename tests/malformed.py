@@ -169,7 +169,9 @@ def vae_cases() -> list[tuple[str, str, object, grpc.StatusCode, str]]:
     for chunk in (65, 10**6, 2**32 - 1):
         request = vae_pb2.SampleRequest(n=100, chunk_size=chunk)
         cases.append((f"SampleStream chunk {chunk}", "SampleStream", request, INVALID, rf"chunk_size: {chunk} is out"))
-    for score in (6, 99, -1, 2**31 - 1):
+    # The first number past the enum's last value, whatever scores it holds.
+    past_last = max(vae_pb2.ScoreType.values()) + 1
+    for score in (past_last, 99, -1, 2**31 - 1):
         request = vae_pb2.ScoreAnomalyRequest(x=x3, score=score)
         cases.append((f"score type {score}", "ScoreAnomaly", request, INVALID, rf"unknown score type {score}"))
     for rate in (0.0, 1.0, -0.5, 1.5, float("nan"), float("inf")):

@@ -56,7 +56,9 @@ def test_anomaly_scores_are_calibrated_on_validation_data(digits_bundle):
     bundle = load_bundle(digits_bundle)
     splits = make_splits(load_source("digits"))  # raw grey levels, as clients send them
     calibration = bundle.manifest.calibration
-    recomputed = anomaly_scores(bundle.vae, splits.validation.x, list(calibration.scores), calibration.seed)
+    recomputed = anomaly_scores(
+        bundle.vae, splits.validation.x, list(calibration.scores), calibration.seed, calibration.scores
+    )
     for name, values in recomputed.items():
         stored = calibration.scores[name]
         assert stored.num_examples == len(values)

@@ -240,7 +240,7 @@ def test_core_imports_neither_torch_nor_grpc_nor_opentelemetry(digits_bundle):
         f"bundle = load_bundle({str(digits_bundle)!r})\n"
         "x = bundle.manifest.golden.encoder.inputs['x']\n"
         "import numpy as np\n"
-        "anomaly_scores(bundle.vae, np.asarray(x, np.float32), list(SCORES), 0)\n"
+        "anomaly_scores(bundle.vae, np.asarray(x, np.float32), list(SCORES), 0, bundle.manifest.calibration.scores)\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'grpc', 'google', 'opentelemetry'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)

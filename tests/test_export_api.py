@@ -73,7 +73,9 @@ def test_a_user_model_exports_to_a_bundle_the_server_loader_verifies(tmp_path, r
     # The bundle's preprocessing is applied by the served model: raw rows score as the model-space
     # rows do without it (the same graphs, an independent division here).
     raw = raw_digits.reshape(len(raw_digits), -1)
-    recomputed = anomaly_scores(bundle.vae, raw, list(manifest.calibration.scores), manifest.calibration.seed)
+    recomputed = anomaly_scores(
+        bundle.vae, raw, list(manifest.calibration.scores), manifest.calibration.seed, manifest.calibration.scores
+    )
     for name, values in recomputed.items():
         np.testing.assert_array_equal(values, exported.calibration_scores[name])
         quantiles = np.quantile(values, manifest.calibration.quantile_levels)

@@ -40,13 +40,14 @@ def test_unknown_names_and_enum_values_fail_loudly(digits_bundle):
 def test_each_entry_reads_its_own_evidence(digits_bundle):
     # Every score computed together equals the same score alone, and sampled scores are computed
     # from bounds with their own number of draws (the recorded calibration parameters).
-    vae = load_bundle(digits_bundle).vae
+    bundle = load_bundle(digits_bundle)
+    vae, calibrations = bundle.vae, bundle.manifest.calibration.scores
     x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
-    together = score_batch(vae, [ScoreRequest(x, name, 5, feature_errors=True) for name in SCORES])
+    together = score_batch(vae, [ScoreRequest(x, name, 5, True, calibrations) for name in SCORES])
     for (values, errors), name in zip(together, SCORES, strict=True):
-        alone, _ = score_batch(vae, [ScoreRequest(x, name, 5)])[0]
+        alone, _ = score_batch(vae, [ScoreRequest(x, name, 5, calibrations=calibrations)])[0]
         np.testing.assert_array_equal(values, alone)
         assert errors.shape == (4, 64) and np.all(errors >= 0)
-        assert SCORES[name].params == ({"num_samples": SCORES[name].num_samples} if SCORES[name].num_samples else {})
+        assert SCORES[name].params.get("num_samples", 0) == SCORES[name].num_samples
     scores, errors = together[list(SCORES).index("reconstruction_error")]
     np.testing.assert_allclose(errors.sum(axis=1), scores)  # the score is the sum of its feature errors

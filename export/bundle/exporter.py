@@ -20,6 +20,7 @@ from torch import nn
 from vae_serve.core.bounds import estimate_bounds, latent_generator
 from vae_serve.core.manifest import (
     NAME_PATTERN,
+    Calibration,
     InputSpec,
     LikelihoodSpec,
     Manifest,
@@ -29,7 +30,14 @@ from vae_serve.core.manifest import (
     repository_layout,
 )
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
-from vae_serve.core.runtime import DECODER_OUTPUTS, OnnxVae, make_session
+from vae_serve.core.runtime import (
+    DECODER_OUTPUTS,
+    RECONSTRUCTION_UNITS,
+    OnnxVae,
+    make_session,
+    reconstruction_error_weights,
+)
+from vae_serve.core.scores import SCORES
 from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS, calibrate
 from vae_serve.export.bundle.fused_graph import add_bounds_graph
 from vae_serve.export.bundle.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
@@ -94,6 +102,48 @@ def _check_likelihood_range(likelihood: str, x_model: np.ndarray, preprocessing:
         )
 
 
+def reconstruction_weights(units: str, spec: LikelihoodSpec, num_features: int) -> np.ndarray | None:
+    """The per-feature weights of the squared reconstruction errors in ``units`` (None: model units),
+    which calibration applies exactly as the server will.
+
+    Raises:
+        ModelError: unknown units, or "standardized" without usable feature scales to divide by.
+    """
+    if units not in RECONSTRUCTION_UNITS:
+        raise ModelError(f"reconstruction_units {units!r}: use one of {list(RECONSTRUCTION_UNITS)}")
+    if units == "standardized" and "feature_scale" not in spec.parameters:
+        raise ModelError(
+            "reconstruction_units='standardized' divides each squared error by feature_scale**2, but the "
+            "likelihood's parameters have no feature_scale; pass a likelihood_spec whose parameters hold "
+            "feature_scale (one value per feature), or use reconstruction_units='model'"
+        )
+    try:
+        return reconstruction_error_weights(units, spec.parameters, num_features)
+    except ValueError as error:
+        raise ModelError(f"likelihood_spec: {error}") from None
+
+
+def check_default_score(default_score: str | None, calibration: Calibration | None = None) -> None:
+    """A default score must be a registry score that the bundle calibrates: ScoreAnomaly decides against it.
+
+    Args:
+        default_score: the name to check; None (the server's default) always passes.
+        calibration: the bundle's calibration; None checks the name alone (before any work).
+
+    Raises:
+        ModelError: the name is no registry score, or the calibration has no entry for it.
+    """
+    if default_score is None:
+        return
+    if default_score not in SCORES:
+        raise ModelError(f"default_score {default_score!r} is not an anomaly score; use one of {sorted(SCORES)}")
+    if calibration is not None and default_score not in calibration.scores:
+        raise ModelError(
+            f"default_score {default_score!r} is not calibrated in this bundle (calibrated: "
+            f"{sorted(calibration.scores)}); choose one of those"
+        )
+
+
 def measured_metrics(vae: OnnxVae, validation: np.ndarray, test: np.ndarray | None, iwae_k: int, seed: int) -> Metrics:
     """ELBO and IWAE-k of model-space rows, measured through ONNX Runtime with the serving code."""
 
@@ -130,6 +180,8 @@ def export_bundle(
     progress: bool | None = False,
     value_range: tuple[float | None, float | None] = (None, None),
     likelihood_spec: LikelihoodSpec | None = None,
+    default_score: str | None = None,
+    reconstruction_units: str = "model",
 ) -> ExportedBundle:
     """Export a PyTorch VAE as a verified bundle that ``vae-serve`` serves with every rpc.
 
@@ -157,6 +209,12 @@ def export_bundle(
         progress: progress bars (None: when stderr is a terminal).
         value_range: the raw values' range, recorded for clients.
         likelihood_spec: the manifest's likelihood section, when the caller knows more (vae-train).
+        default_score: the score ScoreAnomaly uses when a request names none: a registry score
+            (``vae_serve.core.scores.SCORES``) that this bundle calibrates; None: the server's
+            default (``DEFAULT_SCORE``).
+        reconstruction_units: "model" (squared errors in the model's space) or "standardized"
+            (squared errors / feature_scale**2; needs a likelihood_spec whose parameters hold
+            ``feature_scale``, as vae-train's Gaussian bundles do).
 
     Returns:
         The bundle's path, its sealed manifest, and the calibration rows' scores.
@@ -175,6 +233,9 @@ def export_bundle(
         version = layout[1] if layout is not None else "1"
     preprocessing = preprocessing or IDENTITY
     _check_arguments(likelihood, name, version, out, force, training)
+    spec = likelihood_spec or generic_likelihood_spec(likelihood, scale="from the decoder's log_scale")
+    weights = reconstruction_weights(reconstruction_units, spec, math.prod(input_shape))
+    check_default_score(default_score)
     affine = Affine.of(preprocessing)
     x_raw = _flat_rows(calibration_data, input_shape, "calibration_data")
     if len(x_raw) < MIN_CALIBRATION_ROWS:
@@ -191,12 +252,18 @@ def export_bundle(
         bounds_graph = add_bounds_graph(staging, numpy_vae, latent_dim, x_model, seed)
         # Metrics and calibration through the bounds graph: what the server will compute.
         vae = OnnxVae(
-            numpy_vae.encoder, numpy_vae.decoder, likelihood, affine, make_session(staging / bounds_graph.graph.file)
+            numpy_vae.encoder,
+            numpy_vae.decoder,
+            likelihood,
+            affine,
+            make_session(staging / bounds_graph.graph.file),
+            error_weights=weights,
         )
         if metrics is None:
             metrics = measured_metrics(vae, x_model, test_model, iwae_k, seed)
         rows = f"calibration data ({len(x_raw)} rows, values as clients send them)"
         scores, calibration = calibrate(vae, x_raw, seed, rows, progress)
+        check_default_score(default_score, calibration)
         body = build_manifest(
             name=name,
             version=version,
@@ -209,7 +276,7 @@ def export_bundle(
             ),
             preprocessing=preprocessing,
             latent_dim=latent_dim,
-            likelihood=likelihood_spec or generic_likelihood_spec(likelihood, scale="from the decoder's log_scale"),
+            likelihood=spec,
             graphs=graphs,
             training=training or {},
             metrics=metrics,
@@ -217,6 +284,8 @@ def export_bundle(
             golden=golden_examples(flat_encoder, flat_decoder, x_model),
             parity_examples=min(PARITY_EXAMPLES, len(x_model)),
             bounds_graph=bounds_graph,
+            default_score=default_score,
+            reconstruction_units=reconstruction_units,
         )
         manifest = write_manifest(staging, body)
         publish(staging, out, force, FORCE_FLAG)

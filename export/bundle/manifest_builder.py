@@ -154,6 +154,8 @@ def build_manifest(
     golden: Golden,
     parity_examples: int,
     bounds_graph: BoundsGraph | None = None,
+    default_score: str | None = None,
+    reconstruction_units: str = "model",
 ) -> ManifestBody:
     """The manifest of an exported model, ready to seal (``writer.write_manifest``).
 
@@ -177,4 +179,6 @@ def build_manifest(
         calibration=calibration,
         golden=golden,
         bounds_graph=bounds_graph,
+        default_score=default_score,
+        reconstruction_units=reconstruction_units,
     )

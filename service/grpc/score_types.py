@@ -26,10 +26,11 @@ def check_agreement(score_types: dict[str, int], registry: dict) -> None:
 check_agreement(SCORE_TYPES, SCORES)
 
 
-def score_name(score_type: int) -> str:
-    """The registry name of a request's score type; UNSPECIFIED is the default score."""
+def score_name(score_type: int, default: str = DEFAULT_SCORE) -> str:
+    """The registry name of a request's score type; UNSPECIFIED is ``default`` (the model's default score,
+    ``core.scores.default_score_of``)."""
     if score_type == vae_pb2.SCORE_TYPE_UNSPECIFIED:
-        return DEFAULT_SCORE
+        return default
     for name, value in SCORE_TYPES.items():
         if value == score_type:
             return name

@@ -8,7 +8,7 @@ import math
 from vae_serve.api.v1 import vae_pb2, vae_pb2_grpc
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.preprocessing import IDENTITY
-from vae_serve.core.scores import DEFAULT_SCORE
+from vae_serve.core.scores import default_score_of
 from vae_serve.service.grpc import codec, monitoring
 from vae_serve.service.grpc.score_types import SCORE_TYPES, calibration_summary, score_facts, score_name
 from vae_serve.service.plane.dataplane import ServedModel
@@ -33,7 +33,10 @@ def preprocessing_info(spec) -> vae_pb2.Preprocessing:
     return vae_pb2.Preprocessing(loc=spec.loc, scale=spec.scale, description=spec.description)
 
 
-def split_metrics(metrics) -> vae_pb2.SplitMetrics:
+def split_metrics(metrics) -> vae_pb2.SplitMetrics | None:
+    """A split's bounds, or None (the field left unset) for a split the run did not keep."""
+    if metrics is None:
+        return None
     return vae_pb2.SplitMetrics(**metrics.model_dump(include=set(vae_pb2.SplitMetrics.DESCRIPTOR.fields_by_name)))
 
 
@@ -140,7 +143,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
 
     async def ScoreAnomaly(self, request, context):
         model = self._model(request)
-        name = score_name(request.score)
+        name = score_name(request.score, default_score_of(model.bundle.manifest))
         x = self._rows(request.x, "x", model.inputs)
         rate, threshold = threshold_fields(request)
         scored = await self.operations.score(
@@ -233,7 +236,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             max_request_bytes=self.settings.max_receive_message_bytes,
             max_reply_bytes=self.settings.max_send_message_bytes,
             scores=score_facts(),
-            default_score=SCORE_TYPES[DEFAULT_SCORE],
+            default_score=SCORE_TYPES[default_score_of(manifest)],
         )
 
     async def GetMonitoring(self, request, context):

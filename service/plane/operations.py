@@ -209,7 +209,9 @@ class Operations:
             NotCalibrated: the model has no calibration for ``score``.
         """
         manifest = model.bundle.manifest
-        if score not in manifest.calibration.scores:
+        components = score_named(score).components
+        # A combined score is decided against its own calibration and computed against its components'.
+        if not {score, *components} <= set(manifest.calibration.scores):
             raise NotCalibrated(
                 f"score {score}: model {manifest.name}:{manifest.version} has no calibration for it; "
                 "recalibrate it with `vae-train calibrate` or choose another score"
@@ -219,7 +221,8 @@ class Operations:
         rate, threshold = threshold_of(false_positive_rate, score_threshold)
         seed = fresh_seed() if seed is None else seed
         calibration = manifest.calibration.scores[score]
-        item = work.ScoreItem(x, score, seed, calibration, rate, threshold, return_feature_errors)
+        calibrations = {name: manifest.calibration.scores[name] for name in components} if components else None
+        item = work.ScoreItem(x, score, seed, calibration, rate, threshold, return_feature_errors, calibrations)
         outcome = await self.plane.run(model, item, "ScoreAnomaly", timeout_s)
         self.plane.count_scored(model, len(outcome.scores), int(outcome.decision.is_anomaly.sum()))
         if self.plane.watching:
