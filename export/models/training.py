@@ -7,12 +7,22 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vae_serve.export.models.checkpoint import (
+    CheckpointError,
+    LoopState,
+    data_fingerprint,
+    refuse_existing,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from vae_serve.export.models.config import TrainConfig
 from vae_serve.export.models.evaluate import binarize, evaluate_bounds
 from vae_serve.export.models.vae import Vae, build_vae
@@ -63,89 +73,170 @@ def kl_weight(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
     return min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch))
 
 
-def train_vae(
-    config: TrainConfig,
-    train_x: np.ndarray,
-    validation_x: np.ndarray,
-    show_progress: bool | None = None,
-    input_shape: tuple[int, ...] | None = None,
-) -> TrainResult:
-    """Train from scratch. The same config and data give the same weights (fixed seed, CPU).
-    ``input_shape`` is one example's shape (``--arch conv`` needs it)."""
-    torch.manual_seed(config.seed)
-    started = time.perf_counter()
+def new_model(config: TrainConfig, train_x: np.ndarray, input_shape: tuple[int, ...] | None) -> Vae:
+    """A freshly initialised VAE for ``config`` (draws its initial weights from the torch RNG)."""
     loc, scale = standardization(train_x, config.likelihood, config.decoder_scale)
-    # "standardized": per-feature standardization (as "per-feature") with one shared sigma in those units.
-    shared = config.decoder_scale in ("shared", "standardized")
-    vae = build_vae(
+    return build_vae(
         train_x.shape[1],
         config.hidden,
         config.latent_dim,
         config.likelihood,
         loc,
         scale,
-        shared,
+        # "standardized": per-feature standardization (as "per-feature") with one shared sigma in those units.
+        config.decoder_scale in ("shared", "standardized"),
         config.arch,
         input_shape,
         standardized_residuals=config.decoder_scale == "standardized",
         conv_decoder=config.conv_decoder,
     )
+
+
+def train_vae(
+    config: TrainConfig,
+    train_x: np.ndarray,
+    validation_x: np.ndarray,
+    show_progress: bool | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train from scratch, or resume from a checkpoint. The same config and data give the same weights
+    (fixed seed, CPU), whether or not the run was stopped and resumed on the way.
+
+    Args:
+        config: the run's settings.
+        train_x: the training rows, [N, D] float32.
+        validation_x: the validation rows (early stopping and the best epoch are chosen on them).
+        show_progress: progress bar on (True), off (False), or only on a terminal (None).
+        input_shape: one example's shape (``--arch conv`` needs it).
+        checkpoint: a file to write the run's state to before the first epoch and after every epoch
+            (atomically), so that a stopped run can go on from it.
+        resume: go on from ``checkpoint``, which an earlier run with the same settings (``epochs`` may
+            be larger) and the same data wrote. A run that had stopped early returns its best model at once.
+
+    Returns:
+        The model of the best validation epoch, and the run's history (all sessions of a resumed run).
+
+    Raises:
+        CheckpointError (a ValueError): ``resume`` without a checkpoint or with a missing, corrupt or
+            unfitting one; or a new run whose ``checkpoint`` already exists.
+        FloatingPointError: the training ELBO diverged.
+        OSError: the checkpoint could not be written.
+    """
+    if resume and checkpoint is None:
+        raise CheckpointError("resuming needs the checkpoint file to resume from")
+    if checkpoint is not None and not resume:
+        refuse_existing(checkpoint)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    vae = new_model(config, train_x, input_shape)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
-    data = torch.from_numpy(train_x)
-    validation_view = evaluation_view(validation_x, config)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    best = (-math.inf, 0, copy.deepcopy(vae.state_dict()))
-    history = []
+    data = data_fingerprint(train_x, validation_x) if checkpoint is not None else {}
+    if resume:
+        loop = restore_checkpoint(checkpoint, config, data, vae, optimizer)
+    else:
+        loop = LoopState(best_model=copy.deepcopy(vae.state_dict()))
+
+    def save_state() -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, config, data, vae, optimizer, replace(loop, seconds=elapsed_s()))
+
+    def elapsed_s() -> float:
+        return loop.seconds + time.perf_counter() - started
+
+    if checkpoint is not None and not resume:
+        # Epoch 0: an unwritable path fails now, not after the first (possibly hour-long) epoch.
+        save_state()
+    run_epochs(
+        config, vae, optimizer, (train_x, evaluation_view(validation_x, config)), loop, show_progress, save_state
+    )
+    vae.load_state_dict(loop.best_model)
+    vae.eval()
+    return TrainResult(vae, loop.epoch, loop.best_epoch, loop.best_bound, elapsed_s(), loop.history)
+
+
+def run_epochs(
+    config: TrainConfig,
+    vae: Vae,
+    optimizer: torch.optim.Optimizer,
+    splits: tuple[np.ndarray, np.ndarray],
+    loop: LoopState,
+    show_progress: bool | None,
+    after_epoch: Callable[[], None],
+) -> None:
+    """Epochs ``loop.epoch + 1`` to ``config.epochs``, or until early stopping; updates ``loop`` in place
+    and calls ``after_epoch`` once each epoch's state is complete."""
+    if loop.stopped_early:
+        return
+    train_x, validation_view = splits
     epochs = tqdm(
-        range(1, config.epochs + 1),
+        range(loop.epoch + 1, config.epochs + 1),
         desc="training",
         unit="epoch",
+        initial=loop.epoch,
+        total=config.epochs,
         file=sys.stderr,
         disable=None if show_progress is None else not show_progress,
     )
     for epoch in epochs:
-        vae.train()
-        elbo_sum = 0.0
-        for step_in_epoch, rows in enumerate(torch.randperm(len(data)).split(config.batch_size)):
-            batch = data[rows]
-            if config.binarize == "dynamic":
-                batch = torch.bernoulli(batch)
-            step = (epoch - 1) * steps_per_epoch + step_in_epoch
-            weight = kl_weight(step, steps_per_epoch, config.kl_warmup_epochs)
-            loss, elbo = vae.loss(batch, weight, config.train_samples)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            elbo_sum += float(elbo.detach()) * len(rows)
-        train_elbo = elbo_sum / len(data)
-        if shared:
-            vae.decoder.fix_scale()
-        bounds = evaluate_bounds(vae, validation_view, VALIDATION_SAMPLES, config.seed)
-        validation_elbo, validation_iwae = float(bounds.elbo.mean()), float(bounds.iwae.mean())
-        history.append(
-            {
-                "epoch": epoch,
-                "train_elbo_nats": train_elbo,
-                "validation_elbo_nats": validation_elbo,
-                f"validation_iwae{VALIDATION_SAMPLES}_nats": validation_iwae,
-            }
-        )
-        epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_elbo=f"{validation_elbo:.2f}")
-        tqdm.write(
-            f"epoch {epoch}: train ELBO {train_elbo:.3f} nats, validation ELBO {validation_elbo:.3f} nats, "
-            f"validation IWAE-{VALIDATION_SAMPLES} {validation_iwae:.3f} nats",
-            file=sys.stderr,
-        )
-        # An IWAE-trained model is selected on the IWAE bound it optimises, not on its ELBO.
-        validation_bound = validation_elbo if config.train_samples == 1 else validation_iwae
+        train_elbo = train_epoch(config, vae, optimizer, torch.from_numpy(train_x), epoch)
         if not math.isfinite(train_elbo):
             raise FloatingPointError(f"training diverged at epoch {epoch} (ELBO {train_elbo}); lower --lr")
-        if validation_bound > best[0]:
-            best = (validation_bound, epoch, copy.deepcopy(vae.state_dict()))
-        elif epoch - best[1] >= config.patience:
+        record, validation_bound = validate(config, vae, validation_view, epoch, train_elbo)
+        loop.history.append(record)
+        epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_elbo=f"{record['validation_elbo_nats']:.2f}")
+        loop.epoch = epoch
+        if validation_bound > loop.best_bound:
+            loop.best_bound, loop.best_epoch, loop.best_model = validation_bound, epoch, copy.deepcopy(vae.state_dict())
+        elif epoch - loop.best_epoch >= config.patience:
+            loop.stopped_early = True
+        after_epoch()
+        if loop.stopped_early:
             tqdm.write(f"early stop: no validation improvement for {config.patience} epochs", file=sys.stderr)
             break
     epochs.close()
-    vae.load_state_dict(best[2])
-    vae.eval()
-    return TrainResult(vae, epoch, best[1], best[0], time.perf_counter() - started, history)
+
+
+def train_epoch(
+    config: TrainConfig, vae: Vae, optimizer: torch.optim.Optimizer, data: torch.Tensor, epoch: int
+) -> float:
+    """One pass over ``data`` in a random order; returns the mean training ELBO (nats)."""
+    vae.train()
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    elbo_sum = 0.0
+    for step_in_epoch, rows in enumerate(torch.randperm(len(data)).split(config.batch_size)):
+        batch = data[rows]
+        if config.binarize == "dynamic":
+            batch = torch.bernoulli(batch)
+        step = (epoch - 1) * steps_per_epoch + step_in_epoch
+        weight = kl_weight(step, steps_per_epoch, config.kl_warmup_epochs)
+        loss, elbo = vae.loss(batch, weight, config.train_samples)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        elbo_sum += float(elbo.detach()) * len(rows)
+    if getattr(vae.decoder, "shared_scale", False):
+        vae.decoder.fix_scale()
+    return elbo_sum / len(data)
+
+
+def validate(
+    config: TrainConfig, vae: Vae, validation_view: np.ndarray, epoch: int, train_elbo: float
+) -> tuple[dict, float]:
+    """The epoch's history record and the validation bound early stopping watches."""
+    bounds = evaluate_bounds(vae, validation_view, VALIDATION_SAMPLES, config.seed)
+    validation_elbo, validation_iwae = float(bounds.elbo.mean()), float(bounds.iwae.mean())
+    tqdm.write(
+        f"epoch {epoch}: train ELBO {train_elbo:.3f} nats, validation ELBO {validation_elbo:.3f} nats, "
+        f"validation IWAE-{VALIDATION_SAMPLES} {validation_iwae:.3f} nats",
+        file=sys.stderr,
+    )
+    record = {
+        "epoch": epoch,
+        "train_elbo_nats": train_elbo,
+        "validation_elbo_nats": validation_elbo,
+        f"validation_iwae{VALIDATION_SAMPLES}_nats": validation_iwae,
+    }
+    # An IWAE-trained model is selected on the IWAE bound it optimises, not on its ELBO.
+    return record, validation_elbo if config.train_samples == 1 else validation_iwae
