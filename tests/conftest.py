@@ -12,6 +12,9 @@ from vae_serve.export import cli
 # Small but real: enough epochs that the model is clearly better than chance, few enough to keep
 # the whole suite in seconds. IWAE k is lowered from 1000 for the same reason.
 FAST_ARGS = ["--epochs", "25", "--iwae-k", "200", "--no-progress"]
+# The session bundles keep a fifth of the rows as test rows (vae-train keeps none by default): tests
+# check the recorded test metrics, and use make_splits(...).test (test_fraction 0.2) as held-out rows.
+HELD_OUT = ["--test-fraction", "0.2"]
 
 
 def run_vae_train(capsys, *args: str) -> dict:
@@ -26,7 +29,7 @@ def run_vae_train(capsys, *args: str) -> dict:
 def digits_bundle(tmp_path_factory) -> Path:
     """A Bernoulli VAE on the embedded digits, as a verified bundle directory."""
     out = tmp_path_factory.mktemp("bundles") / "digits"
-    assert cli.main(["train", "--dataset", "digits", "--out", str(out), "--seed", "1", *FAST_ARGS]) == 0
+    assert cli.main(["train", "--dataset", "digits", "--out", str(out), "--seed", "1", *HELD_OUT, *FAST_ARGS]) == 0
     return out
 
 
@@ -60,6 +63,7 @@ def gaussian_bundle(tmp_path_factory, sensor_npy) -> Path:
                 str(out),
                 "--latent-dim",
                 "3",
+                *HELD_OUT,
                 *FAST_ARGS,
             ]
         )

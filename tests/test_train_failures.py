@@ -112,7 +112,9 @@ def assert_nothing_left(folder: Path, *kept: str) -> None:
 def test_a_60_row_csv_is_refused_before_training_with_the_rows_and_fraction_that_would_do(tmp_path, capsys):
     data = write_csv(tmp_path / "t.csv", 60)
     out = tmp_path / "repo" / "t" / "1"
-    code, stderr = run_train(capsys, "--dataset", f"csv:{data}", "--likelihood", "gaussian", "--out", str(out), *FAST)
+    # A fifth of the rows held out as test rows, as make_splits' default (vae-train keeps none by default).
+    held_out = ["--test-fraction", "0.2"]
+    code, stderr = run_train(capsys, "--dataset", f"csv:{data}", *held_out, "--out", str(out), *FAST)
     assert code == 2
     line = assert_one_plain_line(stderr, "60 rows give 5 validation rows", f"at least {MIN_CALIBRATION_ROWS}")
     assert "provide at least 119 rows" in line and "raise --validation-fraction to 0.2" in line
@@ -136,7 +138,9 @@ def test_the_numbers_in_the_advice_are_exactly_enough(tmp_path):
 def test_20_pngs_are_refused_before_training(tmp_path, capsys):
     folder = write_pngs(tmp_path / "pngs", 20)
     out = tmp_path / "out"
-    code, stderr = run_train(capsys, "--dataset", f"images:{folder}", "--out", str(out), *FAST)
+    code, stderr = run_train(
+        capsys, "--dataset", f"images:{folder}", "--test-fraction", "0.2", "--out", str(out), *FAST
+    )
     assert code == 2
     assert_one_plain_line(stderr, "20 rows give 2 validation rows", "provide at least 119 rows")
     assert "epoch" not in stderr
@@ -152,7 +156,7 @@ def test_classes_that_leave_too_few_validation_rows_name_the_fraction_that_would
         for step in range(11, 51)
         if split_sizes(source, (0,), step / 100, 0.2, 0)["validation"] >= MIN_CALIBRATION_ROWS
     )
-    args = ["--dataset", f"csv:{data}", "--label-column", "label", "--classes", "0", "--likelihood", "gaussian"]
+    args = ["--dataset", f"csv:{data}", "--label-column", "label", "--classes", "0", "--test-fraction", "0.2"]
     code, stderr = run_train(capsys, *args, "--out", str(tmp_path / "out"), *FAST)
     assert code == 2
     validation = split_sizes(source, (0,), 0.1, 0.2, 0)["validation"]
@@ -295,10 +299,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     pq.write_table(pa.table({"a": np.arange(50.0), "b": np.ones(50)}), tmp_path / "small.parquet")
     gaussian = ["--likelihood", "gaussian"]
     return {
-        "small npy": (["--dataset", f"npy:{tmp_path / 'small.npy'}", *gaussian], "30 rows give 2 validation rows"),
+        "small npy": (["--dataset", f"npy:{tmp_path / 'small.npy'}", *gaussian], "30 rows give 3 validation rows"),
         "small parquet": (
             ["--dataset", f"parquet:{tmp_path / 'small.parquet'}", *gaussian],
-            "50 rows give 4 validation rows",
+            "50 rows give 5 validation rows",
         ),
         "no data dir": (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "none")], "no such directory"),
         "data dir for digits": (["--data-dir", str(tmp_path)], "--data-dir applies only to"),
@@ -315,7 +319,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             "--classes 7 selects no rows: the labels in the data are 0, 1",
         ),
         "classes without labels": (["--dataset", f"csv:{data}", "--classes", "1", *gaussian], "needs labels"),
-        "bernoulli on a table": (["--dataset", f"csv:{data}"], "use --likelihood gaussian"),
+        "bernoulli on a table": (
+            ["--dataset", f"csv:{data}", "--likelihood", "bernoulli"],
+            "use --likelihood gaussian",
+        ),
         "conv on a table": (["--dataset", f"csv:{data}", "--arch", "conv", *gaussian], "conv"),
         "labels for images": (["--dataset", f"images:{pngs}", "--labels", str(data)], "--labels applies only"),
         "unknown dataset": (["--dataset", "mnist"], "unknown dataset 'mnist'"),

@@ -45,6 +45,8 @@ def image_folder(tmp_path_factory):
 def image_bundle(tmp_path_factory, image_folder):
     out = tmp_path_factory.mktemp("bundles") / "bars" / "1"
     args = ["train", "--dataset", f"images:{image_folder}", "--classes", "0", "--arch", "conv", "--out", str(out)]
+    # Bernoulli (the images recipe is a Gaussian): the server then refuses pixels outside [0, 255].
+    args += ["--likelihood", "bernoulli"]
     assert cli.main([*args, "--name", "bars", "--latent-dim", "4", *FAST, "--epochs", "40"]) == 0
     return out
 

@@ -56,7 +56,9 @@ def test_iwae_bound_is_above_the_elbo_objective():
 
 def test_vae_train_with_iwae_objective_writes_a_verified_bundle(tmp_path, capsys):
     out = tmp_path / "iwae"
-    summary = run_vae_train(capsys, "--dataset", "digits", "--out", str(out), "--train-samples", "3")
+    summary = run_vae_train(
+        capsys, "--dataset", "digits", "--out", str(out), "--train-samples", "3", "--test-fraction", "0.2"
+    )
     training = load_bundle(out).manifest.training
     assert training["train_samples"] == 3
     history = training["history"]

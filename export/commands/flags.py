@@ -88,6 +88,25 @@ def parse_fraction(text: str) -> float:
     return value
 
 
+def parse_test_fraction(text: str) -> float:
+    """argparse type of ``--test-fraction``: a number in [0, 1) (0: no test rows)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number in [0, 1), e.g. 0 or 0.2, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"takes a number in [0, 1) (0: no test rows), e.g. 0.2, got {text!r}")
+    return value
+
+
+def score_names() -> tuple[str, ...]:
+    """The anomaly scores of the registry (``vae_serve.core.scores.SCORES``), for ``--score``'s choices.
+    Imported here, not at module level: it loads ONNX Runtime (a base dependency, about 50 ms)."""
+    from vae_serve.core.scores import SCORES
+
+    return tuple(SCORES)
+
+
 def model_name(text: str) -> str:
     """argparse type of ``--name`` and ``--version``: what the manifest schema accepts."""
     if not re.fullmatch(NAME_PATTERN, text):

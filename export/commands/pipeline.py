@@ -21,26 +21,51 @@ from vae_serve.export.bundle.manifest_builder import likelihood_spec, training_r
 from vae_serve.export.commands.flags import source_options
 from vae_serve.export.commands.report import write_report
 from vae_serve.export.commands.run_output import RunOutput, check_outputs, run_output
-from vae_serve.export.models.config import TrainConfig, default_name, resolve_config
+from vae_serve.export.models.config import (
+    Scoring,
+    TrainConfig,
+    default_name,
+    recipe_record,
+    resolve_config,
+    resolve_scoring,
+)
 from vae_serve.export.models.conv import conv_grid, conv_input_shape
 from vae_serve.export.models.evaluate import evaluate_bounds
 from vae_serve.export.models.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
 from vae_serve.export.models.vae import Vae
-from vae_serve.export.sources import DataError, Splits, load_source, make_splits, parse_classes
+from vae_serve.export.sources import DataError, SourceData, Splits, load_source, make_splits, parse_classes
 
 # Importance samples of the validation split's IWAE bound (the test split's is --iwae-k).
 VALIDATION_IWAE_K = 100
 
 
+def test_fraction_for(source: SourceData, args: argparse.Namespace) -> float:
+    """``--test-fraction`` (default 0: no test rows) for data without a test split of its own.
+
+    Raises:
+        DataError: ``--test-fraction`` given for data that has its own test split.
+    """
+    if source.test is None:
+        return args.test_fraction or 0.0
+    if args.test_fraction is not None:
+        raise DataError(
+            f"--test-fraction applies only to data without a test split of its own; {args.dataset} has one "
+            f"({len(source.test)} rows), which the test metrics use: leave --test-fraction out"
+        )
+    return 0.0
+
+
 def load_splits(args: argparse.Namespace, likelihood: str) -> tuple[Splits, Splits]:
     """The train / validation / test rows of ``--dataset``, raw and in the model's space; Bernoulli
     data must lie in [0, 1] in the model's space, and the validation rows (the calibration rows)
-    must be enough for calibration: checked here, before training, not after it."""
+    must be enough for calibration: checked here, before training, not after it. Data without a
+    test split of its own keeps no test rows unless ``--test-fraction`` asks for some."""
     source = load_source(args.dataset, options=source_options(args))
     raw = make_splits(
         source,
         parse_classes(args.classes),
         validation_fraction=args.validation_fraction,
+        test_fraction=test_fraction_for(source, args),
         min_validation_rows=MIN_CALIBRATION_ROWS,
     )
     splits = raw.in_model_space()
@@ -63,7 +88,8 @@ def check_architecture(config: TrainConfig, splits: Splits) -> None:
 
 
 def evaluate(vae: Vae, splits: Splits, config: TrainConfig, iwae_k: int, seed: int) -> Metrics:
-    """ELBO and IWAE bounds on the validation and test splits, on the data the model was trained on."""
+    """ELBO and IWAE bounds on the validation and test splits, on the data the model was trained on;
+    no test metrics (None) when the run kept no test rows."""
     num_features = splits.train.x.shape[1]
 
     def bounds(x: np.ndarray, num_samples: int) -> SplitMetrics:
@@ -77,9 +103,14 @@ def evaluate(vae: Vae, splits: Splits, config: TrainConfig, iwae_k: int, seed: i
     )
     return Metrics(
         validation=bounds(splits.validation.x, VALIDATION_IWAE_K),
-        test=bounds(splits.test.x, iwae_k),
+        test=bounds(splits.test.x, iwae_k) if len(splits.test) else None,
         binarization=binarization,
     )
+
+
+def split_rows(splits: Splits) -> dict[str, int]:
+    """Rows of each split: what the summary and the training report state."""
+    return {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
 
 
 def report(folder: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, splits: Splits, scores: dict) -> None:
@@ -89,6 +120,7 @@ def report(folder: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, 
         folder,
         result.history,
         result.best_epoch,
+        split_rows(splits),
         vae,
         manifest.latent_dim,
         tuple(splits.example_shape),
@@ -99,18 +131,22 @@ def report(folder: Path, result: TrainResult, vae: OnnxVae, manifest: Manifest, 
     )
 
 
-def summary(out: Path, report_folder: Path, manifest: Manifest, result: TrainResult, seconds: float) -> dict:
-    """The JSON line ``vae-train train`` prints."""
+def summary(
+    out: Path, report_folder: Path, manifest: Manifest, result: TrainResult, rows: dict[str, int], seconds: float
+) -> dict:
+    """The JSON line ``vae-train train`` prints; the test metrics are null when the run kept no test rows."""
     test, validation = manifest.metrics.test, manifest.metrics.validation
     return {
         "bundle": str(out),
         "report": str(report_folder),
         "name": manifest.name,
         "version": manifest.version,
-        "test_elbo_nats": test.elbo_nats,
-        "test_iwae_nll_nats": test.iwae_nll_nats,
-        "iwae_k": test.iwae_k,
-        "bits_per_dim": test.bits_per_dim,
+        "rows": rows,
+        "default_score": manifest.default_score,
+        "test_elbo_nats": None if test is None else test.elbo_nats,
+        "test_iwae_nll_nats": None if test is None else test.iwae_nll_nats,
+        "iwae_k": None if test is None else test.iwae_k,
+        "bits_per_dim": None if test is None else test.bits_per_dim,
         "validation_elbo_nats": validation.elbo_nats,
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -140,20 +176,34 @@ def run_training(args: argparse.Namespace) -> dict:
     """
     started = time.perf_counter()
     config = resolve_config(args)
+    scoring = resolve_scoring(args, config)
     check_outputs(args.out, args.force)
     raw, splits = load_splits(args, config.likelihood)
     check_architecture(config, splits)
     with run_output(args.out, args.force) as output:
-        result, exported = train_and_export(args, config, raw, splits, output)
+        result, exported = train_and_export(args, config, scoring, raw, splits, output)
         vae = load_bundle(output.bundle).vae
         report(output.report, result, vae, exported.manifest, splits, exported.calibration_scores)
         bundle, report_folder = output.publish()
-    return summary(bundle, report_folder, exported.manifest, result, time.perf_counter() - started)
+    if args.remove_checkpoint:  # the default checkpoint beside --out; one the user named is theirs
+        args.checkpoint.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    return summary(bundle, report_folder, exported.manifest, result, split_rows(splits), seconds)
 
 
-def train_and_export(args: argparse.Namespace, config: TrainConfig, raw: Splits, splits: Splits, output: RunOutput):
+def train_and_export(
+    args: argparse.Namespace, config: TrainConfig, scoring: Scoring, raw: Splits, splits: Splits, output: RunOutput
+):
     """Train the model and write its bundle into the run's work folder; returns (TrainResult, ExportedBundle)."""
-    result = train_vae(config, splits.train.x, splits.validation.x, args.progress, splits.example_shape)
+    result = train_vae(
+        config,
+        splits.train.x,
+        splits.validation.x,
+        args.progress,
+        splits.example_shape,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+    )
     metrics = evaluate(result.vae, splits, config, args.iwae_k, args.seed)
     exported = export_bundle(
         result.vae.encoder,
@@ -165,11 +215,13 @@ def train_and_export(args: argparse.Namespace, config: TrainConfig, raw: Splits,
         name=args.name or default_name(args.dataset, parse_classes(args.classes)),
         version=args.version,
         preprocessing=raw.preprocessing,
-        training=training_record(config, splits, result),
+        training={**training_record(config, splits, result), "recipe": recipe_record(args.dataset)},
         metrics=metrics,
         seed=args.seed,
         progress=args.progress,
         value_range=raw.value_range,
         likelihood_spec=likelihood_spec(result.vae),
+        default_score=scoring.default_score,
+        reconstruction_units=scoring.reconstruction_units,
     )
     return result, exported

@@ -32,10 +32,20 @@ def next_version(version: str, requested: str | None) -> str:
     raise DataError(f"version {version!r} is not numeric; give the new one with --version")
 
 
-def calibration_rows(args: argparse.Namespace) -> np.ndarray:
-    """The ``--split`` rows of ``--dataset`` (``all``: every row)."""
+def calibration_rows(args: argparse.Namespace, manifest: Manifest) -> np.ndarray:
+    """The ``--split`` rows of ``--dataset`` (``all``: every row), split as the bundle's training run
+    split them (its recorded fractions and seed), so that ``validation`` never holds training rows."""
     source = load_source(args.dataset, options=source_options(args))
-    splits = make_splits(source, parse_classes(args.classes))
+    recorded = manifest.training.get("data", {}) if isinstance(manifest.training, dict) else {}
+    splits = make_splits(
+        source,
+        parse_classes(args.classes),
+        validation_fraction=recorded.get("validation_fraction", 0.1),
+        # Bundles written before --test-fraction existed held out 0.2 (sources without a test split);
+        # None: the source's own test split.
+        test_fraction=recorded.get("test_fraction", 0.2) or 0.0,
+        split_seed=recorded.get("split_seed", 0),
+    )
     if args.split == "all":
         return np.concatenate([splits.train.x, splits.validation.x, splits.test.x])
     return getattr(splits, args.split).x
@@ -84,7 +94,7 @@ def recalibrate(args: argparse.Namespace) -> dict:
     version = next_version(bundle.manifest.version, args.version)
     out = args.out or args.bundle.with_name(version)
     check_destination(out, args.force)
-    x = calibration_rows(args)
+    x = calibration_rows(args, bundle.manifest)
     check_rows(x, bundle.manifest, args.split)
     description = f"{args.dataset} {args.split} rows ({len(x)} examples), recalibrated by vae-train calibrate"
     _, calibration = calibrate(bundle.vae, x, args.seed, description, args.progress)

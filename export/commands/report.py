@@ -1,7 +1,7 @@
 """The training report written beside a bundle (``DIR-report/``): PNG pictures of how training went
 and of what the exported model does, made from the ONNX graphs the server will run.
 
-- training.png: train and validation ELBO per epoch, the best epoch marked;
+- training.png: train and validation ELBO per epoch, the best epoch marked, and the rows of each split;
 - samples.png: E[x | z] for z drawn from the prior;
 - reconstructions.png: validation inputs above their posterior-mean reconstructions;
 - scores.png: each anomaly score's distribution on the validation split, with the threshold at the
@@ -73,8 +73,14 @@ def _draw_rows(axes, rows: np.ndarray, example_shape: tuple[int, ...], title: st
     axes.set_title(title)
 
 
-def _training(plt, history: list[dict], best_epoch: int, path: Path) -> None:
+def rows_title(rows: dict[str, int]) -> str:
+    """``"rows: train 225, validation 25, test 0"``: the split the model was trained and checked on."""
+    return "rows: " + ", ".join(f"{split} {count}" for split, count in rows.items())
+
+
+def _training(plt, history: list[dict], best_epoch: int, rows: dict[str, int], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
+    axes.set_title(rows_title(rows))
     epochs = [entry["epoch"] for entry in history]
     axes.plot(epochs, [entry["train_elbo_nats"] for entry in history], label="train ELBO")
     axes.plot(epochs, [entry["validation_elbo_nats"] for entry in history], label="validation ELBO")
@@ -126,6 +132,7 @@ def write_report(
     directory: Path,
     history: list[dict],
     best_epoch: int,
+    rows: dict[str, int],
     vae: OnnxVae,
     latent_dim: int,
     example_shape: tuple[int, ...],
@@ -134,11 +141,12 @@ def write_report(
     calibration: Calibration,
     seed: int,
 ) -> list[Path]:
-    """Write the four PNGs into ``directory`` (replaced if present); returns their paths."""
+    """Write the four PNGs into ``directory`` (replaced if present); returns their paths. ``rows``: the
+    rows of each split ({"train": n, "validation": n, "test": n}), stated on training.png."""
     plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / f"{name}.png" for name in REPORT_PICTURES}
-    _training(plt, history, best_epoch, paths["training"])
+    _training(plt, history, best_epoch, rows, paths["training"])
     _samples(plt, vae, latent_dim, example_shape, seed, paths["samples"])
     _reconstructions(plt, vae, x_validation, example_shape, paths["reconstructions"])
     _scores(plt, scores, calibration, paths["scores"])

@@ -11,13 +11,23 @@ from vae_serve.export.commands.flags import (
     model_name,
     parse_fraction,
     parse_hidden,
+    parse_test_fraction,
+    score_names,
 )
 from vae_serve.export.commands.outcome import note, summarize
+from vae_serve.export.models.config import RECIPES
 from vae_serve.export.sources.base import DataError
 
 NAME = "train"
 SUMMARY = "train a VAE and write its verified ONNX bundle"
-DESCRIPTION = "Train a VAE, export it to ONNX and write a verified model bundle."
+DESCRIPTION = (
+    "Train a VAE, export it to ONNX and write a verified model bundle. The likelihood, decoder scale and "
+    "default score come from the kind of data (digits; images: fashion-mnist, idx:, images:; tables: npy:, "
+    "npz:, csv:, parquet:) unless given."
+)
+# The value of --checkpoint given alone (an object, which argparse does not convert, so that no path
+# a user may write means it): the default checkpoint, OUT.checkpoint.pt beside --out.
+DEFAULT_CHECKPOINT = object()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--likelihood",
         choices=("bernoulli", "gaussian"),
-        default="bernoulli",
-        help="bernoulli for data in [0,1], gaussian for real-valued features",
+        help="bernoulli for data in [0,1], gaussian for real-valued features (default: by kind of data, "
+        f"{_recipe_defaults('likelihood')})",
     )
     parser.add_argument(
         "--decoder-scale",
         choices=("per-feature", "shared", "standardized"),
-        help="gaussian only: a learned scale per feature (default); 'shared': one scale for all features "
+        help="gaussian only: 'per-feature': a learned scale per feature; 'shared': one scale for all features "
         "(calibrated decoder; for pixels or other features in one unit); 'standardized': one calibrated scale "
-        "in per-feature standardized units, so features that hardly vary in training weigh most",
+        "in per-feature standardized units, so features that hardly vary in training weigh most (default: by "
+        f"kind of data, {_recipe_defaults('decoder_scale')})",
+    )
+    parser.add_argument(
+        "--score",
+        choices=score_names(),
+        metavar="NAME",
+        help=f"the anomaly score ScoreAnomaly uses when a request names none, recorded in the manifest: one of "
+        f"{', '.join(score_names())} (default: by kind of data, {_recipe_defaults('score')})",
     )
     parser.add_argument(
         "--binarize",
@@ -79,10 +97,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the rows (after the test rows) held out for early stopping and calibration (default 0.1)",
     )
     parser.add_argument(
+        "--test-fraction",
+        type=parse_test_fraction,
+        metavar="FRACTION",
+        help="data without a test split of its own: share of the rows held out as test rows, for the test metrics "
+        "(default 0: every row is used for training and validation)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_CHECKPOINT,
+        metavar="FILE",
+        help="write a checkpoint to FILE after every epoch, kept after the run (alone: OUT.checkpoint.pt, "
+        "removed once the bundle is published)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training saved in --checkpoint (default OUT.checkpoint.pt) with the same flags",
+    )
+    parser.add_argument(
         "--name", type=model_name, help="model name (default: NAME of --out REPO/NAME/N, else from the dataset)"
     )
     parser.add_argument("--version", type=model_name, help="model version (default: N of --out REPO/NAME/N, else 1)")
     add_run_arguments(parser, "training seed: the same seed gives the same model (default 0)")
+
+
+def _recipe_defaults(key: str) -> str:
+    """``"digits: bernoulli, images: gaussian, tables: gaussian"``: a recipe entry by kind of data."""
+    return ", ".join(f"{kind}: {recipe[key]}" for kind, recipe in RECIPES.items() if recipe[key] is not None)
 
 
 def repository_defaults(args: argparse.Namespace) -> None:
@@ -103,6 +147,24 @@ def repository_defaults(args: argparse.Namespace) -> None:
     args.version = args.version or "1"
 
 
+def default_checkpoint(out: Path) -> Path:
+    """``OUT.checkpoint.pt``: beside the bundle, not in it (the bundle's files are sealed by its manifest,
+    and a model repository serves only directories, so the file is never taken for a version)."""
+    return out.with_name(f"{out.name}.checkpoint.pt")
+
+
+def checkpoint_defaults(args: argparse.Namespace) -> None:
+    """Resolve ``--checkpoint`` and ``--resume``: ``--checkpoint`` alone, or ``--resume`` without it,
+    is the default checkpoint beside ``--out``, which the run removes once the bundle is published
+    (``args.remove_checkpoint``); a checkpoint FILE the user named is theirs and is kept. Whether the
+    file may be written or resumed from, ``train_vae`` checks (``CheckpointError``) before training.
+    """
+    given = args.checkpoint is not None and args.checkpoint is not DEFAULT_CHECKPOINT
+    if not given and (args.resume or args.checkpoint is DEFAULT_CHECKPOINT):
+        args.checkpoint = default_checkpoint(args.out)
+    args.remove_checkpoint = args.checkpoint is not None and not given
+
+
 def run(args: argparse.Namespace) -> int:
     """``vae-train train``: see ``pipeline.run_training``."""
     from pydantic import ValidationError
@@ -112,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     from vae_serve.export.bundle.user_model import ModelError
     from vae_serve.export.bundle.writer import PublishError
     from vae_serve.export.commands.pipeline import run_training
+    from vae_serve.export.models.checkpoint import CheckpointError
 
     failures = (ExportError, BundleError, FloatingPointError, ValidationError, ModelError)
     repository_defaults(args)
-    return summarize("train", lambda: run_training(args), (DataError, PublishError), failures)
+    checkpoint_defaults(args)
+    return summarize("train", lambda: run_training(args), (DataError, PublishError, CheckpointError), failures)

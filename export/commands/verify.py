@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
             "likelihood": manifest.likelihood.name,
             "input_shape": manifest.input.shape,
             "latent_dim": manifest.latent_dim,
-            "test": manifest.metrics.test.model_dump(),
+            # null when the training run kept no test rows (vae-train train --test-fraction 0, its default)
+            "test": None if manifest.metrics.test is None else manifest.metrics.test.model_dump(),
         }
 
     return summarize("verify", verify, (), (BundleError,), "bundle refused")

@@ -79,14 +79,23 @@ def split_sizes(
     }
 
 
-def _enough(sizes: dict[str, int], min_validation_rows: int) -> bool:
-    return sizes["validation"] >= min_validation_rows and sizes["train"] >= 1 and sizes["test"] >= 1
+def holds_test_rows(has_test: bool, test_fraction: float) -> bool:
+    """Whether the split has a test split: the source's own, or ``test_fraction`` > 0 of its rows.
+    With neither, every row is a training or validation row, and no test split is expected."""
+    return has_test or test_fraction > 0.0
+
+
+def _enough(sizes: dict[str, int], min_validation_rows: int, expects_test: bool) -> bool:
+    test_ok = sizes["test"] >= 1 or not expects_test
+    return sizes["validation"] >= min_validation_rows and sizes["train"] >= 1 and test_ok
 
 
 def rows_needed(source: SourceData, validation_fraction: float, test_fraction: float, min_validation_rows: int) -> int:
     """The fewest rows (no --classes) whose split gives ``min_validation_rows`` validation rows and
-    non-empty training and test splits, found by replaying the split arithmetic."""
+    non-empty training and test splits (no test split with ``test_fraction`` 0 and no test split of
+    the source's own), found by replaying the split arithmetic."""
     has_test = source.test is not None
+    expects_test = holds_test_rows(has_test, test_fraction)
     remaining_share = validation_fraction * (1.0 if has_test else 1.0 - test_fraction)
     # round() reaches min_validation_rows by num_rows * share >= min - 0.5; the bound leaves room to spare.
     upper = math.ceil((min_validation_rows + 1) / remaining_share) + 3
@@ -97,7 +106,7 @@ def rows_needed(source: SourceData, validation_fraction: float, test_fraction: f
             "validation": validation_count,
             "test": len(source.test) if has_test else test_count,
         }
-        if _enough(sizes, min_validation_rows):
+        if _enough(sizes, min_validation_rows, expects_test):
             return num_rows
     return upper
 
@@ -113,10 +122,11 @@ def fraction_needed(
     """The smallest --validation-fraction (in steps of 0.01, up to 0.5) above the given one that gives
     enough validation rows on this very data (the split replayed, --classes applied); None if none does."""
     first_step = math.floor(validation_fraction / FRACTION_STEP) + 1
+    expects_test = holds_test_rows(source.test is not None, test_fraction)
     for step in range(first_step, round(MAX_SUGGESTED_FRACTION / FRACTION_STEP) + 1):
         fraction = step / round(1 / FRACTION_STEP)  # e.g. 20 / 100: the same float as the flag "0.2"
         sizes = split_sizes(source, classes, fraction, test_fraction, split_seed)
-        if _enough(sizes, min_validation_rows):
+        if _enough(sizes, min_validation_rows, expects_test):
             return fraction
     return None
 

@@ -14,7 +14,7 @@ import numpy as np
 from vae_serve.core.manifest import Preprocessing
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.export.sources.base import DataError, Part, SourceData
-from vae_serve.export.sources.split_plan import split_indices, too_few_validation_rows
+from vae_serve.export.sources.split_plan import holds_test_rows, split_indices, too_few_validation_rows
 
 __all__ = ["Splits", "make_splits", "parse_classes"]
 
@@ -82,14 +82,16 @@ def make_splits(
     min_validation_rows: int = 1,
 ) -> Splits:
     """Deterministic split: a fixed permutation (``split_seed``) of the training rows gives the
-    validation rows (and test rows, for sources without an official test split).
+    validation rows (and test rows, for sources without an official test split: ``test_fraction``
+    of the rows; with 0 the test split is empty, and every row is a training or validation row).
 
     With ``classes``, every split keeps only those labels: the model, its early stopping, its
     calibration and its test metrics all describe the "normal" data.
 
     Raises:
-        DataError: a split is empty, or the validation split holds fewer than ``min_validation_rows``
-            rows (the message says how many rows, or which --validation-fraction, would be enough).
+        DataError: a split is empty (but the test split with ``test_fraction`` 0), or the validation
+            split holds fewer than ``min_validation_rows`` rows (the message says how many rows, or which
+            --validation-fraction, would be enough).
     """
     if classes is not None:
         _check_classes_present(source, classes)
@@ -109,14 +111,17 @@ def make_splits(
     )
     if min_validation_rows > 1 and too_few is not None:
         raise DataError(too_few)
+    expects_test = holds_test_rows(source.test is not None, test_fraction)
     for name, part in (("training", train), ("validation", validation), ("test", test)):
-        if len(part) == 0:
+        if len(part) == 0 and (name != "test" or expects_test):
             raise DataError(f"the {name} split is empty (classes={classes}); check --classes and the data")
     description = {
         **source.description,
         "classes": None if classes is None else list(classes),
         "split_seed": split_seed,
         "validation_fraction": validation_fraction,
+        # Of the rows given; None: the source's own test split is the test split.
+        "test_fraction": None if source.test is not None else test_fraction,
         "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
     }
     return Splits(train, validation, test, source.example_shape, source.value_range, description, source.preprocessing)
