@@ -52,13 +52,13 @@ def table_csv(tmp_path_factory):
     ("dataset", "likelihood", "decoder_scale", "score", "units"),
     [
         ("digits", "bernoulli", "per-feature", "reconstruction_error", "model"),
-        ("fashion-mnist", "gaussian", "standardized", "combined", "model"),
-        ("idx:folder", "gaussian", "standardized", "combined", "model"),
-        ("images:folder", "gaussian", "standardized", "combined", "model"),
-        ("npy:x.npy", "gaussian", "per-feature", "combined", "standardized"),
-        ("npz:x.npz", "gaussian", "per-feature", "combined", "standardized"),
-        ("csv:x.csv", "gaussian", "per-feature", "combined", "standardized"),
-        ("parquet:x.parquet", "gaussian", "per-feature", "combined", "standardized"),
+        ("fashion-mnist", "gaussian", "standardized", "negative_elbo", "model"),
+        ("idx:folder", "gaussian", "standardized", "negative_elbo", "model"),
+        ("images:folder", "gaussian", "standardized", "negative_elbo", "model"),
+        ("npy:x.npy", "gaussian", "per-feature", "negative_iwae", "standardized"),
+        ("npz:x.npz", "gaussian", "per-feature", "negative_iwae", "standardized"),
+        ("csv:x.csv", "gaussian", "per-feature", "negative_iwae", "standardized"),
+        ("parquet:x.parquet", "gaussian", "per-feature", "negative_iwae", "standardized"),
     ],
 )
 def test_defaults_by_kind_of_data(dataset, likelihood, decoder_scale, score, units):
@@ -76,7 +76,7 @@ def test_every_source_has_a_recipe_whose_score_is_a_registry_score():
 def test_flags_override_the_recipe():
     # A Bernoulli on images: the images recipe's decoder scale does not apply, and is no conflict.
     config, scoring = resolved("--dataset", "fashion-mnist", "--likelihood", "bernoulli")
-    assert (config.likelihood, config.binarize, scoring.default_score) == ("bernoulli", "dynamic", "combined")
+    assert (config.likelihood, config.binarize, scoring.default_score) == ("bernoulli", "dynamic", "negative_elbo")
     config, scoring = resolved("--dataset", "csv:x.csv", "--decoder-scale", "shared", "--score", "negative_elbo")
     assert (config.decoder_scale, scoring.default_score, scoring.reconstruction_units) == (
         "shared",
@@ -132,14 +132,14 @@ def test_a_table_trains_on_every_row_but_the_validation_rows(tmp_path, capsys, t
     assert code == 0, err
     rows = summary["rows"]
     assert rows["train"] + rows["validation"] == TABLE_ROWS and rows["test"] == 0 and rows["validation"] == 25
-    assert summary["test_iwae_nll_nats"] is None and summary["default_score"] == "combined"
+    assert summary["test_iwae_nll_nats"] is None and summary["default_score"] == "negative_iwae"
     manifest = load_bundle(out).manifest
     assert manifest.metrics.test is None
-    assert manifest.default_score == "combined" and manifest.reconstruction_units == "standardized"
+    assert manifest.default_score == "negative_iwae" and manifest.reconstruction_units == "standardized"
     assert manifest.training["data"]["examples"] == rows and manifest.training["data"]["test_fraction"] == 0.0
     # The recipe the defaults came from, beside the resolved values.
     recipe = manifest.training["recipe"]
-    assert recipe["kind"] == "tables" and recipe["score"] == "combined"
+    assert recipe["kind"] == "tables" and recipe["score"] == "negative_iwae"
     assert recipe["reconstruction_units"] == "standardized" and recipe["decoder_scale"] == "per-feature"
     assert manifest.training["likelihood"] == "gaussian" and manifest.training["decoder_scale"] == "per-feature"
     # The default checkpoint (--checkpoint alone) is removed once the bundle is published; nothing else is left.
@@ -199,7 +199,7 @@ def test_grey_images_take_the_images_recipe(tmp_path, capsys):
     assert summary["rows"] == {"train": 28, "validation": 12, "test": 0}
     manifest = load_bundle(out).manifest
     assert (manifest.likelihood.name, manifest.training["decoder_scale"]) == ("gaussian", "standardized")
-    assert manifest.default_score == "combined" and manifest.reconstruction_units == "model"
+    assert manifest.default_score == "negative_elbo" and manifest.reconstruction_units == "model"
     assert manifest.training["recipe"]["kind"] == "images"
 
 

@@ -10,7 +10,9 @@ Each model is PyOD's class with its defaults; only the seed (random_state) is se
 fit re-seeds python, numpy and torch from random_state itself). Writes
 {"versions": {...}, "data": {...}, MODEL: {SEED: {"auroc", "fit_s", "score_s", "params"}}}, where
 auroc is sklearn's roc_auc_score(test_y, model.decision_function(test_x)), fit_s the seconds of
-model.fit(train_x) and score_s those of decision_function(test_x).
+model.fit(train_x) and score_s those of decision_function(test_x). With ``--scores-out FILE.npz`` the
+test scores themselves are also written, one array per model and seed named ``MODEL-SEED``
+(bench/protocol.py bootstraps its intervals from them).
 
 Make the inputs of the two protocols (bench/results/pyod-notes.md):
 
@@ -37,9 +39,15 @@ from sklearn.metrics import roc_auc_score
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 TORCH_MODELS = {"vae", "autoencoder"}
+# PyOD's deep models batch with drop_last=True and batch_size 32: on fewer training rows no batch is
+# ever formed and fit fails (UnboundLocalError). There, and only there, the batch is all the rows.
+PYOD_BATCH_SIZE = 32
 
 
-def make_model(name: str, seed: int):
+def make_model(name: str, seed: int, train_rows: int = PYOD_BATCH_SIZE):
+    """PyOD's ``name`` with its defaults and ``random_state=seed``; torch models on fewer than 32
+    training rows get ``batch_size=train_rows`` (the one change, recorded in the result's params)."""
+    small = {"batch_size": train_rows} if train_rows < PYOD_BATCH_SIZE else {}
     if name == "iforest":
         from pyod.models.iforest import IForest
 
@@ -51,11 +59,11 @@ def make_model(name: str, seed: int):
     if name == "vae":
         from pyod.models.vae import VAE
 
-        return VAE(random_state=seed, verbose=0)
+        return VAE(random_state=seed, verbose=0, **small)
     if name == "autoencoder":
         from pyod.models.auto_encoder import AutoEncoder
 
-        return AutoEncoder(random_state=seed, verbose=0)
+        return AutoEncoder(random_state=seed, verbose=0, **small)
     raise SystemExit(f"unknown model: {name} (vae, iforest, autoencoder)")
 
 
@@ -75,7 +83,9 @@ def versions() -> dict:
     }
 
 
-def score(data: Path, models: list[str], seeds: list[int]) -> dict:
+def score(data: Path, models: list[str], seeds: list[int], test_scores: dict | None = None) -> dict:
+    """Fits each model and seed on train_x and scores test_x; ``test_scores`` (when given) receives
+    each model's decision_function(test_x) under the key ``MODEL-SEED``."""
     arrays = np.load(data)
     train_x, test_x, test_y = arrays["train_x"], arrays["test_x"], arrays["test_y"]
     result = {
@@ -91,7 +101,7 @@ def score(data: Path, models: list[str], seeds: list[int]) -> dict:
     for name in models:
         result[name] = {}
         for seed in seeds:
-            model = make_model(name, seed)
+            model = make_model(name, seed, len(train_x))
             started = time.perf_counter()
             model.fit(train_x)
             fit_s = time.perf_counter() - started
@@ -99,6 +109,8 @@ def score(data: Path, models: list[str], seeds: list[int]) -> dict:
             scores = model.decision_function(test_x)
             score_s = time.perf_counter() - started
             auroc = float(roc_auc_score(test_y, scores))
+            if test_scores is not None:
+                test_scores[f"{name}-{seed}"] = np.asarray(scores, dtype=np.float64)
             result[name][str(seed)] = {
                 "auroc": auroc,
                 "fit_s": round(fit_s, 3),
@@ -181,6 +193,7 @@ def main() -> None:
     parser.add_argument("--models", default="vae,iforest,autoencoder")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--scores-out", type=Path, help="also write the test scores (.npz, arrays MODEL-SEED)")
     parser.add_argument("--prepare", nargs=2, metavar=("PROTOCOL", "DIR"), help="breast-cancer|fashion DIR")
     parser.add_argument("--merge", action="store_true", help="merge per-class result JSON files into --out")
     args = parser.parse_args()
@@ -189,11 +202,17 @@ def main() -> None:
         return
     if not args.out or not args.data or (not args.merge and len(args.data) != 1):
         parser.error("give one DATA.npz (or JSON files with --merge) and --out")
+    test_scores: dict = {}
     if args.merge:
         result = merge(args.data)
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
-        result = score(args.data[0], args.models.split(","), seeds)
+        result = score(args.data[0], args.models.split(","), seeds, test_scores)
+    if args.scores_out:  # written before --out, so that --out existing means both are complete
+        args.scores_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.scores_out.with_name(args.scores_out.name + ".tmp"), "wb") as handle:
+            np.savez(handle, **test_scores)
+        args.scores_out.with_name(args.scores_out.name + ".tmp").replace(args.scores_out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
