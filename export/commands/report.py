@@ -9,6 +9,7 @@ and of what the exported model does, made from the ONNX graphs the server will r
 Feature vectors that are not images are drawn as heat maps (rows x features).
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,10 @@ def _training(plt, history: list[dict], best_epoch: int, rows: dict[str, int], p
     axes.set_title(rows_title(rows))
     epochs = [entry["epoch"] for entry in history]
     axes.plot(epochs, [entry["train_elbo_nats"] for entry in history], label="train ELBO")
-    axes.plot(epochs, [entry["validation_elbo_nats"] for entry in history], label="validation ELBO")
+    # None: the bound overflowed that epoch (training.finite_or_none); drawn as a gap.
+    validation = [entry["validation_elbo_nats"] for entry in history]
+    validation = [math.nan if value is None else value for value in validation]
+    axes.plot(epochs, validation, label="validation ELBO")
     axes.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
     axes.set_xlabel("epoch")
     axes.set_ylabel("ELBO per example (nats)")

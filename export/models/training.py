@@ -185,7 +185,7 @@ def run_epochs(
             raise FloatingPointError(f"training diverged at epoch {epoch} (ELBO {train_elbo}); lower --lr")
         record, validation_bound = validate(config, vae, validation_view, epoch, train_elbo)
         loop.history.append(record)
-        epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_elbo=f"{record['validation_elbo_nats']:.2f}")
+        epochs.set_postfix(train_elbo=f"{train_elbo:.2f}", val_bound=f"{validation_bound:.2f}")
         loop.epoch = epoch
         if validation_bound > loop.best_bound:
             loop.best_bound, loop.best_epoch, loop.best_model = validation_bound, epoch, copy.deepcopy(vae.state_dict())
@@ -235,8 +235,16 @@ def validate(
     record = {
         "epoch": epoch,
         "train_elbo_nats": train_elbo,
-        "validation_elbo_nats": validation_elbo,
-        f"validation_iwae{VALIDATION_SAMPLES}_nats": validation_iwae,
+        "validation_elbo_nats": finite_or_none(validation_elbo),
+        f"validation_iwae{VALIDATION_SAMPLES}_nats": finite_or_none(validation_iwae),
     }
     # An IWAE-trained model is selected on the IWAE bound it optimises, not on its ELBO.
-    return record, validation_elbo if config.train_samples == 1 else validation_iwae
+    bound = validation_elbo if config.train_samples == 1 else validation_iwae
+    return record, bound if math.isfinite(bound) else -math.inf
+
+
+def finite_or_none(value: float) -> float | None:
+    """A bound as the history records it: None where it overflowed (a validation row far outside the
+    training rows, e.g. a feature constant in training, can drive a float32 bound to -inf), so that
+    the manifest stays JSON with finite numbers; such an epoch never counts as an improvement."""
+    return value if math.isfinite(value) else None
