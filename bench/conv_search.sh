@@ -20,7 +20,7 @@ echo "| architecture | flags | epochs (best) | train s | validation ELBO | test 
 echo "|---|---|---|---|---|---|---|"
 for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 .venv/bin/vae-train train --dataset fashion-mnist --classes 0 --epochs 30 --iwae-k 200 \
+    OMP_NUM_THREADS=1 .venv/bin/vae-train train --dataset fashion-mnist --likelihood bernoulli --classes 0 --epochs 30 --iwae-k 200 \
         --seed 0 --no-progress --force ${ARCHS[$name]} --out "$OUT/$name" > "$OUT/$name.json" 2> "$OUT/$name.log"
     .venv/bin/python - "$OUT/$name" "$OUT/$name.json" "$name" "${ARCHS[$name]}" <<'PY'
 import json, sys

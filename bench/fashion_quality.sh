@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 echo "| recipe | command | epochs (best) | wall s | test ELBO nats | test NLL nats (IWAE k=1000) | bits/dim |"
 echo "|---|---|---|---|---|---|---|"
 for name in "${NAMES[@]}"; do
-    args="--dataset fashion-mnist --out $OUT/$name --force --seed 0 ${RECIPES[$name]}"
+    args="--dataset fashion-mnist --likelihood bernoulli --out $OUT/$name --force --seed 0 ${RECIPES[$name]}"
     started=$(date +%s.%N)
     # shellcheck disable=SC2086
     "$VAE_TRAIN" train $args > "$OUT/$name.json" 2> "$OUT/$name.log"

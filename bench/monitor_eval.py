@@ -86,10 +86,12 @@ def served_scores(bundle: Path, x: np.ndarray) -> dict:
 
 def test_rows(manifest: dict) -> tuple[np.ndarray, np.ndarray]:
     """The bundle's test split, all classes: rows as clients send them, and whether each is normal.
-    (The test fraction is not in the manifest: vae-train's default, 0.2, is assumed.)"""
+    (Bundles written before the manifest recorded the test fraction held out 0.2; None: the source's
+    own test split.)"""
     data = manifest["training"]["data"]
     source = load_source(data["source"])
-    splits = make_splits(source, None, data["validation_fraction"], 0.2, data["split_seed"])
+    test_fraction = data.get("test_fraction", 0.2) or 0.0
+    splits = make_splits(source, None, data["validation_fraction"], test_fraction, data["split_seed"])
     normal = np.isin(splits.test.y, data["classes"])
     return splits.test.x, normal
 

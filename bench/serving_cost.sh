@@ -23,7 +23,7 @@ else
     for name in "${!ARCHS[@]}"; do
         if [ ! -f "$OUT/bundles/$name/manifest.json" ]; then
             # shellcheck disable=SC2086
-            .venv/bin/vae-train train --dataset fashion-mnist --classes 0 --epochs 1 --iwae-k 10 --no-progress \
+            .venv/bin/vae-train train --dataset fashion-mnist --likelihood bernoulli --classes 0 --epochs 1 --iwae-k 10 --no-progress \
                 ${ARCHS[$name]} --out "$OUT/bundles/$name" --force > /dev/null 2> "$OUT/$name.train.log"
         fi
         BUNDLES[$name]="$OUT/bundles/$name"
