@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from vae_serve.client import VaeClient  # noqa: E402
 from vae_serve.core.calibration import QUANTILE_LEVELS  # noqa: E402
 from vae_serve.export.sources import load_source  # noqa: E402
-from vae_serve.export.sources.splits import make_splits  # noqa: E402
+from vae_serve.export.sources.splits import make_splits, recorded_split  # noqa: E402
 from vae_serve.service.monitor.drift import MIN_WINDOW_ROWS, drift_test, ranks_of  # noqa: E402
 from vae_serve.service.monitor.flag_rate import RateCounts  # noqa: E402
 from vae_serve.service.settings import Settings  # noqa: E402
@@ -85,13 +85,11 @@ def served_scores(bundle: Path, x: np.ndarray) -> dict:
 
 
 def test_rows(manifest: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's test split, all classes: rows as clients send them, and whether each is normal.
-    (Bundles written before the manifest recorded the test fraction held out 0.2; None: the source's
-    own test split.)"""
+    """The bundle's test split (its recorded split replayed), all classes: rows as clients send them,
+    and whether each is normal."""
     data = manifest["training"]["data"]
     source = load_source(data["source"])
-    test_fraction = data.get("test_fraction", 0.2) or 0.0
-    splits = make_splits(source, None, data["validation_fraction"], test_fraction, data["split_seed"])
+    splits = make_splits(source, None, **recorded_split(data))
     normal = np.isin(splits.test.y, data["classes"])
     return splits.test.x, normal
 

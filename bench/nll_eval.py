@@ -41,7 +41,7 @@ from vae_serve.client import VaeClient
 from vae_serve.core.bundle import read_manifest
 from vae_serve.core.manifest import Manifest
 from vae_serve.core.preprocessing import Affine
-from vae_serve.export.sources import load_source, make_splits
+from vae_serve.export.sources import load_source, make_splits, recorded_split
 
 VAE_SERVE = str(Path(sys.executable).with_name("vae-serve"))
 DEFAULT_K = 5000  # Burda et al.'s evaluation, and the 228.70 / 224.6 figures the issue quotes
@@ -84,15 +84,13 @@ def evaluation_rows(dataset: str, manifest: Manifest, split: str) -> tuple[np.nd
     data = manifest.training.get("data", {}) if isinstance(manifest.training, dict) else {}
     classes = tuple(data["classes"]) if data.get("classes") else None
     official_test = source.test is not None
-    if split == "test" and not official_test and not data.get("test_fraction"):
+    recorded = recorded_split(data)
+    if split == "test" and not official_test and not recorded["test_fraction"]:
         raise SystemExit(
             f"{dataset} has no official test split and the bundle kept no test rows (its manifest records "
             f"test_fraction {data.get('test_fraction')!r}); train it with vae-train's --test-fraction, "
             "or evaluate its held-out validation rows with --split validation"
         )
-    recorded = {key: data[key] for key in ("validation_fraction", "test_fraction", "split_seed") if key in data}
-    if official_test:
-        recorded.pop("test_fraction", None)
     splits = make_splits(source, classes, **recorded)
     rows = splits.test if split == "test" else splits.validation
     origin = "official test split" if split == "test" and official_test else f"held-out {split} rows"

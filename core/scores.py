@@ -91,7 +91,9 @@ SCORES: dict[str, Score] = {
         ),
     )
 }
-DEFAULT_SCORE = "reconstruction_error"  # the best measured on Fashion-MNIST: docs/anomaly.md
+# The default of a bundle whose manifest names none (written before default_score existed; its
+# Bernoulli-era best). vae-train writes each recipe's own default: docs/anomaly.md.
+DEFAULT_SCORE = "reconstruction_error"
 
 
 def default_score_of(manifest) -> str:

@@ -20,7 +20,7 @@ from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS, calibrate
 from vae_serve.export.bundle.writer import check_destination, publish, staging_dir_for, write_manifest
 from vae_serve.export.commands.flags import source_options
-from vae_serve.export.sources import DataError, load_source, make_splits, parse_classes
+from vae_serve.export.sources import DataError, load_source, make_splits, parse_classes, recorded_split
 
 
 def next_version(version: str, requested: str | None) -> str:
@@ -37,15 +37,7 @@ def calibration_rows(args: argparse.Namespace, manifest: Manifest) -> np.ndarray
     split them (its recorded fractions and seed), so that ``validation`` never holds training rows."""
     source = load_source(args.dataset, options=source_options(args))
     recorded = manifest.training.get("data", {}) if isinstance(manifest.training, dict) else {}
-    splits = make_splits(
-        source,
-        parse_classes(args.classes),
-        validation_fraction=recorded.get("validation_fraction", 0.1),
-        # Bundles written before --test-fraction existed held out 0.2 (sources without a test split);
-        # None: the source's own test split.
-        test_fraction=recorded.get("test_fraction", 0.2) or 0.0,
-        split_seed=recorded.get("split_seed", 0),
-    )
+    splits = make_splits(source, parse_classes(args.classes), **recorded_split(recorded))
     if args.split == "all":
         return np.concatenate([splits.train.x, splits.validation.x, splits.test.x])
     return getattr(splits, args.split).x

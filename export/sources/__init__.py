@@ -9,7 +9,7 @@ Importing this loads numpy only: scikit-learn, Pillow and pyarrow are imported b
 
 from vae_serve.export.sources.base import DataError, Part, SourceData, SourceOptions
 from vae_serve.export.sources.registry import SOURCES, load_source
-from vae_serve.export.sources.splits import Splits, make_splits, parse_classes
+from vae_serve.export.sources.splits import Splits, make_splits, parse_classes, recorded_split
 
 __all__ = [
     "SOURCES",
@@ -21,4 +21,5 @@ __all__ = [
     "load_source",
     "make_splits",
     "parse_classes",
+    "recorded_split",
 ]

@@ -16,7 +16,7 @@ from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.export.sources.base import DataError, Part, SourceData
 from vae_serve.export.sources.split_plan import holds_test_rows, split_indices, too_few_validation_rows
 
-__all__ = ["Splits", "make_splits", "parse_classes"]
+__all__ = ["Splits", "make_splits", "parse_classes", "recorded_split"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,15 @@ def make_splits(
         "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
     }
     return Splits(train, validation, test, source.example_shape, source.value_range, description, source.preprocessing)
+
+
+def recorded_split(data_record: dict) -> dict:
+    """``make_splits``' keyword arguments that replay a training run's split, from the record its
+    manifest keeps (``training["data"]``): its validation fraction, test fraction and split seed.
+    Bundles written before the record held the test fraction held out 0.2 (the old default); None
+    means the source's own test split (no test rows taken from the training rows)."""
+    return {
+        "validation_fraction": data_record.get("validation_fraction", 0.1),
+        "test_fraction": data_record.get("test_fraction", 0.2) or 0.0,
+        "split_seed": data_record.get("split_seed", 0),
+    }
