@@ -4,6 +4,7 @@ The server here runs with small limits, set partly by flags and partly by VAE_* 
 limit checks are reached with small messages.
 """
 
+import json
 import re
 
 import grpc
@@ -12,11 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import malformed
+from tests import http_json, malformed
 from tests.server_process import SERVING, start_server
 from vae_serve.api.oip import grpc_service_pb2 as oip_pb2
 from vae_serve.api.oip import grpc_service_pb2_grpc as oip_pb2_grpc
 from vae_serve.api.v1 import vae_pb2
+from vae_serve.service.rest.server import HTTP_STATUS
+from vae_serve.service.status import Code
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -214,7 +217,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def limited_server(digits_bundle):
-    process = start_server("--bundle", str(digits_bundle), *LIMITS, env=LIMIT_ENV)
+    process = start_server("--bundle", str(digits_bundle), *LIMITS, "--http-port", "0", env=LIMIT_ENV)
     yield process
     assert process.stop() == 0, process.log()
 
@@ -283,6 +286,22 @@ def test_malformed_battery(limited_server, rpc, request_message, status, pattern
     assert re.search(pattern, raised.value.details()), raised.value.details()
     for leak in ("Traceback", "/tmp/", ".py", "site-packages"):  # no server paths or stack traces
         assert leak not in raised.value.details()
+
+
+@pytest.mark.parametrize(
+    "rpc, request_message, status, pattern",
+    [case[1:] for case in malformed.vae_cases()],
+    ids=[case[0] for case in malformed.vae_cases()],
+)
+def test_malformed_battery_over_http_json(limited_server, rpc, request_message, status, pattern):
+    """The same requests as JSON on the REST port (service/rest/vae_http.py): the same code, as
+    google.rpc.Status with its HTTP status, and the same message."""
+    http_status, _, payload = http_json.call(limited_server.http_url, rpc, request_message, "digits")
+    document = json.loads(payload)
+    assert (http_status, document["code"]) == (HTTP_STATUS[Code[status.name]], status.value[0]), payload
+    assert re.search(pattern, document["message"]), document["message"]
+    for leak in ("Traceback", "/tmp/", ".py", "site-packages"):
+        assert leak not in document["message"]
 
 
 def test_the_battery_is_large_and_covers_every_rpc():

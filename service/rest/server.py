@@ -30,12 +30,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from vae_serve.core.errors import NotFound
+from vae_serve.service.grpc.servicer import VaeServicer
 from vae_serve.service.observe.calls import CallRecorder
 from vae_serve.service.observe.metrics import ServerMetrics
 from vae_serve.service.plane.inference import Inference
 from vae_serve.service.rest import codec as http_codec
 from vae_serve.service.rest.errors import body_error, error_response, json_response
 from vae_serve.service.rest.guard import METHOD_LABEL, GuardedRequestHandler, HttpGuard, HttpLimits
+from vae_serve.service.rest.openapi import add_openapi_route
+from vae_serve.service.rest.vae_http import CALL_STATUS, PREFIX, VaeHttp, route_error
 from vae_serve.service.security import REFUSALS, HttpTls, Refusal, bearer_refusal, http_tls
 from vae_serve.service.settings import Settings
 from vae_serve.service.status import Code, status_for
@@ -61,6 +64,11 @@ MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 # slot nor the drain for longer. The request line and headers have --http-header-timeout (rest/guard.py).
 BODY_READ_TIMEOUT_S = 30.0
 PARSE_INLINE_BYTES = 1024 * 1024  # larger request bodies are parsed on an inference thread
+
+
+def oip_error(status: int, code: Code, message: str, headers: dict | None = None) -> web.Response:
+    """An Open Inference Protocol error: ``{"error": message}`` (the code only labels the call)."""
+    return error_response(status, message, headers)
 
 
 def _authorization_refusal(request: web.Request, tokens: list[bytes]) -> Refusal | None:
@@ -109,6 +117,11 @@ class HttpFront:
             app.router.add_get(path + "/config", self._call("ModelConfig", self._model_config))
             app.router.add_post(path + "/infer", self._call("ModelInfer", self._infer))
             app.router.add_get(path + "/stats", self._call("ModelStatistics", self._model_statistics))
+        # VaeService over HTTP/JSON (rest/vae_http.py): the gRPC binding's own handlers, through _call.
+        servicer = VaeServicer(self.inference.operations, settings)
+        vae = VaeHttp(servicer, self.executor, self.guard.malformed, BODY_READ_TIMEOUT_S, PARSE_INLINE_BYTES)
+        vae.add_routes(app, self._call)
+        add_openapi_route(app, self._call)  # the token, metrics and tracing of the /v2 routes
         return app
 
     async def start(self, settings: Settings, shutdown_timeout_s: float) -> int:
@@ -142,37 +155,47 @@ class HttpFront:
 
     # --- one call: auth, drain, metrics, tracing, errors -----------------------------------------
 
-    def _call(self, method: str, handler: Callable[[web.Request], Awaitable[web.Response]]):
-        async def call(request: web.Request) -> web.Response:
+    def _call(
+        self,
+        method: str,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        write_error: Callable[..., web.Response] = oip_error,
+    ):
+        """``handler`` as one call of ``method``; ``write_error(http_status, code, message, headers)``
+        writes its errors (the protocol's error shape)."""
+
+        async def call(request: web.Request) -> web.StreamResponse:
             if self.tokens and (refusal := _authorization_refusal(request, self.tokens)):
                 self.metrics.auth_failures.labels(method, refusal.reason).inc()
-                return error_response(401, refusal.message, {"WWW-Authenticate": "Bearer"})
+                return write_error(401, Code.UNAUTHENTICATED, refusal.message, {"WWW-Authenticate": "Bearer"})
             if self.draining:
-                return error_response(503, DRAINING_MESSAGE, {"Connection": "close"})
+                return write_error(503, Code.UNAVAILABLE, DRAINING_MESSAGE, {"Connection": "close"})
             if self.max_calls is not None and self.calls >= self.max_calls:  # before the body is read
-                return error_response(429, f"more than {self.max_calls} calls at once; retry with backoff")
+                message = f"more than {self.max_calls} calls at once; retry with backoff"
+                return write_error(429, Code.RESOURCE_EXHAUSTED, message)
             self.calls += 1
             started = self.calls_recorder.begin(method)
             code = Code.OK
             try:
                 tracer = self.calls_recorder.tracer
                 with tracer.call_span(method, request.headers, "http", {"http.request.method": request.method}):
-                    return await handler(request)
+                    response = await handler(request)
+                code = response.get(CALL_STATUS, Code.OK)  # a stream that ended in an error says which
+                return response
             except web.HTTPRequestEntityTooLarge:  # from reading the body; gRPC answers the same
                 code = Code.RESOURCE_EXHAUSTED
-                return error_response(
-                    413, f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
-                )
+                message = f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
+                return write_error(413, code, message)
             except TimeoutError:  # only the body read is timed here
                 code = Code.DEADLINE_EXCEEDED
-                return error_response(408, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
+                return write_error(408, code, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
             except ConnectionError:
                 code = Code.CANCELLED  # the client went away mid-upload
-                return error_response(400, "the request body could not be read: the connection closed")
+                return write_error(400, code, "the request body could not be read: the connection closed")
             except (web.RequestPayloadError, HttpProcessingError) as error:  # a body that breaks its framing
                 code, text = Code.INVALID_ARGUMENT, body_error(error)
                 self.guard.malformed(method, request.remote, 400, text)
-                response = error_response(400, text)
+                response = write_error(400, code, text)
                 response.force_close()  # the rest of the stream cannot be trusted to frame a next request
                 return response
             except asyncio.CancelledError:
@@ -183,7 +206,7 @@ class HttpFront:
                 headers = {}
                 if retry_after_ms := getattr(error, "retry_after_ms", None):
                     headers["Retry-After"] = str(max(1, round(retry_after_ms / 1000)))
-                return error_response(HTTP_STATUS.get(code, 500), message, headers)
+                return write_error(HTTP_STATUS.get(code, 500), code, message, headers)
             finally:
                 self.calls -= 1
                 self.calls_recorder.end(method, code.name, started)
@@ -214,6 +237,8 @@ class HttpFront:
             # The path is never quoted back: it is the client's bytes, and may hold anything.
             message = error.reason
             allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+            if request.path.startswith(PREFIX):  # VaeService's routes answer google.rpc.Status
+                return route_error(error.status, request.method, allow and allow["Allow"])
             if error.status == 404:
                 message = "no such endpoint; see the Open Inference Protocol's /v2 routes"
             elif error.status == 405:
