@@ -21,9 +21,11 @@ from vae_serve.api.v1 import vae_pb2
 from vae_serve.client import monitor_view
 from vae_serve.client.client import VaeClient, VaeClientError
 from vae_serve.client.files import InputError, load_rows, save, write_png_grid, write_png_heatmaps
+from vae_serve.client.manifold import PRINCIPAL, manifold_map
 from vae_serve.client.names import INTERPOLATION_PATHS, SCORE_TYPES, score_name
 from vae_serve.client.results import DecodeResult, EncodeResult, Piece
 from vae_serve.core.defaults import DEFAULT_PORT
+from vae_serve.core.manifold import MAX_GRID
 
 PROG = "vae-client"
 DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
@@ -53,6 +55,18 @@ _seed = _checked(int, lambda value: 0 <= value < 2**64, "a seed in [0, 2^64)")
 _positive_float = _checked(float, lambda value: math.isfinite(value) and value > 0, "a finite number > 0")
 _finite_float = _checked(float, math.isfinite, "a finite number")
 _open_fraction = _checked(float, lambda value: 0 < value < 1, "a number in (0, 1)")
+_grid = _checked(int, lambda value: 1 <= value <= MAX_GRID, f"an integer in [1, {MAX_GRID}]")
+
+
+def _dims(text: str) -> tuple[int, int]:
+    """--dims I,J: two different latent dimensions (their range is the model's, checked once it is known)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not two latent dimensions I,J (integers >= 0, e.g. 0,1)")
+    first, second = (int(part) for part in parts)
+    if first == second:
+        raise argparse.ArgumentTypeError(f"{text!r} names dimension {first} twice; a plane needs two different ones")
+    return first, second
 
 
 def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -192,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate_out.add_argument("--out", metavar="OUT.npz", help="save t, z, x_mean (and draws, the seed) to OUT.npz")
     interpolate_out.add_argument("--png", metavar="ROW.png", help="save x_mean as one row of images per path")
 
+    manifold = command(
+        "manifold", _cmd_manifold, "decode E[x|z] on a grid over a 2-D latent plane at the prior's quantiles"
+    )
+    manifold.add_argument("--grid", type=_grid, default=15, help="tiles per side (default 15)")
+    plane = manifold.add_mutually_exclusive_group()
+    plane.add_argument("--dims", type=_dims, metavar="I,J", help="the plane of latent dimensions I and J (others 0)")
+    plane.add_argument(
+        "--plane",
+        choices=[PRINCIPAL],
+        help="the top two principal directions of the posterior means recorded at export "
+        "(the default; dims 0,1 for a bundle without the record)",
+    )
+    manifold.add_argument("--temperature", type=_positive_float, default=1.0, help="multiplies the quantiles")
+    manifold_out = manifold.add_mutually_exclusive_group()
+    manifold_out.add_argument("--out", metavar="OUT.npz", help="save z, x_mean and x_raw of every tile to OUT.npz")
+    manifold_out.add_argument("--png", metavar="MAP.png", help="save x_mean as a GRID x GRID mosaic (images only)")
+
     monitor = command(
         "monitor", _cmd_monitor, "score monitoring: drift of each model version's scores, flag rates against promises"
     )
@@ -281,6 +312,17 @@ def _split_json(split: vae_pb2.SplitMetrics) -> dict:
     return {field: getattr(split, field) for field in fields}
 
 
+def _latent_map_json(info: vae_pb2.ModelInfo) -> dict | None:
+    """The recorded principal plane of the posterior means (null: a bundle exported before it)."""
+    if not info.HasField("latent_map"):
+        return None
+    plane = info.latent_map
+    directions = [
+        {"unit": list(d.unit), "sd": d.sd, "variance_fraction": d.variance_fraction} for d in plane.directions
+    ]
+    return {"rows": plane.rows, "num_rows": plane.num_rows, "mean": list(plane.mean), "directions": directions}
+
+
 def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
     # Built by hand rather than with json_format.MessageToDict, which writes 64-bit integers as strings.
     info = client.info(args.model, args.model_version)
@@ -321,6 +363,7 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
         "calibration": calibration,
         "scores": scores,
         "default_score": score_name(info.default_score),
+        "latent_map": _latent_map_json(info),
         "providers": list(info.providers),
         "limits": limits,
     }
@@ -349,6 +392,10 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
     for entry in scores:
         default = ", the default" if entry["score"] == payload["default_score"] else ""
         lines.append(f"score        {entry['score']} ({entry['draws']} draws per row{default}): {entry['description']}")
+    if info.HasField("latent_map"):
+        plane = info.latent_map
+        spread = ", ".join(f"sd {d.sd:.3f} ({d.variance_fraction:.0%})" for d in plane.directions)
+        lines.append(f"latent map   principal directions of {plane.num_rows} rows' posterior means: {spread}")
     lines.append(f"providers    {', '.join(info.providers)}")
     lines.append("limits       " + ", ".join(f"{name} {value}" for name, value in limits.items()))
     _emit(args, payload, lines)
@@ -410,12 +457,26 @@ def _image_model(client: VaeClient, args: argparse.Namespace) -> tuple[str | Non
     if not args.png:
         return args.model, args.model_version, ()
     info = client.info(args.model, args.model_version)
+    return info.model.name, info.model.version, _image_shape(info)
+
+
+def _image_shape(info: vae_pb2.ModelInfo) -> tuple[int, ...]:
+    """[H, W] of a grey-image model, for --png; InputError for any other input shape (tables)."""
     image_shape = tuple(int(dim) for dim in info.input_shape)
     if len(image_shape) == 3 and image_shape[0] == 1:
         image_shape = image_shape[1:]  # one grey channel [1, H, W] draws as [H, W]
     if len(image_shape) != 2:
-        raise InputError(f"--png needs grey images; this model's input shape is {list(image_shape)}")
-    return info.model.name, info.model.version, image_shape
+        raise InputError(
+            f"--png needs grey images; this model's input shape is {list(image_shape)}: "
+            "leave out --png (the values are printed as text, or as JSON with --json)"
+        )
+    return image_shape
+
+
+def _png_images(x_mean: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """E[x|z] rows as grey images in [0, 1]: Gaussian means may leave [0, 1]; clip rather than
+    rescale so grey levels stay comparable across images and commands."""
+    return np.clip(x_mean, 0.0, 1.0).reshape(len(x_mean), *image_shape)
 
 
 def _cmd_sample(client: VaeClient, args: argparse.Namespace) -> int:
@@ -427,9 +488,7 @@ def _cmd_sample(client: VaeClient, args: argparse.Namespace) -> int:
     if args.out:
         save(args.out, lambda file: np.save(file, result.x_mean))
     if args.png:
-        # Gaussian means may leave [0, 1]; clip rather than rescale so grey levels stay comparable.
-        images = np.clip(result.x_mean, 0.0, 1.0).reshape(len(result.x_mean), *image_shape)
-        write_png_grid(args.png, images)
+        write_png_grid(args.png, _png_images(result.x_mean, image_shape))
     arrays = {"z": result.z, "x_mean": result.x_mean, "x": result.x}
     temperature = 1.0 if args.temperature is None else args.temperature
     payload = {
@@ -537,9 +596,8 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
         pieces = _pieces_array(result.pieces)
         save(args.out, lambda file: np.savez(file, seed=np.uint64(result.seed), pieces=pieces, **saved))
     if args.png:
-        paths, steps = result.x_mean.shape[:2]
-        images = np.clip(result.x_mean, 0.0, 1.0).reshape(paths * steps, *image_shape)
-        write_png_grid(args.png, images, columns=steps)
+        steps = result.x_mean.shape[1]
+        write_png_grid(args.png, _png_images(result.x_mean.reshape(-1, result.x_mean.shape[-1]), image_shape), steps)
     payload = {
         "model": _model_json(result.model_name, result.model_version),
         "seed": result.seed,
@@ -555,6 +613,48 @@ def _cmd_interpolate(client: VaeClient, args: argparse.Namespace) -> int:
         f"{result.model_name}:{result.model_version} ({_seed_text(result)})",
         "  ".join(f"{name} {list(array.shape)}" for name, array in arrays.items() if array is not None),
     ]
+    lines += [f"wrote {path}" for path in (args.out, args.png) if path]
+    _emit(args, payload, lines)
+    return 0
+
+
+def _cmd_manifold(client: VaeClient, args: argparse.Namespace) -> int:
+    info = client.info(args.model, args.model_version)  # the version described is the one decoded
+    image_shape = _image_shape(info) if args.png else ()
+    result = manifold_map(client, info, args.grid, args.dims, args.plane, args.temperature)
+    if args.out:
+        arrays = {"axes": result.axes, "z": result.z, "x_mean": result.x_mean, "x_raw": result.x_raw}
+        save(args.out, lambda file: np.savez(file, **arrays))
+    if args.png:
+        write_png_grid(args.png, _png_images(result.x_mean, image_shape), columns=result.grid)
+    payload = {
+        "model": _model_json(result.model_name, result.model_version),
+        "plane": result.plane,
+        "note": result.note,
+        "grid": result.grid,
+        "temperature": result.temperature,
+        "axes": result.axes.tolist(),
+        "z": result.z.tolist(),
+        "x_mean": result.x_mean.tolist(),
+        "x_raw": result.x_raw.tolist(),
+        "out": args.out,
+        "png": args.png,
+    }
+    tiles = len(result.z)
+    lines = [
+        f"manifold map of {result.model_name}:{result.model_version}: {result.grid} x {result.grid} tiles on the "
+        f"{result.plane} plane at the prior's quantiles (temperature {result.temperature:g}); "
+        "tile k is row k // grid, column k % grid; the first axis grows rightwards, the second upwards",
+    ]
+    lines += [f"note: {result.note}"] if result.note else []
+    if not args.png:  # tables (or images without --png): the decoded rows in raw values
+        for tile in range(min(tiles, _MAX_PRINTED_ROWS)):
+            z_text = np.array2string(result.z[tile], precision=3, threshold=8)
+            lines.append(
+                f"{tile:>4}  z={z_text}  x_raw={np.array2string(result.x_raw[tile], precision=3, threshold=8)}"
+            )
+        if tiles > _MAX_PRINTED_ROWS:
+            lines.append(f"      ... {tiles - _MAX_PRINTED_ROWS} more tiles (see --out or --json)")
     lines += [f"wrote {path}" for path in (args.out, args.png) if path]
     _emit(args, payload, lines)
     return 0

@@ -169,6 +169,27 @@ class BoundsGraph(_Strict):
     outputs: dict[str, list[float]] = Field(description="per output name, one value per row")
 
 
+class LatentDirection(_Strict):
+    """One principal direction of the posterior means: a unit vector in the latent space [L] (its sign
+    fixed so that its largest-magnitude component is positive) and the means' spread along it."""
+
+    unit: list[float] = Field(min_length=1)
+    sd: float = Field(ge=0, description="standard deviation of the centred means projected on unit (ddof 1)")
+    variance_fraction: float = Field(ge=0, le=1, description="its share of the means' total variance")
+
+
+class LatentMap(_Strict):
+    """The principal plane of the posterior means E[z|x] of rows the exporter encoded: ``mean`` [L] and
+    the top two ``directions`` (one when L is 1), from numpy's SVD of the centred means
+    (``core.manifold.latent_map_of``). The manifold map (``vae-client manifold``) decodes a grid on it.
+    """
+
+    rows: str = Field(description="which rows were encoded, e.g. the calibration rows")
+    num_rows: int = Field(ge=2)
+    mean: list[float] = Field(min_length=1)
+    directions: list[LatentDirection] = Field(min_length=1, max_length=2)
+
+
 class FileEntry(_Strict):
     sha256: str = Field(pattern=SHA256_HEX)
     size_bytes: int = Field(ge=0)
@@ -198,12 +219,14 @@ class ManifestBody(_Strict):
     # "standardized": reconstruction errors are squared residuals / feature_scale**2 (the likelihood's
     # parameters hold feature_scale); "model": raw squared errors in the model's space, as before.
     reconstruction_units: Literal["model", "standardized"] = "model"
+    # The principal plane of the calibration rows' posterior means; None: a bundle written before it.
+    latent_map: LatentMap | None = None
 
     def document(self) -> dict[str, Any]:
         """The JSON document this manifest is written as (and sealed over). An optional section at its
-        default (no bounds graph, no default score, errors in model units) is written as before it
+        default (no bounds graph, no default score, errors in model units, no latent map) is written as before it
         existed: no key, rather than null, so older bundles are rewritten unchanged."""
-        defaults = {"bounds_graph": None, "default_score": None, "reconstruction_units": "model"}
+        defaults = {"bounds_graph": None, "default_score": None, "reconstruction_units": "model", "latent_map": None}
         exclude = {key for key, value in defaults.items() if getattr(self, key) == value}
         return self.model_dump(mode="json", exclude=exclude)
 
@@ -217,6 +240,18 @@ class ManifestBody(_Strict):
         spec, features = self.preprocessing, self.input.num_features
         if spec is not None and not {len(spec.loc), len(spec.scale)} <= {1, features}:
             raise ValueError(f"preprocessing loc and scale need 1 or {features} values each")
+        return self
+
+    @model_validator(mode="after")
+    def _latent_map_fits(self) -> "ManifestBody":
+        plane = self.latent_map
+        if plane is None:
+            return self
+        sizes = {len(plane.mean), *(len(direction.unit) for direction in plane.directions)}
+        if sizes != {self.latent_dim}:
+            raise ValueError(f"latent_map: mean and each direction need latent_dim = {self.latent_dim} values")
+        if len(plane.directions) != min(2, self.latent_dim):
+            raise ValueError(f"latent_map: needs {min(2, self.latent_dim)} directions for latent_dim {self.latent_dim}")
         return self
 
 

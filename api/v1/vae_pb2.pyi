@@ -329,7 +329,7 @@ class Preprocessing(_message.Message):
     def __init__(self, loc: _Optional[_Iterable[float]] = ..., scale: _Optional[_Iterable[float]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing", "max_request_bytes", "max_reply_bytes", "scores", "default_score")
+    __slots__ = ("model", "input_shape", "num_features", "latent_dim", "likelihood", "created_at", "validation", "test", "binarization", "calibration", "available_versions", "providers", "max_rows", "max_k", "max_row_samples", "max_sample_n", "max_stream_sample_n", "preprocessing", "max_request_bytes", "max_reply_bytes", "scores", "default_score", "latent_map")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +352,7 @@ class ModelInfo(_message.Message):
     MAX_REPLY_BYTES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LATENT_MAP_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_features: int
@@ -374,7 +375,30 @@ class ModelInfo(_message.Message):
     max_reply_bytes: int
     scores: _containers.RepeatedCompositeFieldContainer[ScoreFacts]
     default_score: ScoreType
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_request_bytes: _Optional[int] = ..., max_reply_bytes: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ScoreFacts, _Mapping]]] = ..., default_score: _Optional[_Union[ScoreType, str]] = ...) -> None: ...
+    latent_map: LatentMap
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_features: _Optional[int] = ..., latent_dim: _Optional[int] = ..., likelihood: _Optional[str] = ..., created_at: _Optional[str] = ..., validation: _Optional[_Union[SplitMetrics, _Mapping]] = ..., test: _Optional[_Union[SplitMetrics, _Mapping]] = ..., binarization: _Optional[str] = ..., calibration: _Optional[_Iterable[_Union[ScoreCalibration, _Mapping]]] = ..., available_versions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., max_rows: _Optional[int] = ..., max_k: _Optional[int] = ..., max_row_samples: _Optional[int] = ..., max_sample_n: _Optional[int] = ..., max_stream_sample_n: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_request_bytes: _Optional[int] = ..., max_reply_bytes: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ScoreFacts, _Mapping]]] = ..., default_score: _Optional[_Union[ScoreType, str]] = ..., latent_map: _Optional[_Union[LatentMap, _Mapping]] = ...) -> None: ...
+
+class LatentMap(_message.Message):
+    __slots__ = ("rows", "num_rows", "mean", "directions")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    rows: str
+    num_rows: int
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    directions: _containers.RepeatedCompositeFieldContainer[LatentDirection]
+    def __init__(self, rows: _Optional[str] = ..., num_rows: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., directions: _Optional[_Iterable[_Union[LatentDirection, _Mapping]]] = ...) -> None: ...
+
+class LatentDirection(_message.Message):
+    __slots__ = ("unit", "sd", "variance_fraction")
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    SD_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    unit: _containers.RepeatedScalarFieldContainer[float]
+    sd: float
+    variance_fraction: float
+    def __init__(self, unit: _Optional[_Iterable[float]] = ..., sd: _Optional[float] = ..., variance_fraction: _Optional[float] = ...) -> None: ...
 
 class ScoreFacts(_message.Message):
     __slots__ = ("score", "draws", "description")

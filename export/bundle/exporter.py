@@ -29,6 +29,7 @@ from vae_serve.core.manifest import (
     SplitMetrics,
     repository_layout,
 )
+from vae_serve.core.manifold import latent_map_of
 from vae_serve.core.preprocessing import IDENTITY, Affine, to_model
 from vae_serve.core.runtime import (
     DECODER_OUTPUTS,
@@ -264,6 +265,9 @@ def export_bundle(
         rows = f"calibration data ({len(x_raw)} rows, values as clients send them)"
         scores, calibration = calibrate(vae, x_raw, seed, rows, progress)
         check_default_score(default_score, calibration)
+        # The manifold map's principal plane, from the posterior means the server's Encode gives these rows.
+        # Named as at export: `vae-train calibrate` may later calibrate on other rows and keep this record.
+        latent_map = latent_map_of(vae.encode(x_model)[0], f"the calibration rows at export: {rows}")
         body = build_manifest(
             name=name,
             version=version,
@@ -286,6 +290,7 @@ def export_bundle(
             bounds_graph=bounds_graph,
             default_score=default_score,
             reconstruction_units=reconstruction_units,
+            latent_map=latent_map,
         )
         manifest = write_manifest(staging, body)
         publish(staging, out, force, FORCE_FLAG)

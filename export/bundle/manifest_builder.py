@@ -17,6 +17,7 @@ from vae_serve.core.manifest import (
     GoldenCase,
     GraphSpec,
     InputSpec,
+    LatentMap,
     LikelihoodSpec,
     ManifestBody,
     Metrics,
@@ -156,6 +157,7 @@ def build_manifest(
     bounds_graph: BoundsGraph | None = None,
     default_score: str | None = None,
     reconstruction_units: str = "model",
+    latent_map: LatentMap | None = None,
 ) -> ManifestBody:
     """The manifest of an exported model, ready to seal (``writer.write_manifest``).
 
@@ -181,4 +183,5 @@ def build_manifest(
         bounds_graph=bounds_graph,
         default_score=default_score,
         reconstruction_units=reconstruction_units,
+        latent_map=latent_map,
     )

@@ -40,6 +40,21 @@ def split_metrics(metrics) -> vae_pb2.SplitMetrics | None:
     return vae_pb2.SplitMetrics(**metrics.model_dump(include=set(vae_pb2.SplitMetrics.DESCRIPTOR.fields_by_name)))
 
 
+def latent_map_info(plane) -> vae_pb2.LatentMap | None:
+    """The manifest's principal plane of the posterior means, or None (unset) for a bundle without one."""
+    if plane is None:
+        return None
+    return vae_pb2.LatentMap(
+        rows=plane.rows,
+        num_rows=plane.num_rows,
+        mean=plane.mean,
+        directions=[
+            vae_pb2.LatentDirection(unit=direction.unit, sd=direction.sd, variance_fraction=direction.variance_fraction)
+            for direction in plane.directions
+        ],
+    )
+
+
 class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
     def __init__(self, operations: Operations, settings: Settings) -> None:
         self.operations = operations
@@ -237,6 +252,7 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             max_reply_bytes=self.settings.max_send_message_bytes,
             scores=score_facts(),
             default_score=SCORE_TYPES[default_score_of(manifest)],
+            latent_map=latent_map_info(manifest.latent_map),
         )
 
     async def GetMonitoring(self, request, context):
