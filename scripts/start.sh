@@ -4,6 +4,8 @@
 # metrics on 9090; stop with Ctrl-C or SIGTERM.
 # VAE_BUNDLE chooses the bundle directory (default models/digits); every other VAE_* setting and
 # any vae-serve flag given to this script apply too, e.g. `bash scripts/start.sh --port 0`.
+# `bash scripts/start.sh --ui` (or VAE_UI=true) also serves the model explorer page and prints its
+# address, `vae-serve explorer on http://127.0.0.1:8000/ui/`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,4 +16,22 @@ export VAE_HTTP_PORT="${VAE_HTTP_PORT-8000}"  # VAE_HTTP_PORT= (empty) turns RES
 if [ ! -f "$VAE_BUNDLE/manifest.json" ]; then
     .venv/bin/vae-train train --dataset digits --out "$VAE_BUNDLE"
 fi
-exec .venv/bin/vae-serve "$@"
+# With the explorer page on (--ui, or VAE_UI=true), also print its address: the REST address the
+# server prints (its port may be 0, so the server's own line is read) and /ui/.
+ui="${VAE_UI:-false}"
+for arg in "$@"; do
+    case "$arg" in --ui) ui=true ;; --no-ui) ui=false ;; esac
+done
+case "${ui,,}" in
+    1 | true | t | yes | y | on) ;;
+    *) exec .venv/bin/vae-serve "$@" ;;
+esac
+exec .venv/bin/vae-serve "$@" > >(
+    trap '' INT TERM  # Ctrl-C is the server's to handle: keep printing what it says while it drains
+    while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case "$line" in
+            "vae-serve http on "*) printf 'vae-serve explorer on %s/ui/\n' "${line#vae-serve http on }" ;;
+        esac
+    done
+)

@@ -9,13 +9,14 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
 # Tools the tests call, from Debian when missing and run as root: promtool checks the /metrics
 # exposition and the alerting rules (package prometheus); kubectl renders deploy/ with its built-in
-# kustomize (package kubernetes-client).
+# kustomize (package kubernetes-client); chromium is the browser Playwright drives through the
+# explorer page (tests/test_ui.py; Playwright's own browser download is never used).
 apt_install() {
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
     apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1; }
 }
-for pair in promtool:prometheus kubectl:kubernetes-client; do
+for pair in promtool:prometheus kubectl:kubernetes-client chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null || apt_install "${pair#*:}" \
         || echo "scripts/test.sh: could not install ${pair%%:*}; its tests will be skipped" >&2
 done

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     limits, tokens, TLS files and metrics as gRPC; ``/v2/health/live`` and ``/v2/health/ready`` stay
     open to probes."""
 
+    ui: bool = False
+    """Serve the model explorer page at ``/ui/`` on the REST port (needs ``--http-port``): the model card,
+    samples, interpolation, the latent manifold map, scoring an upload and the monitoring state, all
+    through the HTTP APIs with the user's token (docs/ui.md). The page's files need no token."""
+
     http_max_request_line_bytes: int = Field(default=16384, ge=64)
     """REST: longest request line (method, path and query, version), in bytes; a longer one is answered
     414 with a JSON error and the connection is closed."""
@@ -262,6 +267,12 @@ class Settings(BaseSettings):
             raise ValueError("set both --tls-cert and --tls-key (VAE_TLS_CERT, VAE_TLS_KEY), or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        return self
+
+    @model_validator(mode="after")
+    def _ui_needs_http(self) -> "Settings":
+        if self.ui and self.http_port is None:
+            raise ValueError("--ui (VAE_UI) serves the page on the REST port: set --http-port (VAE_HTTP_PORT) too")
         return self
 
     @model_validator(mode="after")

@@ -147,6 +147,9 @@ def test_the_wheel_holds_one_package_with_its_stubs_and_markers(installed):
     assert {"vae_serve/api/v1/vae_pb2.pyi", "vae_serve/api/oip/grpc_service_pb2.pyi"} <= expected
     assert {"vae_serve/core/py.typed", "vae_serve/client/py.typed"} <= expected
     assert sorted(expected - names) == []
+    # The explorer page's files (package data, not modules) ship too.
+    ui = {f"vae_serve/service/rest/ui/{path.name}" for path in (installed.source / "service/rest/ui").iterdir()}
+    assert ui and sorted(ui - names) == []
 
 
 def test_installing_the_wheel_adds_only_vae_serve(installed):

@@ -11,7 +11,8 @@ service/rest/openapi_oip.py. A route in neither table is listed with ``x-undocum
 ``/openapi.json`` lists itself: it is a route the server serves, and clients that browse the
 document find where it came from. It takes the same bearer token as every route but the health
 probes (service/rest/server.py), so the document declares the bearer scheme globally and the two
-health routes opt out.
+health routes opt out, as do the explorer page's two routes with ``--ui`` (service/rest/ui_routes.py;
+its folder of static files is no API operation and is not listed).
 """
 
 import importlib.metadata
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from vae_serve.service.rest.openapi_oip import BINARY_HEADER, OIP_OPERATIONS, OIP_SCHEMAS, OipOperation
 from vae_serve.service.rest.openapi_proto import REF, ProtoSchemas
+from vae_serve.service.rest.ui_routes import UI_OPERATIONS
 from vae_serve.service.rest.vae_routes import VAE_ROUTES, VaeRoute
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,8 @@ def _operation(method: str, path: str, proto: ProtoSchemas) -> dict:
         return _vae_operation(VAE_OPERATIONS[method, path], path, proto)
     if (method, path) in OIP_OPERATIONS:
         return _oip_operation(OIP_OPERATIONS[method, path], path)
+    if (method, path) in UI_OPERATIONS:  # the explorer page (--ui): open, as its files are
+        return UI_OPERATIONS[method, path]
     if (method, path) == ("GET", OPENAPI_PATH):
         return {
             "operationId": OPENAPI_METHOD,

@@ -154,6 +154,24 @@ OIP_SCHEMAS: dict[str, dict] = {
     "oip.ModelStatistics": _object(
         {"model_stats": {"type": "array", "items": _ref("oip.ModelStat")}}, ("model_stats",)
     ),
+    "oip.RepositoryIndexRequest": _object(
+        {"ready": {**BOOLEAN, "description": "Only the ready models (all are: every version served is READY)."}},
+        description="Triton's repository index request; the body may also be empty.",
+        closed=True,
+    ),
+    "oip.RepositoryIndex": {
+        "type": "array",
+        "description": "Triton's repository index: one entry per Open Inference Protocol model version.",
+        "items": _object(
+            {
+                "name": {**STRING, "description": "<bundle>-encoder, <bundle>-decoder or <bundle>-elbo."},
+                "version": STRING,
+                "state": {"type": "string", "enum": ["READY"]},
+                "reason": STRING,
+            },
+            ("name", "version", "state"),
+        ),
+    },
 }
 
 
@@ -216,6 +234,12 @@ OIP_OPERATIONS: dict[tuple[str, str], OipOperation] = {
         "ServerReady", "Whether the server serves (400 when not).", "oip.Ready", refusal="oip.Ready", open=True
     ),
     ("GET", "/v2"): OipOperation("ServerMetadata", "The server's name, version and extensions.", "oip.ServerMetadata"),
+    ("POST", "/v2/repository/index"): OipOperation(
+        "RepositoryIndex",
+        "Triton's model repository index: every model version served, and its state.",
+        "oip.RepositoryIndex",
+        "oip.RepositoryIndexRequest",
+    ),
     ("GET", "/v2/models/stats"): OipOperation(
         "ModelStatistics", "Triton's statistics of every model version.", "oip.ModelStatistics"
     ),

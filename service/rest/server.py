@@ -3,6 +3,8 @@
 Routes (KServe v2 / Triton): ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
 ``GET /v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../config``, ``POST .../infer``, and
 Triton's statistics, ``GET /v2/models[/{name}[/versions/{version}]]/stats``.
+Triton's repository index, ``POST /v2/repository/index`` (service/rest/repository.py); with ``--ui``, the
+model explorer page at ``/ui/`` (service/rest/ui_routes.py).
 Every model call goes to the plane's ``Inference`` (service/plane/inference.py), as the gRPC
 binding's calls do, so REST and gRPC share the plane's checks, limits and batchers; the calls are
 counted in the same metric series (method ``ModelInfer`` and so on, by gRPC status code name),
@@ -38,6 +40,8 @@ from vae_serve.service.rest import codec as http_codec
 from vae_serve.service.rest.errors import body_error, error_response, json_response
 from vae_serve.service.rest.guard import METHOD_LABEL, GuardedRequestHandler, HttpGuard, HttpLimits
 from vae_serve.service.rest.openapi import add_openapi_route
+from vae_serve.service.rest.repository import add_repository_route
+from vae_serve.service.rest.ui_routes import add_ui_routes
 from vae_serve.service.rest.vae_http import CALL_STATUS, PREFIX, VaeHttp, route_error
 from vae_serve.service.security import REFUSALS, HttpTls, Refusal, bearer_refusal, http_tls
 from vae_serve.service.settings import Settings
@@ -121,7 +125,10 @@ class HttpFront:
         servicer = VaeServicer(self.inference.operations, settings)
         vae = VaeHttp(servicer, self.executor, self.guard.malformed, BODY_READ_TIMEOUT_S, PARSE_INLINE_BYTES)
         vae.add_routes(app, self._call)
+        add_repository_route(app, self._call, self.inference, BODY_READ_TIMEOUT_S)  # Triton's model list
         add_openapi_route(app, self._call)  # the token, metrics and tracing of the /v2 routes
+        if settings.ui:
+            add_ui_routes(app)  # static files, open: the page asks for the token it then sends
         return app
 
     async def start(self, settings: Settings, shutdown_timeout_s: float) -> int:
