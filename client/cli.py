@@ -336,6 +336,8 @@ def _cmd_info(client: VaeClient, args: argparse.Namespace) -> int:
             "mean": entry.mean,
             "std": entry.std,
             "quantiles": {f"{quantile.level:g}": quantile.value for quantile in entry.quantiles},
+            # Rows per equal-width bin, derived from the recorded quantile grid (vae.proto, ScoreCalibration).
+            "histogram": {"edges": list(entry.histogram.edges), "counts": list(entry.histogram.counts)},
         }
         for entry in info.calibration
     ]

@@ -9,6 +9,7 @@ HTTP call of the same rpc answers. Nothing is downloaded: Playwright runs the sy
 """
 
 import json
+import math
 import os
 import urllib.request
 from pathlib import Path
@@ -114,6 +115,38 @@ def pixel(page, selector: str, x: int, y: int) -> int:
     return page.locator(selector).evaluate(f"(canvas) => canvas.getContext('2d').getImageData({x}, {y}, 1, 1).data[0]")
 
 
+BAR_RGB = (188, 211, 234)  # #bcd3ea, the bars of the page's histograms
+
+
+def bar_top(page, selector: str, columns: range) -> int | None:
+    """The highest canvas row of a bar pixel in ``columns`` (a threshold line may cross one), or None."""
+    script = """([canvas, columns, rgb]) => {
+      const context = canvas.getContext('2d');
+      const tops = columns.map((x) => {
+        const data = context.getImageData(x, 0, 1, canvas.height).data;
+        for (let y = 0; y < canvas.height; y++) {
+          if (data[4 * y] === rgb[0] && data[4 * y + 1] === rgb[1] && data[4 * y + 2] === rgb[2]) return y;
+        }
+        return null;
+      }).filter((y) => y !== null);
+      return tops.length ? Math.min(...tops) : null;
+    }"""
+    canvas = page.locator(selector).element_handle()
+    return page.evaluate(script, [canvas, list(columns), list(BAR_RGB)])
+
+
+def js_round(value: float) -> int:
+    """JavaScript's Math.round (halves up), which the page's drawing uses."""
+    return math.floor(value + 0.5)
+
+
+def shown_count(page, selector: str, columns: range, tallest: float) -> float:
+    """The count a bar of ``selector`` (a histogram of the page) shows, read from its height in pixels."""
+    _, top, _, bottom = json.loads(page.get_attribute(selector, "data-plot"))
+    found = bar_top(page, selector, columns)
+    return 0.0 if found is None else (bottom - found) / (bottom - top) * tallest
+
+
 def fact(page, name: str) -> str:
     return page.locator(f'#card-facts dd[data-fact="{name}"]').inner_text()
 
@@ -151,6 +184,18 @@ def test_the_card_shows_the_served_model(page, served):
         assert charts.nth(index).get_attribute("data-thresholds") == "4"  # 10%, 5%, 1%, 0.1%
     threshold = next(q["value"] for q in info["calibration"][0]["quantiles"] if q["level"] == 0.99)
     assert f"1%: {threshold:.5g}" in page.locator("#card-calibration figcaption").first.inner_text()
+    # The bars are the served histogram: one per bin, each as tall as its count (to a pixel).
+    for index, entry in enumerate(info["calibration"]):
+        selector = f"#card-calibration canvas >> nth={index}"
+        edges, counts = entry["histogram"]["edges"], entry["histogram"]["counts"]
+        assert charts.nth(index).get_attribute("data-bars") == str(len(counts)) == "30"
+        left, top, right, bottom = json.loads(charts.nth(index).get_attribute("data-plot"))
+        tallest, pixel_rows = max(counts), bottom - top
+        x = [js_round(left + (edge - edges[0]) / (edges[-1] - edges[0]) * (right - left)) for edge in edges]
+        for bar in (int(np.argmax(counts)), int(np.argmin(np.abs(np.array(counts) - tallest / 2)))):
+            middle = (x[bar] + x[bar + 1]) // 2
+            shown = shown_count(page, selector, range(middle - 1, middle + 2), tallest)
+            assert abs(shown - counts[bar]) <= tallest / pixel_rows, (entry["score"], bar)
 
 
 def test_sampling_draws_the_asked_tiles_as_the_api_answers(page, served):
@@ -219,11 +264,28 @@ def test_scoring_an_uploaded_image_and_the_monitoring_it_feeds(page, served, row
     assert abs(shown_p - direct["pValue"][0]) <= 5e-4 * direct["pValue"][0]
     decision = "anomalous" if direct["isAnomaly"][0] else "normal"
     assert page.locator('#score-result dd[data-fact="decision"]').inner_text() == decision
+    more = make_splits(load_source("digits")).test.x[:40]  # a histogram with more than the one upload in it
+    call(served, "/v1/models/digits:scoreAnomaly", {"x": more.tolist()})
     page.click("#monitor-go")
     page.wait_for_selector("#monitor-body .monitor")
-    seen = call(served, "/v1/models/digits/monitoring")["scores"][0]["rowsSeen"]
+    watched = call(served, "/v1/models/digits/monitoring")["scores"][0]
+    seen = watched["rowsSeen"]
     assert page.locator('#monitor-body dd[data-fact="rows"]').first.inner_text().startswith(f"{seen} since loaded")
     assert page.locator("#monitor-body table tbody tr").count() >= 1  # the flag rate at 0.01
+    # The p-value histogram: a bar per bucket, each as tall as the rpc's count (the metric's buckets).
+    histogram = watched["pValueHistogram"]
+    counts = [int(count) for count in histogram["counts"]]  # uint64: strings in the JSON mapping
+    assert sum(counts) == int(seen) and counts[-1] == 0  # none above the last bound, 1
+    bounds = histogram["upperBounds"]
+    chart = "#monitor-body canvas.p-values >> nth=0"
+    assert page.get_attribute(chart, "data-bars") == str(len(bounds))
+    left, top, right, bottom = json.loads(page.get_attribute(chart, "data-plot"))
+    expected = [int(seen) * (bound - low) for bound, low in zip(bounds, [0.0, *bounds[:-1]], strict=True)]
+    tallest = max(*counts, *expected)
+    slot = (right - left) / len(bounds)
+    for bucket, count in enumerate(counts[:-1]):
+        middle = js_round(left + bucket * slot) + int(slot / 2)
+        assert abs(shown_count(page, chart, range(middle, middle + 1), tallest) - count) <= tallest / (bottom - top)
 
 
 def test_a_table_model_is_drawn_as_tables(page, served, sensor_npy, tmp_path):

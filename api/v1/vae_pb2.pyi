@@ -304,19 +304,29 @@ class Quantile(_message.Message):
     value: float
     def __init__(self, level: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
 
+class Histogram(_message.Message):
+    __slots__ = ("edges", "counts")
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, edges: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class ScoreCalibration(_message.Message):
-    __slots__ = ("score", "num_examples", "mean", "std", "quantiles")
+    __slots__ = ("score", "num_examples", "mean", "std", "quantiles", "histogram")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     score: ScoreType
     num_examples: int
     mean: float
     std: float
     quantiles: _containers.RepeatedCompositeFieldContainer[Quantile]
-    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ...) -> None: ...
+    histogram: Histogram
+    def __init__(self, score: _Optional[_Union[ScoreType, str]] = ..., num_examples: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ..., histogram: _Optional[_Union[Histogram, _Mapping]] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("loc", "scale", "description")
@@ -443,7 +453,7 @@ class TailExceedance(_message.Message):
     def __init__(self, level: _Optional[float] = ..., rows_above: _Optional[int] = ..., window_rows: _Optional[int] = ...) -> None: ...
 
 class ScoreMonitor(_message.Message):
-    __slots__ = ("model", "score", "calibration_rows", "window_capacity_rows", "window_rows", "rows_seen", "drift_statistic", "drift_p_value", "drift_alarm", "evaluations", "tail_exceedances", "flag_rates")
+    __slots__ = ("model", "score", "calibration_rows", "window_capacity_rows", "window_rows", "rows_seen", "drift_statistic", "drift_p_value", "drift_alarm", "evaluations", "tail_exceedances", "flag_rates", "p_value_histogram")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -456,6 +466,7 @@ class ScoreMonitor(_message.Message):
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
     TAIL_EXCEEDANCES_FIELD_NUMBER: _ClassVar[int]
     FLAG_RATES_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     score: ScoreType
     calibration_rows: int
@@ -468,7 +479,18 @@ class ScoreMonitor(_message.Message):
     evaluations: int
     tail_exceedances: _containers.RepeatedCompositeFieldContainer[TailExceedance]
     flag_rates: _containers.RepeatedCompositeFieldContainer[FlagRateMonitor]
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., calibration_rows: _Optional[int] = ..., window_capacity_rows: _Optional[int] = ..., window_rows: _Optional[int] = ..., rows_seen: _Optional[int] = ..., drift_statistic: _Optional[float] = ..., drift_p_value: _Optional[float] = ..., drift_alarm: _Optional[bool] = ..., evaluations: _Optional[int] = ..., tail_exceedances: _Optional[_Iterable[_Union[TailExceedance, _Mapping]]] = ..., flag_rates: _Optional[_Iterable[_Union[FlagRateMonitor, _Mapping]]] = ...) -> None: ...
+    p_value_histogram: PValueHistogram
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., score: _Optional[_Union[ScoreType, str]] = ..., calibration_rows: _Optional[int] = ..., window_capacity_rows: _Optional[int] = ..., window_rows: _Optional[int] = ..., rows_seen: _Optional[int] = ..., drift_statistic: _Optional[float] = ..., drift_p_value: _Optional[float] = ..., drift_alarm: _Optional[bool] = ..., evaluations: _Optional[int] = ..., tail_exceedances: _Optional[_Iterable[_Union[TailExceedance, _Mapping]]] = ..., flag_rates: _Optional[_Iterable[_Union[FlagRateMonitor, _Mapping]]] = ..., p_value_histogram: _Optional[_Union[PValueHistogram, _Mapping]] = ...) -> None: ...
+
+class PValueHistogram(_message.Message):
+    __slots__ = ("upper_bounds", "counts", "sum")
+    UPPER_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    upper_bounds: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum: float
+    def __init__(self, upper_bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ...) -> None: ...
 
 class MonitoringResponse(_message.Message):
     __slots__ = ("enabled", "alpha", "step_rows", "scores")

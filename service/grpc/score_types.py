@@ -10,6 +10,7 @@ from vae_serve.api.v1 import vae_pb2
 # The enum <-> name map is the client's, the one definition both sides read: core may import no
 # protobuf and api/ is generated, while client/names.py imports only vae_pb2 (it says more).
 from vae_serve.client.names import SCORE_TYPES
+from vae_serve.core.calibration import calibration_histogram
 from vae_serve.core.errors import InvalidInput
 from vae_serve.core.scores import DEFAULT_SCORE, SCORES
 
@@ -46,7 +47,9 @@ def score_facts() -> list:
 
 
 def calibration_summary(name: str, entry, levels: list[float], info_levels: tuple[float, ...]):
-    """A ScoreCalibration message: the stored distribution's size, moments and a few quantiles."""
+    """A ScoreCalibration message: the stored distribution's size, moments, a few quantiles and its
+    histogram (``core.calibration.calibration_histogram``, from the stored quantiles at ``levels``)."""
+    edges, counts = calibration_histogram(levels, entry.quantiles, entry.num_examples)
     return vae_pb2.ScoreCalibration(
         score=SCORE_TYPES[name],
         num_examples=entry.num_examples,
@@ -56,4 +59,5 @@ def calibration_summary(name: str, entry, levels: list[float], info_levels: tupl
             vae_pb2.Quantile(level=level, value=float(np.interp(level, levels, entry.quantiles)))
             for level in info_levels
         ],
+        histogram=vae_pb2.Histogram(edges=edges.tolist(), counts=counts.tolist()),
     )

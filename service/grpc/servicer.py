@@ -259,5 +259,5 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         plane = self.operations.plane
         model, version = monitoring.selection(plane, request.model)
         monitor = plane.monitor  # None with --no-monitor
-        states = None if monitor is None else monitor.states(model, version)
-        return monitoring.monitoring_reply(self.settings, states)
+        watched = None if monitor is None else monitoring.readings(monitor, model, version)
+        return monitoring.monitoring_reply(self.settings, watched)

@@ -1,5 +1,5 @@
 // The model's card: shapes, likelihood, preprocessing, training metrics, and each score's
-// calibration distribution with its thresholds, all from GetModelInfo.
+// calibration histogram with its thresholds, all from GetModelInfo.
 
 import { chartCanvas, factList } from "./draw.js";
 
@@ -14,50 +14,56 @@ function metrics(split) {
 // The usual false-positive rates and the calibration level whose quantile is their threshold.
 const RATES = [[0.1, 0.9], [0.05, 0.95], [0.01, 0.99], [0.001, 0.999]];
 
-// What is served of a score's distribution is its quantiles (levels 0.5 ... 0.999), its mean and
-// standard deviation: the chart is the histogram those determine above the median (each bar holds
-// the mass between two quantiles, its height that mass over its width), the quantile curve over it,
-// and the threshold of each usual false-positive rate marked where it falls.
+// The plot area of the charts, in canvas pixels (data-plot on each canvas says where it is).
+const PAD = { left: 8, right: 8, top: 24, bottom: 22 };
+
+// Marks each usual false-positive rate's threshold (the served quantile at 1 - rate) with a red line
+// and its rate; returns how many were marked.
+function markThresholds(context, entry, x, top, bottom) {
+  let marked = 0;
+  for (const [rate, level] of RATES) {
+    const point = entry.quantiles.find((each) => Math.abs(each.level - level) < 1e-9);
+    if (!point) continue;
+    marked += 1;
+    context.fillStyle = "#c0392b";
+    context.fillRect(Math.round(x(point.value)), top - 4, 1, bottom - top + 4);
+    const label = `${rate * 100}%`;
+    const left = Math.min(x(point.value) - 10, context.canvas.width - context.measureText(label).width - 1);
+    context.fillText(label, Math.max(0, left), top - 6 - (marked % 2) * 10);
+  }
+  return marked;
+}
+
+// The served histogram of a score's calibration rows (GetModelInfo's ScoreCalibration.histogram:
+// equal-width bins from the smallest to the largest score, rows per bin), a bar per bin, with the
+// threshold of each usual false-positive rate marked where it falls.
 function calibrationChart(entry) {
   const canvas = chartCanvas(360, 150);
   canvas.dataset.score = entry.score;
   const context = canvas.getContext("2d");
-  const q = entry.quantiles;
-  const spread = q[q.length - 1].value - q[0].value || entry.std || 1;
-  const low = Math.min(q[0].value - 0.6 * spread, entry.mean - 2 * entry.std);
-  const high = q[q.length - 1].value + 0.08 * spread;
-  const pad = { left: 8, right: 8, top: 22, bottom: 22 };
-  const x = (value) => pad.left + ((value - low) / (high - low)) * (canvas.width - pad.left - pad.right);
-  const y = (level) => canvas.height - pad.bottom - level * (canvas.height - pad.top - pad.bottom);
-  const densities = q.slice(1).map((point, index) => (point.level - q[index].level) / Math.max(point.value - q[index].value, 1e-12));
-  const tallest = Math.max(...densities);
+  const { edges, counts } = entry.histogram;
+  const low = edges[0];
+  const high = edges[edges.length - 1] > low ? edges[edges.length - 1] : low + 1;
+  const right = canvas.width - PAD.right;
+  const bottom = canvas.height - PAD.bottom;
+  const x = (value) => PAD.left + ((value - low) / (high - low)) * (right - PAD.left);
+  const tallest = Math.max(...counts) || 1;
   context.fillStyle = "#bcd3ea";
-  densities.forEach((density, index) => {
-    const top = y(0.9 * (density / tallest));
-    context.fillRect(x(q[index].value), top, Math.max(1, x(q[index + 1].value) - x(q[index].value)), y(0) - top);
+  counts.forEach((count, index) => {
+    const top = Math.round(bottom - (count / tallest) * (bottom - PAD.top));
+    const left = Math.round(x(edges[index]));
+    context.fillRect(left, top, Math.max(1, Math.round(x(edges[index + 1])) - left - 1), bottom - top);
   });
-  context.strokeStyle = "#2e6da4";
-  context.lineWidth = 2;
-  context.beginPath();
-  q.forEach((point, index) => (index ? context.lineTo(x(point.value), y(point.level)) : context.moveTo(x(point.value), y(point.level))));
-  context.stroke();
-  context.font = "11px sans-serif";
-  context.fillStyle = "#333";
-  context.fillText(`median ${q[0].value.toPrecision(4)}`, x(q[0].value) + 3, y(0.5) + 12);
-  let marked = 0;
-  for (const [rate, level] of RATES) {
-    const point = q.find((each) => Math.abs(each.level - level) < 1e-9);
-    if (!point) continue;
-    marked += 1;
-    context.fillStyle = "#c0392b";
-    context.fillRect(x(point.value), pad.top - 4, 1, y(0) - pad.top + 4);
-    context.fillText(`${rate * 100}%`, x(point.value) - 10, pad.top - 8 + (marked % 2) * 10);
-  }
-  canvas.dataset.thresholds = String(marked);
   context.fillStyle = "#555";
-  context.fillText(low.toPrecision(4), pad.left, canvas.height - 6);
+  context.fillRect(PAD.left, bottom, right - PAD.left, 1);
+  context.font = "11px sans-serif";
+  canvas.dataset.thresholds = String(markThresholds(context, entry, x, PAD.top, bottom));
+  canvas.dataset.bars = String(counts.length);
+  canvas.dataset.plot = JSON.stringify([PAD.left, PAD.top, right, bottom]);
+  context.fillStyle = "#555";
+  context.fillText(low.toPrecision(4), PAD.left, canvas.height - 6);
   context.textAlign = "right";
-  context.fillText(high.toPrecision(4), canvas.width - pad.right, canvas.height - 6);
+  context.fillText(high.toPrecision(4), right, canvas.height - 6);
   return canvas;
 }
 
@@ -75,8 +81,10 @@ function calibration(container, info) {
     figure.appendChild(calibrationChart(entry));
     const caption = figure.appendChild(document.createElement("figcaption"));
     const marker = entry.score === info.defaultScore ? " (the default)" : "";
+    const width = entry.histogram.edges[1] - entry.histogram.edges[0];
     caption.textContent = `${scoreName(entry.score)}${marker}: mean ${entry.mean.toPrecision(4)}, sd ` +
-      `${entry.std.toPrecision(3)}, ${entry.numExamples} calibration rows. Thresholds by false-positive rate: ${thresholdText(entry)}`;
+      `${entry.std.toPrecision(3)}, ${entry.numExamples} calibration rows in ${entry.histogram.counts.length} bins of ` +
+      `${width.toPrecision(3)}. Thresholds by false-positive rate: ${thresholdText(entry)}`;
   }
 }
 

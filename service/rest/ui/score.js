@@ -76,6 +76,46 @@ function flagRates(rates) {
   return wrapper;
 }
 
+// GetMonitoring's p-value histogram: a bar of rows per bucket (p at most each upper bound, above the
+// one before), in slots of equal width, and the dark step line the rows each bucket expects when the
+// p-values are uniform (data like the calibration): the total times the bucket's width. Each slot is
+// labelled with its bucket's upper bound.
+function pValueChart(histogram) {
+  const canvas = chartCanvas(360, 150);
+  const context = canvas.getContext("2d");
+  const bounds = histogram.upperBounds;
+  const counts = bounds.map((_, index) => Number(histogram.counts[index]));  // uint64: strings in JSON
+  const total = histogram.counts.reduce((sum, count) => sum + Number(count), 0);
+  const expected = bounds.map((bound, index) => total * (bound - (index ? bounds[index - 1] : 0)));
+  const pad = { left: 8, right: 8, top: 10, bottom: 22 };
+  const right = canvas.width - pad.right;
+  const bottom = canvas.height - pad.bottom;
+  const slot = (right - pad.left) / bounds.length;
+  const tallest = Math.max(...counts, ...expected) || 1;
+  const y = (count) => Math.round(bottom - (count / tallest) * (bottom - pad.top));
+  context.font = "10px sans-serif";
+  context.textAlign = "center";
+  bounds.forEach((bound, index) => {
+    const left = Math.round(pad.left + index * slot);
+    context.fillStyle = "#333";  // under the bar: where the bar is taller, it shows beside it
+    context.fillRect(left, y(expected[index]), Math.round(slot), 2);
+    context.fillStyle = "#bcd3ea";
+    context.fillRect(left + 3, y(counts[index]), Math.round(slot) - 6, bottom - y(counts[index]));
+    context.fillStyle = "#555";
+    context.fillText(String(bound), left + slot / 2, canvas.height - 8);
+  });
+  context.fillRect(pad.left, bottom, right - pad.left, 1);
+  canvas.dataset.bars = String(bounds.length);
+  canvas.dataset.plot = JSON.stringify([pad.left, pad.top, right, bottom]);
+  canvas.classList.add("p-values");
+  const figure = document.createElement("figure");
+  figure.appendChild(canvas);
+  figure.appendChild(document.createElement("figcaption")).textContent =
+    `p-values of the ${total} rows scored, by bucket up to each bound (bars), and the rows each bucket expects if ` +
+    "they are uniform, as on data like the calibration (line); the counts of vae_score_p_value on the metrics port.";
+  return figure;
+}
+
 function scoreMonitor(entry) {
   const section = document.createElement("section");
   section.className = "monitor";
@@ -91,6 +131,7 @@ function scoreMonitor(entry) {
     ["upper tail", tails.length ? tails.join("; ") : "not counted yet", "tail"],
     ["calibration rows", String(entry.calibrationRows), "calibration"],
   ]));
+  if (entry.pValueHistogram) section.appendChild(pValueChart(entry.pValueHistogram));
   if (entry.flagRates.length) section.appendChild(flagRates(entry.flagRates));
   return section;
 }
@@ -105,8 +146,7 @@ export function monitor(state) {
       done(line, "Monitoring is off on this server (--no-monitor).");
     } else {
       done(line, `Monitoring on: tests alarm below p = ${reply.alpha}, drift tested every ${reply.stepRows} rows. ` +
-        (reply.scores.length ? "" : "No rows of this model scored yet. ") +
-        "The p-value histogram is on the metrics port (vae_score_p_value), not in GetMonitoring.");
+        (reply.scores.length ? "" : "No rows of this model scored yet."));
     }
   });
 }
