@@ -5,8 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
 # Tools the tests call, from Debian when missing and run as root: promtool checks the /metrics
 # exposition and the alerting rules (package prometheus); kubectl renders deploy/ with its built-in
 # kustomize (package kubernetes-client); chromium is the browser Playwright drives through the
@@ -16,10 +14,17 @@ apt_install() {
     apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1; }
 }
-for pair in promtool:prometheus kubectl:kubernetes-client chromium:chromium; do
-    command -v "${pair%%:*}" >/dev/null || apt_install "${pair#*:}" \
-        || echo "scripts/test.sh: could not install ${pair%%:*}; its tests will be skipped" >&2
-done
+# They download in the background (one apt at a time: dpkg takes a lock) while pip fills the venvs,
+# so the browser's ~100 MB costs CI no extra minutes; the tests wait for them below.
+(
+    for pair in promtool:prometheus kubectl:kubernetes-client chromium:chromium; do
+        command -v "${pair%%:*}" >/dev/null || apt_install "${pair#*:}" \
+            || echo "scripts/test.sh: could not install ${pair%%:*}; its tests will be skipped" >&2
+    done
+) &
+apt_tools=$!
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
 # Triton's own client drives the Open Inference Protocol (gRPC and REST) in tests/test_oip.py and
 # tests/test_http.py, and its model_config proto parses our Triton configs. It pins protobuf < 5 and
 # numpy < 2, so it lives in a venv of its own, never in the project's.
@@ -36,6 +41,7 @@ bash scripts/gen_protos.sh "$generated"
 diff -r --exclude=__pycache__ "$generated/api" api
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+wait "$apt_tools"
 .venv/bin/python -m pytest "$@"
 # The image: built from scratch on this machine, run, called, stopped (needs root; skips itself
 # otherwise). VAE_SKIP_CONTAINER_SMOKE=1 leaves it out of a quick local run.
