@@ -23,6 +23,9 @@ apt_install() {
     done
 ) &
 apt_tools=$!
+# On any exit: no more apt installs after a failed run (the one under way finishes: dpkg is not cut
+# off midway), and no generated code left behind. Emptied once waited for: its pid may be reused.
+trap '[ -z "${apt_tools:-}" ] || kill "$apt_tools" 2>/dev/null; rm -rf "${generated:-}"' EXIT
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
 # Triton's own client drives the Open Inference Protocol (gRPC and REST) in tests/test_oip.py and
@@ -36,12 +39,12 @@ apt_tools=$!
 .venvs/kserve/bin/python -m pip install --quiet --disable-pip-version-check "kserve==0.21.0" pyyaml
 # The committed api/ must be exactly what the pinned grpcio-tools generates from protos/.
 generated="$(mktemp -d)"
-trap 'rm -rf "$generated"' EXIT
 bash scripts/gen_protos.sh "$generated"
 diff -r --exclude=__pycache__ "$generated/api" api
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 wait "$apt_tools"
+apt_tools=""
 .venv/bin/python -m pytest "$@"
 # The image: built from scratch on this machine, run, called, stopped (needs root; skips itself
 # otherwise). VAE_SKIP_CONTAINER_SMOKE=1 leaves it out of a quick local run.

@@ -2,20 +2,26 @@
 answers to the same request; Tensors as arrays in and out; SampleStream as JSON Lines and as
 server-sent events, with a final error line; google.rpc.Status errors; tokens; the same metrics."""
 
+import asyncio
 import json
 import socket
 import time
 import urllib.parse
 
+import aiohttp
 import grpc
 import numpy as np
 import pytest
+from aiohttp import web
 from google.protobuf import json_format
 
 from tests.http_json import ROUTES, body_of, call, path_of, send, stream_lines
 from tests.server_process import start_server, tensor
 from tests.test_server_lifecycle import samples, scrape
+from tests.test_tracing import serve
 from vae_serve.api.v1 import vae_pb2
+from vae_serve.service.observe import tracing
+from vae_serve.service.rest.vae_http import status_response
 from vae_serve.service.rest.vae_routes import VAE_ROUTES
 
 TOKEN = "http-json-secret"
@@ -144,10 +150,20 @@ def test_sample_stream_as_events_or_json_lines(server, accept):
 
 
 def test_a_stream_that_fails_midway_ends_with_an_error_line(server):
-    """A deadline (Grpc-Timeout) that passes once the stream has begun: the last line is google.rpc.Status."""
-    before = samples(scrape(server.metrics_url))
-    request = vae_pb2.SampleRequest(n=1_000_000, chunk_size=1, seed=3)  # far more than a second's work
-    status, headers, payload = call(server.http_url, "SampleStream", request, "digits", {**AUTH, "Grpc-Timeout": "1S"})
+    """A deadline (Grpc-Timeout) that passes once the stream has begun: the last line is google.rpc.Status.
+
+    The stream (a million draws, one per message) runs far longer than either deadline. Only a
+    machine too loaded to send the first message within 3 s answers a plain 504 instead; then the
+    call is made once more with a longer deadline, so what is checked is always a stream that began.
+    """
+    request = vae_pb2.SampleRequest(n=1_000_000, chunk_size=1, seed=3)
+    for timeout in ("3S", "20S"):
+        before = samples(scrape(server.metrics_url))
+        status, headers, payload = call(server.http_url, "SampleStream", request, "digits",
+                                        {**AUTH, "Grpc-Timeout": timeout})  # fmt: skip
+        if status != 504:
+            break
+        error_of(status, payload, 504, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline")
     documents = stream_lines(payload, headers["content-type"])
     assert status == 200 and len(documents) >= 2 and "x" in documents[0]
     assert documents[-1]["error"]["code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
@@ -249,7 +265,7 @@ def test_tokens_and_metrics_as_on_grpc(server):
         key = ("vae_requests_total", (("code", code), ("method", method)))
         assert after[key] == before.get(key, 0) + 1, (method, code)
     examples = ("vae_examples_total", (("method", "Sample"),))
-    assert after[examples] == before[examples] + 2
+    assert after[examples] == before.get(examples, 0) + 2
 
 
 def test_monitoring_of_every_model_has_a_path_without_a_model(server):
@@ -259,3 +275,102 @@ def test_monitoring_of_every_model_has_a_path_without_a_model(server):
     reply = json_format.Parse(payload, vae_pb2.MonitoringResponse())
     assert reply.enabled == reference.enabled and reply.alpha == reference.alpha
     assert {monitor.model.name for monitor in reply.scores} == {monitor.model.name for monitor in reference.scores}
+
+
+# --- limits as gRPC applies them -------------------------------------------------------------------
+
+REPLY_LIMIT_BYTES = 4096  # a digits sample is ~600 bytes a row: 1 row fits, 20 do not
+LIMIT_ROWS = 8
+
+
+@pytest.fixture(scope="module")
+def limited(digits_bundle):
+    process = start_server(
+        "--bundle", str(digits_bundle), "--http-port", "0",
+        "--max-send-message-bytes", str(REPLY_LIMIT_BYTES), "--max-rows", str(LIMIT_ROWS),
+    )  # fmt: skip
+    yield process
+    assert process.stop() == 0, process.log()
+    assert "Traceback" not in process.log()
+
+
+def test_a_reply_over_the_send_limit_is_refused_as_on_grpc(limited):
+    small, large = vae_pb2.SampleRequest(n=1, seed=1), vae_pb2.SampleRequest(n=20, seed=1)
+    assert limited.stub.Sample(small).ByteSize() <= REPLY_LIMIT_BYTES
+    status, _, payload = call(limited.http_url, "Sample", small, "digits")
+    assert status == 200 and json_format.Parse(payload, vae_pb2.SampleResponse()) == limited.stub.Sample(small)
+    with pytest.raises(grpc.RpcError) as refused:
+        limited.stub.Sample(large)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status, headers, payload = call(limited.http_url, "Sample", large, "digits")
+    document = error_of(status, payload, 429, grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-send-message-bytes)")
+    assert f"over the server's limit of {REPLY_LIMIT_BYTES}" in document["message"]
+    assert "retry-after" not in headers  # the same request would be as large again
+    # A stream: each message is held to the limit; the first one over it is refused before the stream begins.
+    stream = vae_pb2.SampleRequest(n=20, chunk_size=20, seed=1)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(limited.stub.SampleStream(stream))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status, _, payload = call(limited.http_url, "SampleStream", stream, "digits")
+    error_of(status, payload, 429, grpc.StatusCode.RESOURCE_EXHAUSTED, "(--max-send-message-bytes)")
+    fitting = vae_pb2.SampleRequest(n=20, chunk_size=1, seed=1)
+    status, headers, payload = call(limited.http_url, "SampleStream", fitting, "digits")
+    assert status == 200 and len(stream_lines(payload, headers["content-type"])) == 20
+
+
+def test_an_array_of_too_many_rows_is_refused_before_it_is_read(limited):
+    """The server's row limit, and its message, before a number of the array is looked at: rows of
+    strings are refused for their count, not for the strings (which a read would find first)."""
+    message = f"x: {LIMIT_ROWS + 1} rows exceeds the limit of {LIMIT_ROWS} per request"
+    body = json.dumps({"x": [["not a number"]] * (LIMIT_ROWS + 1)}).encode()
+    status, _, payload = send(limited.http_url, "POST", path_of("Elbo", "digits"), body)
+    error_of(status, payload, 400, INVALID, message)
+    with pytest.raises(grpc.RpcError) as refused:  # gRPC's words for the same count
+        limited.stub.Elbo(vae_pb2.ElboRequest(x=tensor(np.zeros((LIMIT_ROWS + 1, 64), np.float32))))
+    assert message in refused.value.details()
+    body = json.dumps({"x": [[0.5] * 64] * LIMIT_ROWS}).encode()  # at the limit: served
+    assert send(limited.http_url, "POST", path_of("Elbo", "digits"), body)[0] == 200
+
+
+def test_only_a_body_that_did_not_arrive_is_answered_408(digits_bundle):
+    """A TimeoutError once the body is in is the call's own failure (INTERNAL, as any exception the
+    status table does not list), not "the request body did not arrive"; a body still coming is 408."""
+
+    async def stray(request: web.Request) -> web.Response:
+        await request.read()
+        raise TimeoutError("a timer of the handler's own")
+
+    async def slow_body(request: web.Request) -> web.Response:
+        async with asyncio.timeout(0.5):  # the routes' body read, with a shorter wait
+            await request.read()
+        return web.Response()
+
+    async def scenario(stub, running):
+        app = web.Application()  # the server's own call wrapper, around two handlers of this test's
+        app.router.add_post("/stray", running.http._call("Probe", stray, status_response))
+        app.router.add_post("/slow", running.http._call("Probe", slow_body, status_response))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}/stray",
+                                                                        data=b"{}") as response:  # fmt: skip
+                stray_answer = response.status, await response.read()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}")  # 2 bytes of 10
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            slow_answer = head, await reader.readexactly(length)
+            writer.close()  # and the server stops waiting for the rest of the body (aiohttp's lingering)
+            await writer.wait_closed()
+            return stray_answer, slow_answer
+        finally:
+            await runner.cleanup()
+
+    (status, payload), (head, body) = serve(digits_bundle, scenario, tracing.OFF, http_port=0)
+    error_of(status, payload, 500, grpc.StatusCode.INTERNAL, "internal error")
+    assert head.startswith(b"HTTP/1.1 408"), head
+    error_of(408, body, 408, grpc.StatusCode.DEADLINE_EXCEEDED, "the request body did not arrive")

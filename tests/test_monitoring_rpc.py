@@ -226,6 +226,9 @@ def test_monitor_watch_refreshes_until_sigint(monitored, normal_rows):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A runner that starts its jobs in the background (`cmd &` without job control) ignores SIGINT,
+        # and a child that starts with SIGINT ignored never gets Python's Ctrl-C handler: undo that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()

@@ -352,3 +352,34 @@ def test_two_servers_in_one_process_each_trace_with_their_own_tracer(digits_bund
     assert [len(named(spans, name)) for name in ("vae.v1.VaeService/Elbo", "batch run")] == [1, 1]
     [call], [batch] = named(spans, "vae.v1.VaeService/Elbo"), named(spans, "batch run")
     assert linked(call) == {batch.context.span_id}
+
+
+def test_an_http_json_call_is_traced_as_its_grpc_call(digits_bundle, spans):
+    """VaeService over HTTP/JSON: the SERVER span gRPC makes (its name, rpc.* attributes), parented by
+    the ``traceparent`` header, and how it came (http, its route); the metric label stays "Sample"."""
+
+    async def scenario(stub, running):
+        await stub.Sample(vae_pb2.SampleRequest(n=2, seed=1))
+        headers = {"traceparent": traceparent(TRACE_ID, PARENT_ID)}
+        base = f"http://127.0.0.1:{running.http.port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/v1/models/digits:sample", json={"n": 2}, headers=headers) as response:
+                assert response.status == 200
+            async with session.post(f"{base}/v1/models/digits/versions/1:sample", json={"n": 0}) as response:
+                assert response.status == 400
+            async with session.post(f"{base}/v2/models/digits-elbo/infer", json={"inputs": []}) as response:
+                assert response.status == 400
+
+    serve(digits_bundle, scenario, spans.tracer, http_port=0)
+    over_grpc, over_http, refused = named(spans, "vae.v1.VaeService/Sample")
+    assert not named(spans, "Sample")
+    for call in (over_http, refused):
+        assert call.kind == SpanKind.SERVER == over_grpc.kind
+        for key in ("rpc.system", "rpc.service", "rpc.method"):
+            assert call.attributes[key] == over_grpc.attributes[key], key
+        assert call.attributes["network.protocol.name"] == "http" and call.attributes["http.request.method"] == "POST"
+    assert over_http.context.trace_id == TRACE_ID and over_http.parent.span_id == PARENT_ID
+    assert over_http.parent.is_remote and over_http.attributes["http.route"] == "/v1/models/{name}:sample"
+    assert refused.parent is None and refused.attributes["http.route"] == "/v1/models/{name}/versions/{version}:sample"
+    [oip] = named(spans, "ModelInfer")  # the Open Inference Protocol's routes keep their spans
+    assert "rpc.system" not in oip.attributes and oip.attributes["network.protocol.name"] == "http"

@@ -32,6 +32,9 @@ FAST = ["--epochs", "2", "--iwae-k", "5", "--no-progress"]
 INTERRUPT_AT = """
 import functools, importlib, os, pkgutil, signal, sys, types
 
+# A runner that starts its jobs in the background (`cmd &` without job control) hands them SIGINT
+# ignored; the Ctrl-C under test needs Python's own handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import vae_serve.export
 
 target, _, nth = sys.argv[1].partition(":")

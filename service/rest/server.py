@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -123,7 +123,15 @@ class HttpFront:
             app.router.add_get(path + "/stats", self._call("ModelStatistics", self._model_statistics))
         # VaeService over HTTP/JSON (rest/vae_http.py): the gRPC binding's own handlers, through _call.
         servicer = VaeServicer(self.inference.operations, settings)
-        vae = VaeHttp(servicer, self.executor, self.guard.malformed, BODY_READ_TIMEOUT_S, PARSE_INLINE_BYTES)
+        vae = VaeHttp(
+            servicer,
+            self.executor,
+            self.guard.malformed,
+            BODY_READ_TIMEOUT_S,
+            PARSE_INLINE_BYTES,
+            max_rows=self.inference.operations.limits.max_rows,
+            max_reply_bytes=settings.max_send_message_bytes,
+        )
         vae.add_routes(app, self._call)
         add_repository_route(app, self._call, self.inference, BODY_READ_TIMEOUT_S)  # Triton's model list
         add_openapi_route(app, self._call)  # the token, metrics and tracing of the /v2 routes
@@ -167,9 +175,14 @@ class HttpFront:
         method: str,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         write_error: Callable[..., web.Response] = oip_error,
+        span_name: str | None = None,
+        span_attributes: Mapping[str, object] | None = None,
     ):
-        """``handler`` as one call of ``method``; ``write_error(http_status, code, message, headers)``
-        writes its errors (the protocol's error shape)."""
+        """``handler`` as one call of ``method`` (its metric label); ``write_error(http_status, code,
+        message, headers)`` writes its errors (the protocol's error shape). The call's span is named
+        ``span_name`` (default ``method``), with ``span_attributes`` besides the HTTP method."""
+        span_name = span_name or method
+        span_attributes = {**(span_attributes or {})}
 
         async def call(request: web.Request) -> web.StreamResponse:
             if self.tokens and (refusal := _authorization_refusal(request, self.tokens)):
@@ -185,7 +198,8 @@ class HttpFront:
             code = Code.OK
             try:
                 tracer = self.calls_recorder.tracer
-                with tracer.call_span(method, request.headers, "http", {"http.request.method": request.method}):
+                attributes = {**span_attributes, "http.request.method": request.method}
+                with tracer.call_span(span_name, request.headers, "http", attributes):
                     response = await handler(request)
                 code = response.get(CALL_STATUS, Code.OK)  # a stream that ended in an error says which
                 return response
@@ -193,7 +207,12 @@ class HttpFront:
                 code = Code.RESOURCE_EXHAUSTED
                 message = f"the request body is larger than the server's limit of {self.max_body_bytes} bytes"
                 return write_error(413, code, message)
-            except TimeoutError:  # only the body read is timed here
+            except TimeoutError as error:
+                if request.content.is_eof():  # the body is in: not its read's timeout, a failure of the call
+                    code, message = status_for(error)
+                    return write_error(HTTP_STATUS.get(code, 500), code, message)
+                # The routes' body reads are timed (BODY_READ_TIMEOUT_S); the call's own deadline is
+                # DeadlineExpired (vae_http.within), never a TimeoutError.
                 code = Code.DEADLINE_EXCEEDED
                 return write_error(408, code, f"the request body did not arrive within {BODY_READ_TIMEOUT_S:g} s")
             except ConnectionError:

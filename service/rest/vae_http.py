@@ -9,6 +9,9 @@ mapping: the bytes of every Tensor are those gRPC sends. Tokens, the drain, the 
 the call metrics (by rpc name, as gRPC's), the call span and the exception -> status table are
 ``HttpFront._call``'s, as for the Open Inference Protocol routes; errors are google.rpc.Status JSON,
 ``{"code": 3, "message": "...", "details": []}``, with the HTTP status grpc-gateway gives the code.
+The call's span is named as gRPC's ("vae.v1.VaeService/Sample", with the same rpc.* attributes),
+plus ``http.route``; its transport says "http". A reply larger than ``--max-send-message-bytes`` is
+refused RESOURCE_EXHAUSTED, as gRPC refuses to send it (a stream's: the message that would be).
 
 SampleStream is JSON Lines (one SampleResponse per line), or server-sent events when ``Accept`` asks
 for ``text/event-stream``. An error before the first message is an ordinary error response; after
@@ -30,7 +33,8 @@ from google.protobuf.message import Message
 from multidict import MultiMapping
 from opentelemetry import trace
 
-from vae_serve.core.errors import DeadlineExpired, InvalidInput, MalformedRequest
+from vae_serve.api.v1 import vae_pb2
+from vae_serve.core.errors import DeadlineExpired, InvalidInput, MalformedRequest, Overloaded
 from vae_serve.service.observe import tracing
 from vae_serve.service.rest.vae_json import parse_request, reply_json, status_document
 from vae_serve.service.rest.vae_routes import VAE_ROUTES, VaeRoute
@@ -40,6 +44,10 @@ JSON = "application/json"
 JSON_LINES = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
 PREFIX = "/v1/"  # every VaeService route, and only those, starts so
+SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name  # "vae.v1.VaeService"
+# Tracing as the gRPC binding's calls: the span names the gRPC method; "network.protocol.name" (http)
+# and "http.route" say how it came.
+RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": SERVICE}
 CALL_STATUS = web.ResponseKey("vae_call_status", Code)  # a stream's final code, for the call's metrics
 TENSORS_PARAMETER = "tensors"
 TENSOR_FORMS = {"base64": False, "array": True}  # ?tensors=...: write reply Tensors as arrays?
@@ -54,6 +62,15 @@ ROUTES_HINT = (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorWriter = Callable[..., web.Response]
+# HttpFront._call(metric label, handler, error writer, span name, span attributes).
+CallWrapper = Callable[[str, Handler, ErrorWriter, str, Mapping[str, object]], Handler]
+
+
+class ReplyTooLarge(Overloaded):
+    """A reply over ``--max-send-message-bytes``: RESOURCE_EXHAUSTED, as gRPC refuses to send it;
+    no ``Retry-After``: the same request would be as large again."""
+
+    retry_after_ms = None
 
 
 def status_response(status: int, code: Code, message: str, headers: dict | None = None) -> web.Response:
@@ -139,7 +156,8 @@ async def within(awaitable: Awaitable, deadline: float | None):
     """``await awaitable`` by ``deadline`` (event-loop time; None: no limit).
 
     Raises:
-        DeadlineExpired: the deadline passed first (the awaitable is cancelled).
+        DeadlineExpired: the deadline passed first (the awaitable is cancelled); any other exception
+            of the awaitable, a TimeoutError of its own too, propagates as it is.
     """
     if deadline is None:
         return await awaitable
@@ -166,14 +184,19 @@ class VaeHttp:
     malformed: Callable[[str, object, int, str], None]
     body_read_timeout_s: float
     parse_inline_bytes: int
+    max_rows: int  # the plane's per-request row limit: an array body of more rows is refused unconverted
+    max_reply_bytes: int  # --max-send-message-bytes: gRPC's limit on one reply message
 
-    def add_routes(self, app: web.Application, call: Callable[[str, Handler, ErrorWriter], Handler]) -> None:
-        """Add every route of ``VAE_ROUTES``, each wrapped by ``call(rpc, handler, error_writer)``."""
+    def add_routes(self, app: web.Application, call: CallWrapper) -> None:
+        """Add every route of ``VAE_ROUTES``, each path wrapped by ``call`` (``CallWrapper``): counted
+        under the rpc's name, traced under the gRPC method's ("vae.v1.VaeService/Sample")."""
         for route in VAE_ROUTES:
             handler = functools.partial(self._stream if route.streaming else self._unary, route)
-            wrapped = call(route.rpc, handler, status_response)
+            span_name = f"{SERVICE}/{route.rpc}"
             for path in route.paths:
-                app.router.add_route(route.http_method, path, wrapped)
+                attributes = {**RPC_ATTRIBUTES, "rpc.method": route.rpc, "http.route": path}
+                app.router.add_route(route.http_method, path, call(route.rpc, handler, status_response, span_name,
+                                                                   attributes))  # fmt: skip
 
     async def _off_loop(self, size: int, function: Callable, *args):
         """``function(*args)``, on an inference thread when ``size`` bytes would hold the loop too long."""
@@ -191,16 +214,29 @@ class VaeHttp:
             async with asyncio.timeout(self.body_read_timeout_s):
                 body = await request.read()
             try:
-                message = await self._off_loop(len(body), parse_request, body, route.request)
+                message = await self._off_loop(len(body), parse_request, body, route.request, self.max_rows)
             except MalformedRequest as error:
                 self.malformed(route.rpc, request.remote, 400, str(error))
                 raise
         name_model(message, request.match_info)
         return message, arrays, context
 
+    def _sendable(self, reply: Message | None) -> Message | None:
+        """``reply`` if gRPC would send it (None: the end of a stream).
+
+        Raises:
+            ReplyTooLarge: its wire size is over ``max_reply_bytes``.
+        """
+        if reply is not None and (size := reply.ByteSize()) > self.max_reply_bytes:
+            raise ReplyTooLarge(
+                f"the reply would be {size} bytes, over the server's limit of {self.max_reply_bytes} "
+                "(--max-send-message-bytes); ask for fewer rows or samples"
+            )
+        return reply
+
     async def _unary(self, route: VaeRoute, request: web.Request) -> web.Response:
         message, arrays, context = await self._request(route, request)
-        reply = await within(getattr(self.servicer, route.rpc)(message, context), context.deadline)
+        reply = self._sendable(await within(getattr(self.servicer, route.rpc)(message, context), context.deadline))
         body = await self._off_loop(reply.ByteSize(), reply_json, reply, arrays)
         return web.Response(body=body, content_type=JSON)
 
@@ -208,7 +244,7 @@ class VaeHttp:
         message, arrays, context = await self._request(route, request)
         replies = getattr(self.servicer, route.rpc)(message, context)
         try:  # before the first message, a failure is an ordinary error response (HttpFront._call's)
-            reply = await within(anext(replies, None), context.deadline)
+            reply = self._sendable(await within(anext(replies, None), context.deadline))
         except BaseException:
             await replies.aclose()
             raise
@@ -220,7 +256,7 @@ class VaeHttp:
             await response.prepare(request)
             while reply is not None:
                 await response.write(frame(reply_json(reply, arrays), events))
-                reply = await within(anext(replies, None), context.deadline)
+                reply = self._sendable(await within(anext(replies, None), context.deadline))
         except ConnectionError:  # the client went away: the generator is closed below
             response[CALL_STATUS] = Code.CANCELLED
             return response

@@ -5,7 +5,9 @@ bytes as base64; enums by name), with one extension each way for ``Tensor`` fiel
 In: a Tensor may also be a plain nested JSON array of numbers (rectangular). It becomes the mapping's
 form before the parse, as float64 little-endian bytes with the array's shape: float64 holds every
 JSON number a client means as float32 exactly, so nothing is lost, and the server's own checks
-(shape, rows, finite values) then apply as to any Tensor.
+(shape, rows, finite values) then apply as to any Tensor. An array of more rows than the server
+takes is refused first, before its numbers are looked at or copied (numpy's copy of a large parsed
+array would cost many times the body's size), with the server's own message for too many rows.
 
 Out: with ``arrays``, every Tensor of a reply is written as a nested JSON array of its values (its
 shape is the nesting). A float32 is written as the shortest decimal of its float64 value, which
@@ -53,12 +55,14 @@ def _detail(error: Exception) -> str:
     return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "..."
 
 
-def parse_request(body: bytes, request_type: type[Message]) -> Message:
+def parse_request(body: bytes, request_type: type[Message], max_rows: int | None = None) -> Message:
     """The request message a JSON body holds (an empty body is the empty message).
 
     Args:
         body: the request body, UTF-8 JSON.
         request_type: the rpc's request message class.
+        max_rows: the server's per-request row limit (``--max-rows``); a Tensor given as an array of
+            more rows is refused before it is converted. None: no limit here.
 
     Returns:
         The parsed message.
@@ -66,7 +70,8 @@ def parse_request(body: bytes, request_type: type[Message]) -> Message:
     Raises:
         MalformedRequest: the body is not JSON, not an object, or not a ``request_type`` message
             (an unknown field, a value of the wrong type), with protobuf's or JSON's reason.
-        InvalidInput: a Tensor given as an array that is not a rectangular array of numbers.
+        InvalidInput: a Tensor given as an array that is not a rectangular array of numbers, or has
+            more than ``max_rows`` rows.
     """
     name = request_type.DESCRIPTOR.full_name
     if not body.strip():
@@ -82,7 +87,7 @@ def parse_request(body: bytes, request_type: type[Message]) -> Message:
         raise MalformedRequest(
             f"the request body must be a JSON object (a {name} message), not {type(document).__name__}"
         )
-    arrays_to_tensors(document, request_type.DESCRIPTOR)
+    arrays_to_tensors(document, request_type.DESCRIPTOR, max_rows)
     message = request_type()
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=False)
@@ -96,12 +101,12 @@ def _fields_by_key(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {key: field for field in descriptor.fields for key in (field.json_name, field.name)}
 
 
-def arrays_to_tensors(document: dict, descriptor: Descriptor) -> None:
+def arrays_to_tensors(document: dict, descriptor: Descriptor, max_rows: int | None = None) -> None:
     """Replace, in place, every Tensor given as a JSON array by the mapping's form of the same values.
 
     Raises:
-        InvalidInput: an array that is ragged, holds something other than numbers, or a number
-            beyond float64.
+        InvalidInput: an array of more than ``max_rows`` rows, or one that is ragged, holds something
+            other than numbers, or a number beyond float64.
     """
     fields = _fields_by_key(descriptor)
     for key, value in document.items():
@@ -109,13 +114,13 @@ def arrays_to_tensors(document: dict, descriptor: Descriptor) -> None:
         if field is None or field.message_type is None:
             continue  # not a message field (or unknown: the parse says so)
         if field.message_type.full_name == TENSOR and isinstance(value, list):
-            document[key] = tensor_document(value, field.name)
+            document[key] = tensor_document(value, field.name, max_rows)
         elif isinstance(value, dict):
-            arrays_to_tensors(value, field.message_type)
+            arrays_to_tensors(value, field.message_type, max_rows)
         elif isinstance(value, list):  # a repeated message field
             for item in value:
                 if isinstance(item, dict):
-                    arrays_to_tensors(item, field.message_type)
+                    arrays_to_tensors(item, field.message_type, max_rows)
 
 
 def _check_numbers(values: list, field: str) -> None:
@@ -129,12 +134,16 @@ def _check_numbers(values: list, field: str) -> None:
             )
 
 
-def tensor_document(values: list, field: str) -> dict:
+def tensor_document(values: list, field: str, max_rows: int | None = None) -> dict:
     """The mapping's Tensor (float64 bytes, base64) of a nested array of numbers.
 
     Raises:
         InvalidInput: see ``arrays_to_tensors``.
     """
+    if max_rows is not None and len(values) > max_rows and isinstance(values[0], list):
+        # Rows (a nested array) only: a flat array is no batch, and the shape check says why.
+        # The text of service/plane/rows.py's check_shape, which a Tensor of base64 bytes meets.
+        raise InvalidInput(f"{field}: {len(values)} rows exceeds the limit of {max_rows} per request")
     _check_numbers(values, field)
     try:
         array = np.array(values, dtype="<f8")
