@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"kind of data, {_recipe_defaults('decoder_scale')})",
     )
     parser.add_argument(
+        "--feature-std-floor",
+        type=float,
+        metavar="FRACTION",
+        help="gaussian only: floor each feature's standardizing std at FRACTION x the std of all training values, "
+        "so that pixels that hardly vary in training do not weigh without bound; for features in one unit "
+        f"(default: by kind of data, {_recipe_defaults('feature_std_floor')})",
+    )
+    parser.add_argument(
         "--score",
         choices=score_names(),
         metavar="NAME",

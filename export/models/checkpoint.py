@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae_serve.export.models.config import TrainConfig, config_record
+from vae_serve.export.models.config import TrainConfig, config_record, config_record_defaults
 
 # Bumped whenever the payload's keys or their meaning change; another version is refused, not guessed.
 CHECKPOINT_FORMAT = 1
@@ -194,7 +194,8 @@ def check_resumable(path: Path, payload: dict, config: TrainConfig, data: dict) 
             checkpoint is already past ``config.epochs``.
     """
     record = config_record(config)
-    written = payload["config"]
+    # A setting added after the checkpoint was written reads as its default (which is what it ran with).
+    written = {**config_record_defaults(), **payload["config"]}
     names = (set(record) | set(written)) - RESUMABLE_FIELDS
     differ = sorted(name for name in names if record.get(name) != written.get(name))
     if differ:

@@ -5,7 +5,7 @@ so that flags are checked (and ``--help`` runs) before torch is loaded, or where
 
 import argparse
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from vae_serve.export.sources.base import DataError
@@ -35,6 +35,7 @@ RECIPES = {
         "patience": 30,
         "likelihood": "bernoulli",
         "decoder_scale": None,
+        "feature_std_floor": 0.0,
         "score": "reconstruction_error",
         "reconstruction_units": "model",
     },
@@ -47,6 +48,7 @@ RECIPES = {
         "patience": 5,
         "likelihood": "gaussian",
         "decoder_scale": "standardized",
+        "feature_std_floor": 0.0,
         "score": "negative_elbo",
         "reconstruction_units": "model",
     },
@@ -59,6 +61,7 @@ RECIPES = {
         "patience": 20,
         "likelihood": "gaussian",
         "decoder_scale": "per-feature",
+        "feature_std_floor": 0.0,
         "score": "negative_iwae",
         "reconstruction_units": "standardized",
     },
@@ -94,6 +97,9 @@ class TrainConfig:
     arch: str = "mlp"
     # --arch conv: how the decoder doubles H and W, "transposed" or "upsample".
     conv_decoder: str = "transposed"
+    # Gaussian only: each feature's standardizing std is floored at this fraction of the standard
+    # deviation of all training values (0: only MIN_FEATURE_STD). For features in one unit (pixels).
+    feature_std_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         decoder_scale=decoder_scale,
         arch=args.arch,
         conv_decoder=args.conv_decoder,
+        # The recipe's floor is for its Gaussian: --likelihood bernoulli on images takes none.
+        feature_std_floor=_given_or(args.feature_std_floor, recipe["feature_std_floor"] if likelihood == "gaussian" else 0.0),
     )
     check_config(config, args.iwae_k)
     return config
@@ -197,6 +205,16 @@ def check_config(config: TrainConfig, iwae_k: int) -> None:
         )
     if not config.kl_warmup_epochs >= 0:
         raise DataError("--kl-warmup must be 0 (none) or a positive number of epochs")
+    if not 0.0 <= config.feature_std_floor <= 1.0:
+        raise DataError("--feature-std-floor must be a fraction in [0, 1] of the data's standard deviation")
+    if config.feature_std_floor > 0 and config.likelihood != "gaussian":
+        raise DataError("--feature-std-floor applies to --likelihood gaussian only")
+
+
+def config_record_defaults() -> dict:
+    """The settings that have defaults, as ``config_record`` writes them: what a record written before
+    a setting existed ran with."""
+    return {item.name: item.default for item in fields(TrainConfig) if item.default is not MISSING}
 
 
 def config_record(config: TrainConfig) -> dict:

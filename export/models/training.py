@@ -52,8 +52,11 @@ def evaluation_view(x: np.ndarray, config: TrainConfig) -> np.ndarray:
 
 
 def standardization(
-    train_x: np.ndarray, likelihood: str, decoder_scale: str = "per-feature"
+    train_x: np.ndarray, likelihood: str, decoder_scale: str = "per-feature", std_floor: float = 0.0
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(loc, scale) of the Gaussian's feature scaling, None for other likelihoods. ``std_floor``: each
+    feature's std is at least this fraction of the std of all training values (a pixel that never
+    varies in training would otherwise weigh 1 / MIN_FEATURE_STD, and one stray value swamps the rest)."""
     if likelihood != "gaussian":
         return None, None
     if decoder_scale == "shared":
@@ -62,7 +65,8 @@ def standardization(
         scale = np.full(train_x.shape[1], max(float(train_x.std()), MIN_FEATURE_STD), dtype=np.float32)
     else:
         loc = train_x.mean(axis=0)
-        scale = np.maximum(train_x.std(axis=0), MIN_FEATURE_STD)
+        floor = max(std_floor * float(train_x.std()), MIN_FEATURE_STD)
+        scale = np.maximum(train_x.std(axis=0), floor).astype(np.float32)
     return torch.from_numpy(loc), torch.from_numpy(scale)
 
 
@@ -75,7 +79,7 @@ def kl_weight(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
 
 def new_model(config: TrainConfig, train_x: np.ndarray, input_shape: tuple[int, ...] | None) -> Vae:
     """A freshly initialised VAE for ``config`` (draws its initial weights from the torch RNG)."""
-    loc, scale = standardization(train_x, config.likelihood, config.decoder_scale)
+    loc, scale = standardization(train_x, config.likelihood, config.decoder_scale, config.feature_std_floor)
     return build_vae(
         train_x.shape[1],
         config.hidden,
