@@ -55,10 +55,10 @@ def table_csv(tmp_path_factory):
         ("fashion-mnist", "gaussian", "standardized", "negative_elbo", "model"),
         ("idx:folder", "gaussian", "standardized", "negative_elbo", "model"),
         ("images:folder", "gaussian", "standardized", "negative_elbo", "model"),
-        ("npy:x.npy", "gaussian", "per-feature", "negative_iwae", "standardized"),
-        ("npz:x.npz", "gaussian", "per-feature", "negative_iwae", "standardized"),
-        ("csv:x.csv", "gaussian", "per-feature", "negative_iwae", "standardized"),
-        ("parquet:x.parquet", "gaussian", "per-feature", "negative_iwae", "standardized"),
+        ("npy:x.npy", "gaussian", "per-feature", "negative_elbo", "standardized"),
+        ("npz:x.npz", "gaussian", "per-feature", "negative_elbo", "standardized"),
+        ("csv:x.csv", "gaussian", "per-feature", "negative_elbo", "standardized"),
+        ("parquet:x.parquet", "gaussian", "per-feature", "negative_elbo", "standardized"),
     ],
 )
 def test_defaults_by_kind_of_data(dataset, likelihood, decoder_scale, score, units):
@@ -132,14 +132,14 @@ def test_a_table_trains_on_every_row_but_the_validation_rows(tmp_path, capsys, t
     assert code == 0, err
     rows = summary["rows"]
     assert rows["train"] + rows["validation"] == TABLE_ROWS and rows["test"] == 0 and rows["validation"] == 25
-    assert summary["test_iwae_nll_nats"] is None and summary["default_score"] == "negative_iwae"
+    assert summary["test_iwae_nll_nats"] is None and summary["default_score"] == "negative_elbo"
     manifest = load_bundle(out).manifest
     assert manifest.metrics.test is None
-    assert manifest.default_score == "negative_iwae" and manifest.reconstruction_units == "standardized"
+    assert manifest.default_score == "negative_elbo" and manifest.reconstruction_units == "standardized"
     assert manifest.training["data"]["examples"] == rows and manifest.training["data"]["test_fraction"] == 0.0
     # The recipe the defaults came from, beside the resolved values.
     recipe = manifest.training["recipe"]
-    assert recipe["kind"] == "tables" and recipe["score"] == "negative_iwae"
+    assert recipe["kind"] == "tables" and recipe["score"] == "negative_elbo"
     assert recipe["reconstruction_units"] == "standardized" and recipe["decoder_scale"] == "per-feature"
     assert manifest.training["likelihood"] == "gaussian" and manifest.training["decoder_scale"] == "per-feature"
     # The default checkpoint (--checkpoint alone) is removed once the bundle is published; nothing else is left.
