@@ -11,7 +11,8 @@ REPO/NAME/N`` (N an integer) makes NAME and N the defaults of ``--name`` and ``-
 
 Progress goes to stderr; the last line on stdout is one JSON object. Exit codes: 0 done, 1 export
 or verification failed, 2 bad arguments, data or destination (or the [train] extra missing), 130
-interrupted (Ctrl-C). Every expected fault is one line on stderr that says what to change, never a
+interrupted (Ctrl-C), 143 stopped by SIGTERM (kill, docker stop, Kubernetes), which is handled as
+Ctrl-C is: the run cleans up, and a checkpoint stays for --resume. Every expected fault is one line on stderr that says what to change, never a
 traceback; ``train`` checks its flags, destination and data (split sizes included) before training.
 
 Nothing heavy is imported here: each command imports what it needs when it runs, so ``verify``
@@ -19,7 +20,11 @@ and every ``--help`` work on a base install (no torch, scikit-learn, tqdm, onnx 
 """
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from vae_serve.export.commands import calibrate, export_triton, train, verify
 
@@ -29,6 +34,29 @@ TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "sklearn", "tqdm
 # Each command's module: NAME, SUMMARY (for `vae-train --help`), DESCRIPTION (for `vae-train NAME
 # --help`), add_arguments(parser) and run(args) -> exit code.
 COMMANDS = (train, calibrate, verify, export_triton)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, as Ctrl-C raises KeyboardInterrupt: the same cleanup runs.
+    (Python's default for SIGTERM ends the process at once, leaving the work folder behind.)"""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises ``Terminated``; the previous handler is put back after
+    (``main`` also runs inside other programs, tests among them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         print("vae-train: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     try:
-        return args.handler(args)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return args.handler(args)
+    except KeyboardInterrupt as interrupt:
         # train and calibrate write into a staging folder that they remove on the way out.
         published = "; nothing was published" if args.command in ("train", "calibrate") else ""
-        print(f"vae-train {args.command}: interrupted (Ctrl-C){published}", file=sys.stderr)
-        return 130
+        how, code = ("stopped (SIGTERM)", 143) if isinstance(interrupt, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"vae-train {args.command}: {how}{published}", file=sys.stderr)
+        return code
     except ModuleNotFoundError as error:
         missing = (error.name or "").partition(".")[0]
         if missing not in TRAIN_EXTRA_MODULES:

@@ -1,5 +1,5 @@
 """vae-train fails early and plainly (issue 20, section 4): every fault a user can hit is one line on
-stderr that says what to change, exit 2 (bad data, flags or destination) or 130 (Ctrl-C), no
+stderr that says what to change, exit 2 (bad data, flags or destination), 130 (Ctrl-C) or 143 (SIGTERM), no
 traceback, no library warning, and nothing left behind: no bundle, no staging or work folder, no
 report folder, no parent folder the run created."""
 
@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from numpy.lib import format as npy_format
 from PIL import Image
 
@@ -24,6 +25,7 @@ from vae_serve.export.sources import SourceOptions, load_source, make_splits
 from vae_serve.export.sources.split_plan import split_sizes
 
 FAST = ["--epochs", "2", "--iwae-k", "5", "--no-progress"]
+VAE_TRAIN = str(Path(sys.executable).with_name("vae-train"))
 # vae-train in a fresh interpreter that sends itself a real SIGINT (Ctrl-C) on the Nth call of the
 # function named in argv[1] ("NAME:N"): the interrupt lands at a known step of the run, not at a guessed time.
 # Every vae_serve.export module is imported first and each binding of that name is wrapped, so a call
@@ -285,6 +287,44 @@ def test_ctrl_c_while_publishing_completes_the_publish(tmp_path):
     folder = tmp_path / "repo" / "model"
     assert sorted(entry.name for entry in folder.iterdir()) == ["1", "1-report"]
     assert load_bundle(folder / "1").manifest.name == "model"
+
+
+def test_sigterm_is_one_line_exit_143_leaves_the_checkpoint_only_and_it_resumes(tmp_path):
+    """kill, docker stop and Kubernetes stop a long training with SIGTERM: the run cleans up as for
+    Ctrl-C (no work folder, no parent folders it made), keeps the checkpoint, and --resume goes on."""
+    data = write_csv(tmp_path / "data" / "t.csv", 200)
+    out, checkpoint = tmp_path / "repo" / "model" / "1", tmp_path / "run.ckpt"
+    args = ["train", "--dataset", f"csv:{data}", "--out", str(out), "--checkpoint", str(checkpoint), "--no-progress"]
+    process = subprocess.Popen(
+        [VAE_TRAIN, *args, "--epochs", "5000", "--patience", "5000"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        lines = []
+        for line in process.stderr:  # "epoch 2: ..." comes after the epoch-1 checkpoint
+            lines.append(line)
+            if line.startswith("epoch 2:"):
+                break
+        process.terminate()
+        lines += process.stderr.readlines()
+    finally:
+        process.wait(timeout=120)
+        process.stderr.close()
+    stderr = "".join(lines)
+    assert process.returncode == 143, stderr
+    assert assert_one_plain_line(stderr) == "vae-train train: stopped (SIGTERM); nothing was published"
+    assert "KeyboardInterrupt" not in stderr and "Terminated" not in stderr
+    assert_nothing_left(tmp_path, "data", "run.ckpt")  # not even repo/model/, which the run created
+    reached = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= reached < 5000
+    resumed = subprocess.run(
+        [VAE_TRAIN, *args, "--epochs", str(reached + 1), "--patience", "5000", "--resume", "--iwae-k", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    history = load_bundle(out).manifest.training["history"]
+    assert [entry["epoch"] for entry in history] == list(range(1, reached + 2))
 
 
 def test_a_report_folder_holding_the_user_s_files_is_refused_before_training(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Where ``vae-train train`` writes: a private work folder beside ``--out`` that holds the bundle and
 its report until both are complete, then two renames into place.
 
-A run that fails or is interrupted (Ctrl-C), at any step, leaves nothing behind: not the work
+A run that fails or is interrupted (Ctrl-C, or SIGTERM, which vae-train handles as Ctrl-C), at any step, leaves nothing behind: not the work
 folder, not a staging folder, not a half-drawn report, and not the parent folders it created for
 ``--out``. The destination and the report folder are checked before any data is loaded, so a
 folder that may not be written is refused before training, not after.
@@ -55,16 +55,17 @@ def _missing_ancestors(path: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _no_interrupt() -> Iterator[None]:
-    """Ignore Ctrl-C during a cleanup or the final renames (both take milliseconds), so that a second
-    Ctrl-C cannot cut either short and leave half of it behind."""
+    """Ignore Ctrl-C and SIGTERM during a cleanup or the final renames (both take milliseconds), so that
+    a second signal cannot cut either short and leave half of it behind."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread, and only it receives SIGINT
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @dataclass
