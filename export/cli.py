@@ -9,11 +9,12 @@ export one as a Triton model repository.
 In a model repository the directories are the name and version (docs/bundle.md): ``--out
 REPO/NAME/N`` (N an integer) makes NAME and N the defaults of ``--name`` and ``--version``.
 
-Progress goes to stderr; the last line on stdout is one JSON object. Exit codes: 0 done, 1 export
-or verification failed, 2 bad arguments, data or destination (or the [train] extra missing), 130
+Progress goes to stderr; the last line on stdout is one JSON object. Exit codes: 0 done, 1 export or
+verification failed, 2 bad arguments, data or destination (or the [train] extra missing), 130
 interrupted (Ctrl-C), 143 stopped by SIGTERM (kill, docker stop, Kubernetes), which is handled as
-Ctrl-C is: the run cleans up, and a checkpoint stays for --resume. Every expected fault is one line on stderr that says what to change, never a
-traceback; ``train`` checks its flags, destination and data (split sizes included) before training.
+Ctrl-C is: the run cleans up, and a checkpoint stays for --resume. Every expected fault is one line
+on stderr that says what to change, never a traceback; ``train`` checks its flags, destination and
+data (split sizes included) before training.
 
 Nothing heavy is imported here: each command imports what it needs when it runs, so ``verify``
 and every ``--help`` work on a base install (no torch, scikit-learn, tqdm, onnx or matplotlib).

@@ -100,5 +100,5 @@ def test_a_checkpoint_without_the_setting_resumes_as_no_floor(tmp_path, digits):
     torch.save(payload, checkpoint)
     resumed = train_vae(replace(config, epochs=2), *digits, False, checkpoint=checkpoint, resume=True)
     assert resumed.epochs_run == 2
-    with pytest.raises(CheckpointError, match="feature_std_floor: checkpoint 0.0, this run 0.1"):
+    with pytest.raises(CheckpointError, match=r"feature_std_floor: checkpoint 0\.0, this run 0\.1"):
         train_vae(replace(config, epochs=3, feature_std_floor=0.1), *digits, False, checkpoint=checkpoint, resume=True)

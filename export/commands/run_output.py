@@ -1,10 +1,11 @@
 """Where ``vae-train train`` writes: a private work folder beside ``--out`` that holds the bundle and
 its report until both are complete, then two renames into place.
 
-A run that fails or is interrupted (Ctrl-C, or SIGTERM, which vae-train handles as Ctrl-C), at any step, leaves nothing behind: not the work
-folder, not a staging folder, not a half-drawn report, and not the parent folders it created for
-``--out``. The destination and the report folder are checked before any data is loaded, so a
-folder that may not be written is refused before training, not after.
+A run that fails or is interrupted (Ctrl-C, or SIGTERM, which vae-train handles as Ctrl-C), at any
+step, leaves nothing behind: not the work folder, not a staging folder, not a half-drawn report, and
+not the parent folders it created for ``--out``. The destination and the report folder are checked
+before any data is loaded, so a folder that may not be written is refused before training, not
+after.
 """
 
 import contextlib

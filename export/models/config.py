@@ -20,8 +20,9 @@ from vae_serve.export.sources.registry import find_source
 # - images: a Gaussian in standardized units, each pixel's std floored at 0.3 x the std of all
 #   pixels, a 784-400-10 MLP, scored by negative_elbo: the recipe x score that bench/protocol.py
 #   picks on one-class Fashion-MNIST's selection split (never the test rows; docs/anomaly.md has the
-#   floors 0-1 and latent sizes 5-20 it compared). Colour images ([3, H, W], images:DIR --channels 3) take the same recipe as grey
-#   ones: it is unmeasured on colour data, chosen only because nothing better is known.
+#   floors 0-1 and latent sizes 5-20 it compared). Colour images ([3, H, W], images:DIR --channels 3)
+#   take the same recipe as grey ones: it is unmeasured on colour data, chosen only because nothing
+#   better is known.
 # - tables: a Gaussian with a scale per feature, latent 16, scored by negative_elbo, the protocol's pick
 #   over three tables (latent 2-32 compared; the shared scale wins two but collapses on wine, whose
 #   columns share no unit); the
@@ -174,7 +175,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         arch=args.arch,
         conv_decoder=args.conv_decoder,
         # The recipe's floor is for its Gaussian: --likelihood bernoulli on images takes none.
-        feature_std_floor=_given_or(args.feature_std_floor, recipe["feature_std_floor"] if likelihood == "gaussian" else 0.0),
+        feature_std_floor=_given_or(
+            args.feature_std_floor, recipe["feature_std_floor"] if likelihood == "gaussian" else 0.0
+        ),
     )
     check_config(config, args.iwae_k)
     return config
