@@ -7,11 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/fashion}"; shift || true
 VAE_TRAIN="${VAE_TRAIN:-.venv/bin/vae-train}"
-# "default" and "longer" keep the images recipe's latent size of 2026-11-22 (20; the recipe's is 10 since
-# 2026-12-07, chosen for anomaly scoring), so that these rows stay reproducible.
+# "default" and "longer" keep the images recipe's sizes of 2026-11-22 (hidden 400, latent 20; the
+# recipe's are 1024,512 and 10 since 2026-12-07, chosen for anomaly scoring), so that these rows stay
+# reproducible.
 declare -A RECIPES=(
-    [default]="--latent-dim 20"
-    [longer]="--latent-dim 20 --epochs 100 --patience 10"
+    [default]="--hidden 400 --latent-dim 20"
+    [longer]="--hidden 400 --latent-dim 20 --epochs 100 --patience 10"
     [deeper]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10"
     [iwae5]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 5"
     [iwae10]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 10"

@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: by kind of data, {_recipe_defaults('feature_std_floor')})",
     )
     parser.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="W",
+        help="AdamW's decoupled weight decay on every weight (0: plain Adam) "
+        f"(default: by kind of data, {_recipe_defaults('weight_decay')})",
+    )
+    parser.add_argument(
         "--score",
         choices=score_names(),
         metavar="NAME",

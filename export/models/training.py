@@ -96,6 +96,14 @@ def new_model(config: TrainConfig, train_x: np.ndarray, input_shape: tuple[int, 
     )
 
 
+def new_optimizer(config: TrainConfig, vae: Vae) -> torch.optim.Optimizer:
+    """Adam, or AdamW where ``config.weight_decay`` is set (decoupled decay; on the wide images MLPs the
+    protocol measured it flat, docs/anomaly.md); 0 keeps the plain Adam of earlier runs and checkpoints."""
+    if config.weight_decay > 0:
+        return torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(vae.parameters(), lr=config.lr)
+
+
 def train_vae(
     config: TrainConfig,
     train_x: np.ndarray,
@@ -135,7 +143,7 @@ def train_vae(
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     vae = new_model(config, train_x, input_shape)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    optimizer = new_optimizer(config, vae)
     data = data_fingerprint(train_x, validation_x) if checkpoint is not None else {}
     if resume:
         loop = restore_checkpoint(checkpoint, config, data, vae, optimizer)
