@@ -3,6 +3,7 @@ with exactly the model and history of an uninterrupted one, and a checkpoint tha
 is refused with a message that says what to do."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,22 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows) of scikit-learn's 8x8 digits, scaled into [0, 1]."""
     x = (load_digits().data / 16.0).astype(np.float32)
     return x[:800], x[800:1000]
+
+
+def assert_resumes_without_setting(tmp_path, digits, setting: str, other_value) -> None:
+    """A checkpoint written before ``setting`` existed resumes as the setting's default, and is refused,
+    naming the setting, for a run with ``other_value``."""
+    config = replace(CONFIGS["gaussian-standardized"], epochs=1)
+    checkpoint = tmp_path / "run.ckpt"
+    train_vae(config, *digits, False, checkpoint=checkpoint)
+    payload = torch.load(checkpoint, weights_only=True)
+    default = payload["config"].pop(setting)  # as written before the setting existed
+    torch.save(payload, checkpoint)
+    assert train_vae(replace(config, epochs=2), *digits, False, checkpoint=checkpoint, resume=True).epochs_run == 2
+    message = re.escape(f"{setting}: checkpoint {default!r}, this run {other_value!r}")
+    with pytest.raises(CheckpointError, match=message):
+        changed = replace(config, epochs=3, **{setting: other_value})
+        train_vae(changed, *digits, False, checkpoint=checkpoint, resume=True)
 
 
 def assert_same_run(expected, actual) -> None:

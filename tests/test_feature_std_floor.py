@@ -3,19 +3,15 @@ std at a fraction of the std of all training values, so that a pixel that never 
 does not weigh 1 / MIN_FEATURE_STD. Checked against numpy on the rows the run trained on, through
 the real ``vae-train train`` and its bundle; and the flag's resolution, refusals and checkpoints."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tests.test_checkpoint import CONFIGS, digits  # noqa: F401  (a pytest fixture)
+from tests.test_checkpoint import CONFIGS, assert_resumes_without_setting, digits  # noqa: F401  (a pytest fixture)
 from tests.test_recipes import TINY, resolved, train
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export.models.checkpoint import CheckpointError
 from vae_serve.export.models.config import RECIPES
-from vae_serve.export.models.training import MIN_FEATURE_STD, standardization, train_vae
+from vae_serve.export.models.training import MIN_FEATURE_STD, standardization
 from vae_serve.export.sources import DataError, load_source, make_splits, recorded_split
 
 FLOOR = 0.2
@@ -92,13 +88,4 @@ def test_the_bundle_standardizes_with_the_floored_std_of_its_training_rows(tmp_p
 
 
 def test_a_checkpoint_without_the_setting_resumes_as_no_floor(tmp_path, digits):  # noqa: F811
-    config = replace(CONFIGS["gaussian-standardized"], epochs=1)
-    checkpoint = tmp_path / "run.ckpt"
-    train_vae(config, *digits, False, checkpoint=checkpoint)
-    payload = torch.load(checkpoint, weights_only=True)
-    del payload["config"]["feature_std_floor"]  # as written before the setting existed
-    torch.save(payload, checkpoint)
-    resumed = train_vae(replace(config, epochs=2), *digits, False, checkpoint=checkpoint, resume=True)
-    assert resumed.epochs_run == 2
-    with pytest.raises(CheckpointError, match=r"feature_std_floor: checkpoint 0\.0, this run 0\.1"):
-        train_vae(replace(config, epochs=3, feature_std_floor=0.1), *digits, False, checkpoint=checkpoint, resume=True)
+    assert_resumes_without_setting(tmp_path, digits, "feature_std_floor", 0.1)

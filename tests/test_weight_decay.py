@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_checkpoint import CONFIGS, digits  # noqa: F401  (a pytest fixture)
+from tests.test_checkpoint import CONFIGS, assert_resumes_without_setting, digits  # noqa: F401  (a pytest fixture)
 from tests.test_recipes import TINY, resolved, train
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export.models.checkpoint import CheckpointError
 from vae_serve.export.models.config import MAX_WEIGHT_DECAY, RECIPES
 from vae_serve.export.models.training import new_model, new_optimizer, train_vae
 from vae_serve.export.sources import DataError
@@ -84,12 +83,4 @@ def test_the_manifest_records_the_decay(tmp_path, capsys):
 
 
 def test_a_checkpoint_without_the_setting_resumes_as_no_decay(tmp_path, digits):  # noqa: F811
-    config = replace(CONFIGS["gaussian-standardized"], epochs=1)
-    checkpoint = tmp_path / "run.ckpt"
-    train_vae(config, *digits, False, checkpoint=checkpoint)
-    payload = torch.load(checkpoint, weights_only=True)
-    del payload["config"]["weight_decay"]  # as written before the setting existed
-    torch.save(payload, checkpoint)
-    assert train_vae(replace(config, epochs=2), *digits, False, checkpoint=checkpoint, resume=True).epochs_run == 2
-    with pytest.raises(CheckpointError, match=r"weight_decay: checkpoint 0\.0, this run 0\.1"):
-        train_vae(replace(config, epochs=3, weight_decay=0.1), *digits, False, checkpoint=checkpoint, resume=True)
+    assert_resumes_without_setting(tmp_path, digits, "weight_decay", 0.1)
