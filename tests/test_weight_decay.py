@@ -11,7 +11,7 @@ import torch
 from tests.test_checkpoint import CONFIGS, assert_resumes_without_setting, digits  # noqa: F401  (a pytest fixture)
 from tests.test_recipes import TINY, resolved, train
 from vae_serve.core.bundle import load_bundle
-from vae_serve.export.models.config import MAX_WEIGHT_DECAY, RECIPES
+from vae_serve.export.models.config import MAX_WEIGHT_DECAY
 from vae_serve.export.models.training import new_model, new_optimizer, train_vae
 from vae_serve.export.sources import DataError
 
@@ -60,9 +60,9 @@ def test_no_decay_is_the_plain_adam_of_earlier_runs(digits):  # noqa: F811
     assert norm["decayed"] < 0.9 * norm["plain"]
 
 
-def test_the_recipes_and_the_flag_resolve():
-    for kind, flags in (("images", ["--dataset", "fashion-mnist"]), ("tables", ["--dataset", "csv:x.csv"])):
-        assert resolved(*flags)[0].weight_decay == RECIPES[kind]["weight_decay"]
+def test_no_kind_of_data_decays_unless_asked():
+    for dataset in ("digits", "fashion-mnist", "csv:x.csv"):
+        assert resolved("--dataset", dataset)[0].weight_decay == 0.0
     assert resolved("--dataset", "digits", "--weight-decay", "0.25")[0].weight_decay == 0.25
     assert resolved("--dataset", "fashion-mnist", "--weight-decay", "0")[0].weight_decay == 0.0
 
@@ -79,7 +79,6 @@ def test_the_manifest_records_the_decay(tmp_path, capsys):
     assert code == 0, err
     training = load_bundle(out).manifest.training
     assert training["weight_decay"] == 0.05
-    assert training["recipe"]["weight_decay"] == RECIPES["digits"]["weight_decay"]
 
 
 def test_a_checkpoint_without_the_setting_resumes_as_no_decay(tmp_path, digits):  # noqa: F811

@@ -59,9 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weight-decay",
         type=float,
+        default=0.0,
         metavar="W",
-        help="AdamW's decoupled weight decay on every weight (0: plain Adam) "
-        f"(default: by kind of data, {_recipe_defaults('weight_decay')})",
+        help="AdamW's decoupled weight decay on every weight (default: 0, plain Adam; no kind of data's "
+        "recipe uses it: measured flat on images)",
     )
     parser.add_argument(
         "--score",

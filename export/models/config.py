@@ -40,7 +40,6 @@ RECIPES = {
         "likelihood": "bernoulli",
         "decoder_scale": None,
         "feature_std_floor": 0.0,
-        "weight_decay": 0.0,
         "score": "reconstruction_error",
         "reconstruction_units": "model",
     },
@@ -54,7 +53,6 @@ RECIPES = {
         "likelihood": "gaussian",
         "decoder_scale": "standardized",
         "feature_std_floor": 0.3,
-        "weight_decay": 0.0,
         "score": "negative_elbo",
         "reconstruction_units": "model",
     },
@@ -68,7 +66,6 @@ RECIPES = {
         "likelihood": "gaussian",
         "decoder_scale": "per-feature",
         "feature_std_floor": 0.0,
-        "weight_decay": 0.0,
         "score": "negative_elbo",
         "reconstruction_units": "standardized",
     },
@@ -187,7 +184,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         feature_std_floor=_given_or(
             args.feature_std_floor, recipe["feature_std_floor"] if likelihood == "gaussian" else 0.0
         ),
-        weight_decay=_given_or(args.weight_decay, recipe["weight_decay"]),
+        weight_decay=args.weight_decay,
     )
     check_config(config, args.iwae_k)
     return config
