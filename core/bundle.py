@@ -20,6 +20,8 @@ from vae_serve.core.runtime import (
     BOUNDS_INPUTS,
     BOUNDS_OUTPUTS,
     DEFAULT_PROVIDERS,
+    PATHWAY_INPUT,
+    PATHWAY_OUTPUT,
     OnnxVae,
     make_session,
     reconstruction_error_weights,
@@ -168,6 +170,19 @@ def verify_bounds_golden(session: ort.InferenceSession, bounds_graph) -> None:
         _compare(file, name, outputs[name], np.asarray(bounds_graph.outputs[name], dtype=np.float64), tolerance)
 
 
+def verify_pathway_golden(session: ort.InferenceSession, pathway_graph) -> None:
+    """Run the pathway graph on its golden rows and compare with torch's distances recorded at export."""
+    file = pathway_graph.graph.file
+    try:
+        x = np.asarray(pathway_graph.inputs[PATHWAY_INPUT], dtype=np.float32)
+        (actual,) = session.run([PATHWAY_OUTPUT], {PATHWAY_INPUT: x})
+    except Exception as error:  # ORT's pybind errors share no base class below Exception; a missing key too
+        raise BundleError(f"{file}: golden inputs could not be run ({error})") from None
+    if PATHWAY_OUTPUT not in pathway_graph.outputs:
+        raise BundleError(f"{MANIFEST_FILE}: the pathway graph's golden case has no {PATHWAY_OUTPUT!r}")
+    _compare(file, PATHWAY_OUTPUT, actual, np.asarray(pathway_graph.outputs[PATHWAY_OUTPUT], np.float64), pathway_graph)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     atol: float
@@ -205,6 +220,16 @@ def verify_rows_independent(vae: OnnxVae, manifest: Manifest) -> None:
             return limit.atol, limit.rtol
 
         check_graph_rows(vae.bounds, bounds_graph.graph.file, inputs, row_axes, tolerance)
+    if vae.pathway is not None and manifest.pathway_graph is not None:
+        pathway_graph = manifest.pathway_graph
+        inputs = {PATHWAY_INPUT: np.asarray(pathway_graph.inputs[PATHWAY_INPUT], dtype=np.float32)}
+        check_graph_rows(
+            vae.pathway,
+            pathway_graph.graph.file,
+            inputs,
+            {PATHWAY_INPUT: 0},
+            lambda _: (pathway_graph.atol, pathway_graph.rtol),
+        )
 
 
 def error_weights(manifest: Manifest) -> np.ndarray | None:
@@ -248,6 +273,9 @@ def load_bundle(
     bounds = None
     if manifest.bounds_graph is not None:
         bounds = _open_graph(bundle_dir, manifest.bounds_graph.graph, providers, intra_op_threads)
+    pathway = None
+    if manifest.pathway_graph is not None:
+        pathway = _open_graph(bundle_dir, manifest.pathway_graph.graph, providers, intra_op_threads)
     preprocessing = Affine.of(manifest.preprocessing)
     vae = OnnxVae(
         sessions["encoder"],
@@ -256,10 +284,13 @@ def load_bundle(
         preprocessing,
         bounds,
         error_weights=error_weights(manifest),
+        pathway=pathway,
     )
     # First: a graph that mixes rows also fails its golden outputs, and this says why.
     verify_rows_independent(vae, manifest)
     if bounds is not None:
         verify_bounds_golden(bounds, manifest.bounds_graph)
+    if pathway is not None:
+        verify_pathway_golden(pathway, manifest.pathway_graph)
     verify_golden(vae, manifest)
     return Bundle(bundle_dir, manifest, vae)

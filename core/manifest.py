@@ -169,6 +169,32 @@ class BoundsGraph(_Strict):
     outputs: dict[str, list[float]] = Field(description="per output name, one value per row")
 
 
+class PathwayLayer(_Strict):
+    """One hidden layer of the pathway score: its width and the principal directions kept."""
+
+    features: int = Field(gt=0)
+    rank: int = Field(ge=0)
+
+
+class PathwayGraph(_Strict):
+    """The optional pathway graph (``pathway.onnx``): x [n, D] in, each row's RaPP normalized-pathway
+    distance out (float64), the ``pathway`` score (export/bundle/pathway_graph.py says how).
+
+    Its statistics were fitted on ``fit_rows`` rows that are not the calibration rows; its golden
+    case holds torch's outputs at export, which the loader checks the graph against. A bundle without
+    it (a user's own model, or one written before it) has no ``pathway`` score; every other score is served.
+    """
+
+    graph: GraphSpec
+    fit_rows: int = Field(ge=2)
+    fit_rows_description: str
+    layers: list[PathwayLayer] = Field(min_length=1)
+    atol: float = Field(gt=0, le=MAX_GOLDEN_TOLERANCE)
+    rtol: float = Field(ge=0, le=MAX_GOLDEN_TOLERANCE)
+    inputs: dict[str, list] = Field(description="x [n, D], nested lists")
+    outputs: dict[str, list[float]] = Field(description="pathway_distance, one value per row")
+
+
 class LatentDirection(_Strict):
     """One principal direction of the posterior means: a unit vector in the latent space [L] (its sign
     fixed so that its largest-magnitude component is positive) and the means' spread along it."""
@@ -214,6 +240,7 @@ class ManifestBody(_Strict):
     calibration: Calibration
     golden: Golden
     bounds_graph: BoundsGraph | None = None
+    pathway_graph: PathwayGraph | None = None
     # The score ScoreAnomaly uses when a request names none; None (older bundles): core.scores.DEFAULT_SCORE.
     default_score: str | None = None
     # "standardized": reconstruction errors are squared residuals / feature_scale**2 (the likelihood's
@@ -224,16 +251,23 @@ class ManifestBody(_Strict):
 
     def document(self) -> dict[str, Any]:
         """The JSON document this manifest is written as (and sealed over). An optional section at its
-        default (no bounds graph, no default score, errors in model units, no latent map) is written as before it
-        existed: no key, rather than null, so older bundles are rewritten unchanged."""
-        defaults = {"bounds_graph": None, "default_score": None, "reconstruction_units": "model", "latent_map": None}
+        default (no bounds or pathway graph, no default score, errors in model units, no latent map) is
+        written as before it existed: no key, rather than null, so older bundles are rewritten unchanged."""
+        defaults = {
+            "bounds_graph": None,
+            "pathway_graph": None,
+            "default_score": None,
+            "reconstruction_units": "model",
+            "latent_map": None,
+        }
         exclude = {key for key, value in defaults.items() if getattr(self, key) == value}
         return self.model_dump(mode="json", exclude=exclude)
 
     def graph_files(self) -> list[str]:
         """Every graph file the manifest names."""
         files = [graph.file for graph in self.graphs.values()]
-        return files + ([self.bounds_graph.graph.file] if self.bounds_graph is not None else [])
+        optional = (self.bounds_graph, self.pathway_graph)
+        return files + [extra.graph.file for extra in optional if extra is not None]
 
     @model_validator(mode="after")
     def _preprocessing_fits(self) -> "ManifestBody":

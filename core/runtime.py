@@ -21,6 +21,7 @@ DECODER_OUTPUTS = {"bernoulli": ("logits",), "gaussian": ("mean", "log_scale")}
 BOUNDS_INPUTS = ("x", "eps")
 # In the order of core.bounds.BoundEstimates' fields.
 BOUNDS_OUTPUTS = ("elbo", "reconstruction", "kl", "iwae", "iwae_standard_error")
+PATHWAY_INPUT, PATHWAY_OUTPUT = "x", "pathway_distance"
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # ManifestBody.reconstruction_units: raw squared errors in the model's space, or divided by feature_scale**2.
 RECONSTRUCTION_UNITS = ("model", "standardized")
@@ -88,12 +89,14 @@ class OnnxVae:
         bounds: ort.InferenceSession | None = None,
         graph_span: GraphSpan | None = None,
         error_weights: np.ndarray | None = None,
+        pathway: ort.InferenceSession | None = None,
     ) -> None:
         if likelihood not in DECODER_OUTPUTS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
         self.encoder = encoder
         self.decoder = decoder
         self.bounds = bounds  # the fused bounds graph, when the bundle has one
+        self.pathway = pathway  # the pathway score's graph, when the bundle has one
         self.likelihood = likelihood
         self.decoder_outputs = DECODER_OUTPUTS[likelihood]
         self.preprocessing = preprocessing
@@ -153,6 +156,11 @@ class OnnxVae:
         """The bounds graph: x [n, D] (model space) and eps [k, n, L] -> ``BOUNDS_OUTPUTS``, each [n] float64."""
         feeds = {BOUNDS_INPUTS[0]: x, BOUNDS_INPUTS[1]: eps}
         return run_graph(self.bounds, "bounds", list(BOUNDS_OUTPUTS), feeds, self.graph_span)
+
+    def run_pathway(self, x: np.ndarray) -> np.ndarray:
+        """The pathway graph: x [n, D] (model space) -> each row's pathway distance [n] float64."""
+        feeds = {PATHWAY_INPUT: np.ascontiguousarray(x, dtype=np.float32)}
+        return run_graph(self.pathway, "pathway", [PATHWAY_OUTPUT], feeds, self.graph_span)[0]
 
     def log_likelihood(self, x: np.ndarray, decoded: dict[str, np.ndarray]) -> np.ndarray:
         """log p(x|z) summed over features; broadcasts x against leading sample axes."""

@@ -1,7 +1,8 @@
 """The anomaly-score registry: one entry per score (name, parameters, how it is computed).
 
 A score is read either from a likelihood-bound estimate with ``num_samples`` posterior draws, or
-(``num_samples`` 0) from the per-feature reconstruction errors of the posterior mean, or (``combined``)
+(``num_samples`` 0) from the per-feature reconstruction errors of the posterior mean, or (``pathway``)
+from the bundle's pathway graph (a model without one has no such score), or (``combined``)
 from other scores' calibrated p-values (``core.combination``): its request carries their calibrations. Its name is
 the proto enum's (``SCORE_TYPE_NEGATIVE_ELBO`` -> ``negative_elbo``); the server checks at import
 that the enum and this registry agree. The exporter calibrates with exactly this code, so a served
@@ -20,6 +21,7 @@ from vae_serve.core.bounds import (
     estimate_bounds_batch,
     latent_generator,
     reconstruction_errors_batch,
+    split_rows,
 )
 from vae_serve.core.combination import COMBINED, COMBINED_COMPONENTS, StoredQuantiles, combined_scores
 from vae_serve.core.runtime import OnnxVae
@@ -31,7 +33,8 @@ COMPRESSION_LEVEL = 9
 @dataclass(frozen=True)
 class Score:
     """One anomaly score. ``compute(x, evidence)``: evidence is a BoundEstimates when
-    ``num_samples`` > 0, else the per-feature squared reconstruction errors [n, D]."""
+    ``num_samples`` > 0, the pathway graph's distances [n] when ``pathway``, else the per-feature
+    squared reconstruction errors [n, D]."""
 
     name: str
     # Posterior draws of the bound it is read from; part of its definition, since calibration
@@ -42,6 +45,8 @@ class Score:
     # A combination of other scores (their calibrated p-values), which a request computes with them:
     # ``compute`` is None then.
     components: tuple[str, ...] = ()
+    # Read from the bundle's pathway graph (``OnnxVae.pathway``), which only some bundles have.
+    pathway: bool = False
 
     @property
     def params(self) -> dict:
@@ -80,6 +85,14 @@ SCORES: dict[str, Score] = {
             100,
             lambda x, bounds: -bounds.iwae / math.log(2.0) - compressed_bits(x),
             "Serra et al.: -IWAE_100 in bits minus the zlib size in bits",
+        ),
+        Score(
+            "pathway",
+            0,
+            lambda x, distances: distances,
+            "Kim et al.'s RaPP: the encoder's hidden activations of x and of its reconstruction, their "
+            "difference whitened by the training rows' and summed over the layers",
+            pathway=True,
         ),
         # Its draws are negative_elbo's (the same seed, the same bounds pass).
         Score(
@@ -172,18 +185,23 @@ def _simple_score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tupl
     """score_batch of requests without combined scores.
 
     One bounds pass serves every sampled score (each drawing from ``latent_generator(seed)``, so its
-    values depend only on its own request), and one reconstruction pass every request that needs
-    the errors (deterministic scores, and those asking for feature errors).
+    values depend only on its own request), one pathway pass every pathway request, and one
+    reconstruction pass every request that needs the errors (reconstruction_error, and those asking
+    for feature errors).
     """
     scores = [score_named(request.name) for request in requests]
     # Rows as clients sent them -> the model's space, where every score is defined.
     requests = [ScoreRequest(vae.to_model(r.x), r.name, r.seed, r.feature_errors) for r in requests]
     sampled = [index for index, score in enumerate(scores) if score.num_samples]
-    evidence: dict[int, BoundEstimates | np.ndarray] = {}
+    evidence: dict[int, BoundEstimates | np.ndarray] = {}  # bounds and pathway distances, by request
     if sampled:
         bounds_requests = [(requests[i].x, scores[i].num_samples, latent_generator(requests[i].seed)) for i in sampled]
         evidence.update(zip(sampled, estimate_bounds_batch(vae, bounds_requests), strict=True))
-    reconstructed = [i for i, score in enumerate(scores) if not score.num_samples or requests[i].feature_errors]
+    pathway = [index for index, score in enumerate(scores) if score.pathway]
+    if pathway:
+        evidence.update(zip(pathway, pathway_distances_batch(vae, [requests[i].x for i in pathway]), strict=True))
+    errors_needed = [not (score.num_samples or score.pathway) for score in scores]
+    reconstructed = [i for i, needed in enumerate(errors_needed) if needed or requests[i].feature_errors]
     errors: dict[int, np.ndarray] = {}
     if reconstructed:
         errors.update(
@@ -191,9 +209,25 @@ def _simple_score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tupl
         )
     results = []
     for index, (request, score) in enumerate(zip(requests, scores, strict=True)):
-        values = score.compute(request.x, evidence[index] if score.num_samples else errors[index])
+        values = score.compute(request.x, errors[index] if errors_needed[index] else evidence[index])
         results.append((values, errors[index] if request.feature_errors else None))
     return results
+
+
+def pathway_distances_batch(vae: OnnxVae, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each request's pathway distances [n] float64 (rows in the model's space), in one graph run.
+
+    Raises:
+        ValueError: the model has no pathway graph (the server refuses the score before: no calibration).
+    """
+    if vae.pathway is None:
+        raise ValueError("the pathway score needs the bundle's pathway graph, and this model has none")
+    return split_rows(vae.run_pathway(np.concatenate(xs)), [len(x) for x in xs])
+
+
+def available_scores(vae: OnnxVae) -> list[str]:
+    """The registry's scores this model can compute: all, less ``pathway`` without a pathway graph."""
+    return [name for name, score in SCORES.items() if vae.pathway is not None or not score.pathway]
 
 
 def anomaly_scores(

@@ -52,9 +52,9 @@ def table_csv(tmp_path_factory):
     ("dataset", "likelihood", "decoder_scale", "score", "units"),
     [
         ("digits", "bernoulli", "per-feature", "reconstruction_error", "model"),
-        ("fashion-mnist", "gaussian", "standardized", "negative_elbo", "model"),
-        ("idx:folder", "gaussian", "standardized", "negative_elbo", "model"),
-        ("images:folder", "gaussian", "standardized", "negative_elbo", "model"),
+        ("fashion-mnist", "gaussian", "standardized", "pathway", "model"),
+        ("idx:folder", "gaussian", "standardized", "pathway", "model"),
+        ("images:folder", "gaussian", "standardized", "pathway", "model"),
         ("npy:x.npy", "gaussian", "per-feature", "negative_elbo", "standardized"),
         ("npz:x.npz", "gaussian", "per-feature", "negative_elbo", "standardized"),
         ("csv:x.csv", "gaussian", "per-feature", "negative_elbo", "standardized"),
@@ -76,7 +76,10 @@ def test_every_source_has_a_recipe_whose_score_is_a_registry_score():
 def test_flags_override_the_recipe():
     # A Bernoulli on images: the images recipe's decoder scale does not apply, and is no conflict.
     config, scoring = resolved("--dataset", "fashion-mnist", "--likelihood", "bernoulli")
-    assert (config.likelihood, config.binarize, scoring.default_score) == ("bernoulli", "dynamic", "negative_elbo")
+    assert (config.likelihood, config.binarize, scoring.default_score) == ("bernoulli", "dynamic", "pathway")
+    # A conv encoder's pathway was never measured: its default stays the bound, unless --score says otherwise.
+    assert resolved("--dataset", "fashion-mnist", "--arch", "conv")[1].default_score == "negative_elbo"
+    assert resolved("--dataset", "fashion-mnist", "--arch", "conv", "--score", "pathway")[1].default_score == "pathway"
     config, scoring = resolved("--dataset", "csv:x.csv", "--decoder-scale", "shared", "--score", "negative_elbo")
     assert (config.decoder_scale, scoring.default_score, scoring.reconstruction_units) == (
         "shared",
@@ -199,7 +202,7 @@ def test_grey_images_take_the_images_recipe(tmp_path, capsys):
     assert summary["rows"] == {"train": 28, "validation": 12, "test": 0}
     manifest = load_bundle(out).manifest
     assert (manifest.likelihood.name, manifest.training["decoder_scale"]) == ("gaussian", "standardized")
-    assert manifest.default_score == "negative_elbo" and manifest.reconstruction_units == "model"
+    assert manifest.default_score == "pathway" and manifest.reconstruction_units == "model"
     assert manifest.training["recipe"]["kind"] == "images"
 
 

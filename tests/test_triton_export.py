@@ -20,7 +20,7 @@ from vae_serve.export import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64"}
-GRAPHS = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "bounds": "bounds.onnx"}
+GRAPHS = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "bounds": "bounds.onnx", "pathway": "pathway.onnx"}
 
 
 def export_triton(capsys, *args: str) -> tuple[int, dict | None, str]:
@@ -43,7 +43,9 @@ def graph_tensors(nodes, batched: bool) -> list[dict]:
     specs = []
     for node in nodes:
         dims = [size if isinstance(size, int) else -1 for size in node.shape]
-        specs.append({"name": node.name, "data_type": TRITON_TYPES[node.type], "dims": dims[1:] if batched else dims})
+        # A batched [batch] tensor is [1] to Triton, reshaped to [] for the graph (Triton needs a dim).
+        dims = (dims[1:] or [1]) if batched else dims
+        specs.append({"name": node.name, "data_type": TRITON_TYPES[node.type], "dims": dims})
     return specs
 
 
@@ -51,11 +53,12 @@ def test_every_graph_is_exported_with_a_config_tritons_proto_parses(digits_bundl
     repository = tmp_path / "triton"
     code, digits, err = export_triton(capsys, "--bundle", str(digits_bundle), "--out", str(repository))
     assert code == 0, err
-    assert digits["models"] == ["digits-encoder", "digits-decoder", "digits-bounds"] and digits["triton_version"] == 1
+    assert digits["models"] == ["digits-encoder", "digits-decoder", "digits-bounds", "digits-pathway"]
+    assert digits["triton_version"] == 1 and digits["pathway_graph"] is True
     args = ["--kind", "cpu", "--instances", "2", "--max-batch-size", "64", "--max-queue-delay-us", "500"]
     code, records, err = export_triton(capsys, "--bundle", str(gaussian_bundle), "--out", str(repository), *args)
     assert code == 0, err
-    assert records["models"] == ["records-encoder", "records-decoder", "records-bounds"]
+    assert records["models"] == ["records-encoder", "records-decoder", "records-bounds", "records-pathway"]
 
     exported = {
         (bundle, part): repository / f"{name}-{part}"
@@ -100,6 +103,19 @@ def test_every_graph_is_exported_with_a_config_tritons_proto_parses(digits_bundl
     by_name = {entry["config"]["name"]: entry["config"] for entry in parsed.values() if "config" in entry}
     assert [spec["data_type"] for spec in by_name["digits-bounds"]["output"]] == ["TYPE_FP64"] * 5
     assert [spec["name"] for spec in by_name["records-decoder"]["output"]] == ["mean", "log_scale"]
+    assert by_name["digits-pathway"]["output"] == [{"name": "pathway_distance", "data_type": "TYPE_FP64", "dims": [1]}]
+
+
+def test_the_pathway_model_gives_vae_serves_pathway_scores(server, digits_bundle, tmp_path, capsys):
+    code, _, err = export_triton(capsys, "--bundle", str(digits_bundle), "--out", str(tmp_path / "triton"))
+    assert code == 0, err
+    raw = np.random.default_rng(4).integers(0, 17, size=(6, 64)).astype(np.float32)
+    reply = server.stub.ScoreAnomaly(vae_pb2.ScoreAnomalyRequest(x=tensor(raw), score=vae_pb2.SCORE_TYPE_PATHWAY))
+    manifest = json.loads((digits_bundle / MANIFEST_FILE).read_text())
+    loc, scale = (np.asarray(manifest["preprocessing"][key], np.float32) for key in ("loc", "scale"))
+    session = ort.InferenceSession(tmp_path / "triton/digits-pathway/1/model.onnx", providers=["CPUExecutionProvider"])
+    (distance,) = session.run(["pathway_distance"], {"x": (raw - loc) / scale})
+    np.testing.assert_array_equal(distance, np.array(reply.scores))
 
 
 def test_the_bounds_model_with_the_clients_noise_gives_vae_serves_elbo(server, digits_bundle, tmp_path, capsys):
@@ -123,9 +139,13 @@ def test_a_bundle_without_a_bounds_graph_exports_its_two_graphs_and_says_so(digi
     bundle = without_bounds_graph(digits_bundle, tmp_path / "old")
     code, summary, err = export_triton(capsys, "--bundle", str(bundle), "--out", str(tmp_path / "triton"))
     assert code == 0, err
-    assert summary["models"] == ["digits-encoder", "digits-decoder"] and summary["bounds_graph"] is False
-    assert "no bounds graph" in err
-    assert sorted(path.name for path in (tmp_path / "triton").iterdir()) == ["digits-decoder", "digits-encoder"]
+    assert summary["models"] == ["digits-encoder", "digits-decoder", "digits-pathway"]
+    assert summary["bounds_graph"] is False and "no bounds graph" in err
+    assert sorted(path.name for path in (tmp_path / "triton").iterdir()) == [
+        "digits-decoder",
+        "digits-encoder",
+        "digits-pathway",
+    ]
 
 
 def test_versions_name_the_directory_and_an_existing_one_needs_force(digits_bundle, tmp_path, capsys):
@@ -163,4 +183,4 @@ def test_a_damaged_bundle_is_refused_and_nothing_is_written(bundle_copy, tmp_pat
 def test_export_triton_needs_no_train_extra(digits_bundle, tmp_path):
     result = vae_train_without(TRAIN_EXTRA, "export-triton", "--bundle", str(digits_bundle), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["models"][-1] == "digits-bounds"
+    assert json.loads(result.stdout)["models"][-1] == "digits-pathway"

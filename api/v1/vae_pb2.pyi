@@ -26,6 +26,7 @@ class ScoreType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: _ClassVar[ScoreType]
     SCORE_TYPE_COMPLEXITY_CORRECTED: _ClassVar[ScoreType]
     SCORE_TYPE_COMBINED: _ClassVar[ScoreType]
+    SCORE_TYPE_PATHWAY: _ClassVar[ScoreType]
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
 INTERPOLATION_PATH_LINEAR: InterpolationPath
@@ -37,6 +38,7 @@ SCORE_TYPE_RECONSTRUCTION_ERROR: ScoreType
 SCORE_TYPE_NEGATIVE_RECONSTRUCTION_PROBABILITY: ScoreType
 SCORE_TYPE_COMPLEXITY_CORRECTED: ScoreType
 SCORE_TYPE_COMBINED: ScoreType
+SCORE_TYPE_PATHWAY: ScoreType
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "data", "dtype")

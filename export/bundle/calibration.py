@@ -16,7 +16,7 @@ from vae_serve.core.calibration import calibration_of
 from vae_serve.core.combination import combined_scores
 from vae_serve.core.manifest import Calibration
 from vae_serve.core.runtime import OnnxVae
-from vae_serve.core.scores import SCORES, anomaly_scores
+from vae_serve.core.scores import SCORES, anomaly_scores, available_scores
 
 # Fewest normal rows a calibration is made from: vae-train train checks its validation split against
 # it before training, export_bundle its calibration_data, vae-train calibrate its --split rows.
@@ -24,7 +24,8 @@ MIN_CALIBRATION_ROWS = 10
 
 
 def calibration_scores(vae: OnnxVae, x: np.ndarray, seed: int, progress: bool | None) -> dict[str, np.ndarray]:
-    """Every anomaly score of the rows ``x`` but the combined ones, one score at a time behind a progress bar.
+    """Every anomaly score of the rows ``x`` that the model has (``available_scores``) but the combined
+    ones, one score at a time behind a progress bar.
 
     Each score is computed over all rows in one call: its noise is drawn in one block from the
     seed (as a served request of these rows would), so the rows cannot be split for progress.
@@ -40,7 +41,7 @@ def calibration_scores(vae: OnnxVae, x: np.ndarray, seed: int, progress: bool | 
     """
     scores = {}
     names = tqdm(
-        [name for name, score in SCORES.items() if not score.components],
+        [name for name in available_scores(vae) if not SCORES[name].components],
         desc="calibrating",
         unit="score",
         file=sys.stderr,

@@ -43,7 +43,15 @@ from vae_serve.export.bundle.calibration import MIN_CALIBRATION_ROWS, calibrate
 from vae_serve.export.bundle.fused_graph import add_bounds_graph
 from vae_serve.export.bundle.manifest_builder import build_manifest, generic_likelihood_spec, golden_examples
 from vae_serve.export.bundle.onnx_export import PARITY_EXAMPLES, export_graphs
-from vae_serve.export.bundle.user_model import FlatDecoder, FlatEncoder, ModelError, check_model
+from vae_serve.export.bundle.pathway_graph import add_pathway_graph
+from vae_serve.export.bundle.user_model import (
+    FlatDecoder,
+    FlatEncoder,
+    FlatPathway,
+    ModelError,
+    check_model,
+    check_pathway,
+)
 from vae_serve.export.bundle.writer import check_destination, publish, staging_dir_for, write_manifest
 from vae_serve.export.models.evaluate import Bounds
 
@@ -145,6 +153,25 @@ def check_default_score(default_score: str | None, calibration: Calibration | No
         )
 
 
+def _pathway_rows(
+    pathway: nn.Module | None, pathway_data, input_shape: tuple[int, ...], affine, x_model: np.ndarray
+) -> np.ndarray | None:
+    """``pathway_data`` in the model's space, after checking that ``pathway`` runs on it; None without a pathway.
+
+    Raises:
+        ModelError: one of the two without the other, too few rows, or a pathway that does not run.
+    """
+    if (pathway is None) != (pathway_data is None):
+        raise ModelError("pathway and pathway_data go together: pass both (for the pathway score) or neither")
+    if pathway is None:
+        return None
+    fit_model = to_model(affine, _flat_rows(pathway_data, input_shape, "pathway_data")).astype(np.float32)
+    if len(fit_model) < MIN_CALIBRATION_ROWS:
+        raise ModelError(f"pathway_data: need at least {MIN_CALIBRATION_ROWS} rows, got {len(fit_model)}")
+    check_pathway(pathway, input_shape, x_model)
+    return fit_model
+
+
 def measured_metrics(vae: OnnxVae, validation: np.ndarray, test: np.ndarray | None, iwae_k: int, seed: int) -> Metrics:
     """ELBO and IWAE-k of model-space rows, measured through ONNX Runtime with the serving code."""
 
@@ -183,6 +210,8 @@ def export_bundle(
     likelihood_spec: LikelihoodSpec | None = None,
     default_score: str | None = None,
     reconstruction_units: str = "model",
+    pathway: nn.Module | None = None,
+    pathway_data: np.ndarray | None = None,
 ) -> ExportedBundle:
     """Export a PyTorch VAE as a verified bundle that ``vae-serve`` serves with every rpc.
 
@@ -216,6 +245,11 @@ def export_bundle(
         reconstruction_units: "model" (squared errors in the model's space) or "standardized"
             (squared errors / feature_scale**2; needs a likelihood_spec whose parameters hold
             ``feature_scale``, as vae-train's Gaussian bundles do).
+        pathway: x [batch, *input_shape] (model space) -> the encoder's hidden activations, a tuple
+            of tensors [batch, ...], one per layer (vae-train: each ReLU output of its encoder); with
+            it the bundle gets the ``pathway`` score (export/bundle/pathway_graph.py). None: no such score.
+        pathway_data: with ``pathway``: normal rows, raw, that the pathway statistics are fitted on;
+            they must not be the calibration rows (vae-train: the training rows).
 
     Returns:
         The bundle's path, its sealed manifest, and the calibration rows' scores.
@@ -246,11 +280,25 @@ def export_bundle(
     _check_likelihood_range(likelihood, x_model, preprocessing)
     latent_dim = check_model(encoder, decoder, likelihood, input_shape, x_model)
     flat_encoder, flat_decoder = FlatEncoder(encoder, input_shape), FlatDecoder(decoder, likelihood, input_shape)
+    fit_model = _pathway_rows(pathway, pathway_data, input_shape, affine, x_model)
     staging = staging_dir_for(out)
     try:
         graphs = export_graphs(flat_encoder, flat_decoder, staging, x_model[:PARITY_EXAMPLES])
         numpy_vae = OnnxVae.from_files(staging / "encoder.onnx", staging / "decoder.onnx", likelihood)
         bounds_graph = add_bounds_graph(staging, numpy_vae, latent_dim, x_model, seed)
+        pathway_graph = None
+        if fit_model is not None:
+            pathway_graph = add_pathway_graph(
+                staging,
+                flat_encoder,
+                flat_decoder,
+                FlatPathway(pathway, input_shape),
+                likelihood,
+                fit_model,
+                x_model[:PARITY_EXAMPLES],
+                seed,
+                f"pathway_data ({len(fit_model)} rows)",
+            )
         # Metrics and calibration through the bounds graph: what the server will compute.
         vae = OnnxVae(
             numpy_vae.encoder,
@@ -259,6 +307,7 @@ def export_bundle(
             affine,
             make_session(staging / bounds_graph.graph.file),
             error_weights=weights,
+            pathway=None if pathway_graph is None else make_session(staging / pathway_graph.graph.file),
         )
         if metrics is None:
             metrics = measured_metrics(vae, x_model, test_model, iwae_k, seed)
@@ -288,6 +337,7 @@ def export_bundle(
             golden=golden_examples(flat_encoder, flat_decoder, x_model),
             parity_examples=min(PARITY_EXAMPLES, len(x_model)),
             bounds_graph=bounds_graph,
+            pathway_graph=pathway_graph,
             default_score=default_score,
             reconstruction_units=reconstruction_units,
             latent_map=latent_map,

@@ -21,6 +21,7 @@ from vae_serve.core.manifest import (
     LikelihoodSpec,
     ManifestBody,
     Metrics,
+    PathwayGraph,
     Preprocessing,
 )
 from vae_serve.core.runtime import DECODER_OUTPUTS, ENCODER_OUTPUTS
@@ -155,6 +156,7 @@ def build_manifest(
     golden: Golden,
     parity_examples: int,
     bounds_graph: BoundsGraph | None = None,
+    pathway_graph: PathwayGraph | None = None,
     default_score: str | None = None,
     reconstruction_units: str = "model",
     latent_map: LatentMap | None = None,
@@ -181,6 +183,7 @@ def build_manifest(
         calibration=calibration,
         golden=golden,
         bounds_graph=bounds_graph,
+        pathway_graph=pathway_graph,
         default_score=default_score,
         reconstruction_units=reconstruction_units,
         latent_map=latent_map,

@@ -2,6 +2,7 @@
 
     REPO/<name>-encoder/config.pbtxt     REPO/<name>-encoder/<version>/model.onnx, manifest.json
     REPO/<name>-decoder/...              REPO/<name>-bounds/...   (when the bundle has bounds.onnx)
+    REPO/<name>-pathway/...              (when the bundle has pathway.onnx)
 
 The bundle is verified first, as the server does; the graphs are copied byte for byte, and the
 bundle's sealed manifest beside each (Triton reads only model.onnx, and it says where the graph came
@@ -10,7 +11,7 @@ as ONNX Runtime reads them (names, element types, shapes), in protobuf text form
 ``ModelConfig`` is not in this project's protobuf, so tests/test_triton_export.py parses every file
 with Triton's own ``model_config_pb2`` (from tritonclient, in its own venv). Needs no torch, no onnx.
 
-The encoder and the decoder batch along axis 0, so Triton's dynamic batcher joins requests into one
+The encoder, the decoder and the pathway graph batch along axis 0, so Triton's dynamic batcher joins requests into one
 graph run. The bounds graph cannot be batched by Triton: its rows are axis 0 of x but axis 1 of the
 noise eps [k, n, L], and Triton joins every input along axis 0 (see ``bundle_models``).
 """
@@ -89,7 +90,7 @@ def graph_tensors(nodes: list[ort.NodeArg], batched: bool, where: str) -> tuple[
 
 
 def bundle_models(bundle: Bundle, prefix: str) -> list[TritonModel]:
-    """The repository's models: encoder and decoder, and the bounds graph when the bundle has one."""
+    """The repository's models: encoder and decoder, and the bounds and pathway graphs when the bundle has them."""
     manifest, vae = bundle.manifest, bundle.vae
     features, latent = manifest.input.num_features, manifest.latent_dim
     space = (
@@ -122,6 +123,12 @@ def bundle_models(bundle: Bundle, prefix: str) -> list[TritonModel]:
             f"replies. {space}"
         )
         parts.append(("bounds", manifest.bounds_graph.graph.file, vae.bounds, comment))
+    if manifest.pathway_graph is not None:
+        comment = (
+            f"x [batch, {features}] -> pathway_distance [batch] (float64): the pathway score before "
+            f"calibration (its quantiles are in the manifest's calibration section). {space}"
+        )
+        parts.append(("pathway", manifest.pathway_graph.graph.file, vae.pathway, comment))
     return [
         TritonModel(
             name=f"{prefix}-{part}",
@@ -183,7 +190,14 @@ def config_text(model: TritonModel, serving: Serving, origin: str) -> str:
     """config.pbtxt of one model: comments that say what it is, then its ``ModelConfig``."""
 
     def tensors(specs: tuple[TritonTensor, ...]) -> list[dict]:
-        return [{"name": spec.name, "data_type": Enum(spec.data_type), "dims": list(spec.dims)} for spec in specs]
+        return [tensor(spec) for spec in specs]
+
+    def tensor(spec: TritonTensor) -> dict:
+        entry = {"name": spec.name, "data_type": Enum(spec.data_type), "dims": list(spec.dims)}
+        if model.batched and not spec.dims:
+            # One value per row ([batch]): Triton needs a dim, so [1] in the config, reshaped to none in the graph.
+            entry.update(dims=[1], reshape={"shape": []})
+        return entry
 
     fields: dict = {
         "name": model.name,
@@ -289,5 +303,6 @@ def export_triton(
         "triton_version": number,
         "models": [model.name for model in models],
         "bounds_graph": manifest.bounds_graph is not None,
+        "pathway_graph": manifest.pathway_graph is not None,
         "kind": KINDS[serving.kind],
     }

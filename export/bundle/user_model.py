@@ -81,6 +81,39 @@ class FlatDecoder(nn.Module):
         return mean, flat_log_scale(log_scale, self.num_features) + torch.zeros_like(mean)
 
 
+class FlatPathway(nn.Module):
+    """x [batch, D] -> the user's pathway on x [batch, *input_shape] -> each layer's activations [batch, H_l]."""
+
+    def __init__(self, pathway: nn.Module, input_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.pathway = pathway
+        self.input_shape = tuple(int(size) for size in input_shape)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(layer.flatten(1) for layer in _as_tuple(self.pathway(x.reshape(-1, *self.input_shape))))
+
+
+@torch.no_grad()
+def check_pathway(pathway: nn.Module, input_shape: tuple[int, ...], x_model: np.ndarray) -> None:
+    """The pathway runs on a few rows (model space) and returns one or more finite tensors [batch, ...].
+
+    Raises:
+        ModelError: what it returned instead, and what it should return.
+    """
+    pathway.eval()
+    batch = torch.from_numpy(x_model[:PROBE_ROWS]).reshape(-1, *input_shape)
+    layers = _run(pathway, batch, "pathway")
+    if not layers or not all(
+        torch.is_tensor(value) and value.dim() >= 2 and len(value) == len(batch) for value in layers
+    ):
+        raise ModelError(
+            "the pathway must return the encoder's hidden activations, one tensor [batch, ...] per layer; "
+            f"for a batch of {len(batch)} it returned {len(layers)} values ({_describe(layers)})"
+        )
+    if _first_non_finite(list(layers), 0) is not None:
+        raise ModelError("the pathway's activations are NaN or infinite on the calibration rows")
+
+
 def flat_log_scale(log_scale: torch.Tensor, num_features: int) -> torch.Tensor:
     """A Gaussian decoder's log_scale with its feature axes flattened: [batch, D] for one per row
     and feature, unchanged when it is one shared value or one per feature (it then broadcasts)."""

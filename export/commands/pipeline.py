@@ -32,7 +32,7 @@ from vae_serve.export.models.config import (
 from vae_serve.export.models.conv import conv_grid, conv_input_shape
 from vae_serve.export.models.evaluate import evaluate_bounds
 from vae_serve.export.models.training import EVAL_BINARIZATION_SEED, TrainResult, evaluation_view, train_vae
-from vae_serve.export.models.vae import Vae
+from vae_serve.export.models.vae import EncoderPathway, Vae
 from vae_serve.export.sources import DataError, SourceData, Splits, load_source, make_splits, parse_classes
 
 # Importance samples of the validation split's IWAE bound (the test split's is --iwae-k).
@@ -223,5 +223,8 @@ def train_and_export(
         likelihood_spec=likelihood_spec(result.vae),
         default_score=scoring.default_score,
         reconstruction_units=scoring.reconstruction_units,
+        # The pathway score's statistics are fitted on the training rows, never the calibration rows.
+        pathway=EncoderPathway(result.vae.encoder),
+        pathway_data=raw.train.x,
     )
     return result, exported

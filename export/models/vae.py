@@ -62,6 +62,28 @@ class Encoder(nn.Module):
         return self.mean(hidden), self.logvar(hidden)
 
 
+class EncoderPathway(nn.Module):
+    """x [batch, D] -> the encoder's hidden activations, the layers of the ``pathway`` score: each ReLU
+    output of an MLP body; of a conv body only its dense layer (a feature map of thousands of values
+    per channel would need a covariance too large to fit on the training rows)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.encoder.scaling.standardize(x.flatten(1))
+        body = self.encoder.body
+        if isinstance(body, ConvEncoderBody):
+            return (body(hidden),)
+        layers = []
+        for layer in body:
+            hidden = layer(hidden)
+            if isinstance(layer, nn.ReLU):
+                layers.append(hidden)
+        return tuple(layers)
+
+
 class BernoulliDecoder(nn.Module):
     """z -> logits l; log p(x|z) = sum_d x_d l_d - softplus(l_d). ``net`` maps z to [batch, D]."""
 

@@ -211,6 +211,12 @@ class Operations:
         manifest = model.bundle.manifest
         components = score_named(score).components
         # A combined score is decided against its own calibration and computed against its components'.
+        if score_named(score).pathway and model.bundle.vae.pathway is None:
+            raise NotCalibrated(
+                f"score {score}: model {manifest.name}:{manifest.version} has no pathway graph, which this score "
+                "needs (vae-train's bundles have one; export_bundle writes one when given pathway and pathway_data); "
+                "choose another score"
+            )
         if not {score, *components} <= set(manifest.calibration.scores):
             raise NotCalibrated(
                 f"score {score}: model {manifest.name}:{manifest.version} has no calibration for it; "
