@@ -21,7 +21,6 @@ from vae_serve.core.bounds import (
     estimate_bounds_batch,
     latent_generator,
     reconstruction_errors_batch,
-    split_rows,
 )
 from vae_serve.core.combination import COMBINED, COMBINED_COMPONENTS, StoredQuantiles, combined_scores
 from vae_serve.core.runtime import OnnxVae
@@ -185,7 +184,7 @@ def _simple_score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tupl
     """score_batch of requests without combined scores.
 
     One bounds pass serves every sampled score (each drawing from ``latent_generator(seed)``, so its
-    values depend only on its own request), one pathway pass every pathway request, and one
+    values depend only on its own request), one pathway-graph run each pathway request, and one
     reconstruction pass every request that needs the errors (reconstruction_error, and those asking
     for feature errors).
     """
@@ -215,14 +214,16 @@ def _simple_score_batch(vae: OnnxVae, requests: list[ScoreRequest]) -> list[tupl
 
 
 def pathway_distances_batch(vae: OnnxVae, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """Each request's pathway distances [n] float64 (rows in the model's space), in one graph run.
+    """Each request's pathway distances [n] float64 (rows in the model's space), one graph run per
+    request, as the bounds graph's: a row's value never depends on the rows it was batched with, not
+    even in the last bit (a vector kernel's tail, e.g. a Bernoulli model's sigmoid, could move it).
 
     Raises:
         ValueError: the model has no pathway graph (the server refuses the score before: no calibration).
     """
     if vae.pathway is None:
         raise ValueError("the pathway score needs the bundle's pathway graph, and this model has none")
-    return split_rows(vae.run_pathway(np.concatenate(xs)), [len(x) for x in xs])
+    return [vae.run_pathway(x) for x in xs]
 
 
 def available_scores(vae: OnnxVae) -> list[str]:

@@ -49,10 +49,11 @@ class Decoder(nn.Module):
         return self.net(z).reshape(-1, 1, 8, 8)
 
 
-def trained(x_raw: np.ndarray, epochs: int = 40) -> tuple[Encoder, Decoder]:
-    """A Bernoulli VAE fitted to grey levels / 16 by the usual ELBO (a fixed seed)."""
+def trained(x_raw: np.ndarray, epochs: int = 40, encoder_class=Encoder) -> tuple[nn.Module, Decoder]:
+    """A Bernoulli VAE (``encoder_class()`` and a Decoder) fitted to grey levels / 16 by the usual ELBO
+    (a fixed seed)."""
     torch.manual_seed(0)
-    encoder, decoder = Encoder(), Decoder()
+    encoder, decoder = encoder_class(), Decoder()
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=3e-3)
     x = torch.from_numpy(x_raw / np.float32(16.0))
     for _ in range(epochs):
@@ -70,6 +71,10 @@ def trained(x_raw: np.ndarray, epochs: int = 40) -> tuple[Encoder, Decoder]:
 
 @pytest.fixture(scope="module")
 def digit_rows() -> dict[str, np.ndarray]:
+    return digit_splits()
+
+
+def digit_splits() -> dict[str, np.ndarray]:
     """The digits' raw grey levels [n, 1, 8, 8], shuffled once and split three ways."""
     images = load_digits().images.astype(np.float32)[:, None]
     images = images[np.random.default_rng(0).permutation(len(images))]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import special, stats
-from sklearn.datasets import load_digits
 from torch import nn
 
 from tests.server_process import start_server, tensor
+from tests.test_combined_score import CALIBRATION_ROWS, LATENT, TRAIN_ROWS, digit_splits, trained
 from vae_serve.api.v1 import vae_pb2
 from vae_serve.core.bundle import load_bundle
 from vae_serve.core.errors import BundleError
@@ -26,8 +26,6 @@ from vae_serve.export import export_bundle
 from vae_serve.export.bundle.pathway_graph import RELATIVE_RANK_FLOOR
 from vae_serve.export.bundle.user_model import ModelError
 
-LATENT = 4
-TRAIN_ROWS, CALIBRATION_ROWS = 700, 697  # and the remaining 400 of the 1797 digits are held out
 HIDDEN = (48, 32)
 
 
@@ -61,49 +59,15 @@ class Total(nn.Module):
         return x.sum()
 
 
-class Decoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(LATENT, 64), nn.Tanh(), nn.Linear(64, 64))
-
-    def forward(self, z):
-        return self.net(z).reshape(-1, 1, 8, 8)
-
-
-def trained(x_raw: np.ndarray, epochs: int = 40) -> tuple[Encoder, Decoder]:
-    """A Bernoulli VAE fitted to grey levels / 16 by the usual ELBO (a fixed seed)."""
-    torch.manual_seed(0)
-    encoder, decoder = Encoder(), Decoder()
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=3e-3)
-    x = torch.from_numpy(x_raw / np.float32(16.0))
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x)).split(64):
-            mean, logvar = encoder(x[batch])
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-            nll = nn.functional.binary_cross_entropy_with_logits(decoder(z), x[batch], reduction="sum")
-            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum()
-            optimizer.zero_grad()
-            ((nll + kl) / len(batch)).backward()
-            optimizer.step()
-    return encoder.eval(), decoder.eval()
-
-
 @pytest.fixture(scope="module")
 def digit_rows() -> dict[str, np.ndarray]:
-    """The digits' raw grey levels [n, 1, 8, 8], shuffled once and split three ways."""
-    images = load_digits().images.astype(np.float32)[:, None]
-    images = images[np.random.default_rng(0).permutation(len(images))]
-    calibration_end = TRAIN_ROWS + CALIBRATION_ROWS
-    return {
-        "train": images[:TRAIN_ROWS],
-        "calibration": images[TRAIN_ROWS:calibration_end],
-        "held_out": images[calibration_end:],
-    }
+    """test_combined_score's split of the digits: training, calibration and 400 held-out rows."""
+    return digit_splits()
 
 
 @pytest.fixture(scope="module")
-def model(digit_rows) -> tuple[Encoder, Decoder]:
-    return trained(digit_rows["train"])
+def model(digit_rows) -> tuple[Encoder, nn.Module]:
+    return trained(digit_rows["train"], encoder_class=Encoder)
 
 
 def export(model, digit_rows, out, **options):
@@ -184,8 +148,8 @@ def test_pathway_p_values_are_uniform_on_held_out_normal_rows(pathway_server, di
     held_out = digit_rows["held_out"]
     p_values = np.asarray(scored(pathway_server, held_out, vae_pb2.SCORE_TYPE_PATHWAY).p_value)
     # As in test_combined_score: given one calibration set, the p-values follow its empirical
-    # distribution, so the KS distance is bounded as a two-sample test's (400 held out, 697
-    # calibration rows) at alpha = 0.001: K^-1(0.001) sqrt(1/400 + 1/697) = 0.12.
+    # distribution, so the KS distance is bounded as a two-sample test's (400 held out, 797
+    # calibration rows) at alpha = 0.001: K^-1(0.001) sqrt(1/400 + 1/797) = 0.12.
     tolerance = special.kolmogi(0.001) * math.sqrt(1 / len(p_values) + 1 / CALIBRATION_ROWS)
     assert stats.kstest(p_values, "uniform").statistic < tolerance
     # And the score has power: the same digits upside down are not normal digits.
