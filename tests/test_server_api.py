@@ -227,13 +227,13 @@ def test_model_info_matches_the_manifest(server, reference):
     assert list(info.input_shape) == [8, 8] and info.num_features == 64 and info.latent_dim == 8
     assert info.likelihood == "bernoulli" and info.test.iwae_k == manifest["metrics"]["test"]["iwae_k"]
     assert info.test.iwae_nll_nats == manifest["metrics"]["test"]["iwae_nll_nats"]
-    assert {entry.score for entry in info.calibration} == {1, 2, 3, 4, 5, 6}
+    assert {entry.score for entry in info.calibration} == {1, 2, 3, 4, 5, 6, 7}
     assert list(info.available_versions) == ["1"] and list(info.providers) == ["CPUExecutionProvider"]
     assert info.max_rows == 1024
     # Score facts, as vae.proto's ScoreType documents each score's draws; the default is the one an
     # unnamed ScoreAnomaly uses (test_explicit_threshold_and_default_score).
     draws = {entry.score: entry.draws for entry in info.scores}
-    assert draws == {1: 10, 2: 100, 3: 0, 4: 10, 5: 100, 6: 10}
+    assert draws == {1: 10, 2: 100, 3: 0, 4: 10, 5: 100, 6: 10, 7: 0}
     assert all(entry.description for entry in info.scores)
     assert info.default_score == vae_pb2.SCORE_TYPE_RECONSTRUCTION_ERROR
 
