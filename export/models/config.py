@@ -18,7 +18,7 @@ from vae_serve.export.sources.registry import find_source
 # manifest's default score and the units of the reconstruction errors (``Scoring``).
 # - digits: the embedded demo, unchanged (Bernoulli, reconstruction_error).
 # - images: a Gaussian in standardized units, each pixel's std floored at 0.3 x the std of all
-#   pixels, a 784-1024-512-10 MLP, scored by pathway (RaPP): the recipe x score that bench/protocol.py
+#   pixels, a 784-1024-512-256-10 MLP, scored by pathway (RaPP): the recipe x score that bench/protocol.py
 #   picks on one-class Fashion-MNIST's selection split (never the test rows; docs/anomaly.md has the
 #   floors 0-1, latent sizes 5-20, widths 400 to 1024,512,256, IWAE training, weight decay and shift
 #   augmentation it compared). Colour images ([3, H, W], images:DIR --channels 3)
@@ -44,7 +44,7 @@ RECIPES = {
         "reconstruction_units": "model",
     },
     "images": {
-        "hidden": (1024, 512),
+        "hidden": (1024, 512, 256),
         "latent_dim": 10,
         "epochs": 30,
         "batch_size": 100,
