@@ -42,7 +42,8 @@ RELATIVE_RANK_FLOOR = 1e-3
 # Rows of each forward pass while fitting (bounds memory for wide layers).
 FIT_BATCH_ROWS = 1024
 GOLDEN_ROWS = 4
-# The golden case and the loader's check: float32 layers summed in another order; measured ~1e-6 relative.
+# The golden case and the loader's check: ONNX Runtime against torch, float32 layers in another order;
+# measured at most 7.4e-7 relative on six bundles (five Fashion classes, digits), so 1e-4 leaves room.
 GOLDEN_ATOL, GOLDEN_RTOL = 1e-3, 1e-4
 
 
