@@ -21,7 +21,7 @@ import numpy as np
 from vae_serve.core import work
 from vae_serve.core.bounds import BoundEstimates
 from vae_serve.core.errors import InvalidInput, NotCalibrated
-from vae_serve.core.scores import score_named
+from vae_serve.core.scores import available_scores, score_named
 from vae_serve.service.monitor.events import ScoredEvent
 from vae_serve.service.observe.tracing import current_trace_id
 from vae_serve.service.plane.dataplane import DataPlane, ServedModel
@@ -211,7 +211,8 @@ class Operations:
         manifest = model.bundle.manifest
         components = score_named(score).components
         # A combined score is decided against its own calibration and computed against its components'.
-        if score_named(score).pathway and model.bundle.vae.pathway is None:
+        # The registry says which scores a model can compute at all (pathway needs its graph).
+        if score not in available_scores(model.bundle.vae):
             raise NotCalibrated(
                 f"score {score}: model {manifest.name}:{manifest.version} has no pathway graph, which this score "
                 "needs (vae-train's bundles have one; export_bundle writes one when given pathway and pathway_data); "
