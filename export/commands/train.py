@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recipe uses it: measured flat on images)",
     )
     parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=1.0,
+        metavar="GAMMA",
+        help="multiply the learning rate by GAMMA every epoch: epoch e trains at lr x GAMMA^(e-1) "
+        "(default: 1, constant; for long likelihood runs, docs/benchmarks.md)",
+    )
+    parser.add_argument(
         "--score",
         choices=score_names(),
         metavar="NAME",

@@ -111,6 +111,9 @@ class TrainConfig:
     # AdamW's decoupled weight decay (Loshchilov & Hutter 2019) per step, as a fraction of lr x weight;
     # 0 trains with Adam, as every run did before the setting existed.
     weight_decay: float = 0.0
+    # Epoch e trains at lr x lr_decay^(e - 1): a function of the epoch alone, so a resumed run follows
+    # the same schedule. 1 keeps the constant rate every run had before the setting existed.
+    lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             args.feature_std_floor, recipe["feature_std_floor"] if likelihood == "gaussian" else 0.0
         ),
         weight_decay=args.weight_decay,
+        lr_decay=args.lr_decay,
     )
     check_config(config, args.iwae_k)
     return config
@@ -229,6 +233,8 @@ def check_config(config: TrainConfig, iwae_k: int) -> None:
         raise DataError("--feature-std-floor applies to --likelihood gaussian only")
     if not 0.0 <= config.weight_decay <= MAX_WEIGHT_DECAY:
         raise DataError(f"--weight-decay must be a number in [0, {MAX_WEIGHT_DECAY:g}] (0: none)")
+    if not 0.0 < config.lr_decay <= 1.0:
+        raise DataError("--lr-decay must be a factor in (0, 1] per epoch (1: a constant learning rate)")
 
 
 def config_record_defaults() -> dict:

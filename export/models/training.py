@@ -192,6 +192,7 @@ def run_epochs(
         disable=None if show_progress is None else not show_progress,
     )
     for epoch in epochs:
+        set_epoch_lr(optimizer, config, epoch)
         train_elbo = train_epoch(config, vae, optimizer, torch.from_numpy(train_x), epoch)
         if not math.isfinite(train_elbo):
             raise FloatingPointError(f"training diverged at epoch {epoch} (ELBO {train_elbo}); lower --lr")
@@ -208,6 +209,13 @@ def run_epochs(
             tqdm.write(f"early stop: no validation improvement for {config.patience} epochs", file=sys.stderr)
             break
     epochs.close()
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int) -> None:
+    """The learning rate of ``epoch`` (from 1): ``lr x lr_decay^(epoch - 1)``, set from the epoch alone, so
+    that a resumed run (whose optimizer state carries the last epoch's rate) goes on with the same schedule."""
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * config.lr_decay ** (epoch - 1)
 
 
 def train_epoch(
