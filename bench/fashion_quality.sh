@@ -17,8 +17,10 @@ declare -A RECIPES=(
     [iwae5]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 5"
     [iwae10]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 100 --patience 10 --train-samples 10"
     [iwae5long]="--hidden 512,256 --latent-dim 32 --kl-warmup 10 --epochs 200 --patience 15 --train-samples 5"
+    # The likelihood recipe of the README (issue 23): wider, latent 40, the learning rate decayed 2 % an epoch.
+    [wide]="--hidden 1024,512 --latent-dim 40 --kl-warmup 10 --epochs 150 --patience 30 --train-samples 5 --lr-decay 0.98"
 )
-NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(default longer deeper iwae5 iwae10 iwae5long)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(default longer deeper iwae5 iwae10 iwae5long wide)
 mkdir -p "$OUT"
 echo "| recipe | command | epochs (best) | wall s | test ELBO nats | test NLL nats (IWAE k=1000) | bits/dim |"
 echo "|---|---|---|---|---|---|---|"
