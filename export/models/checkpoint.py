@@ -23,9 +23,9 @@ from vae_serve.export.models.config import TrainConfig, config_record, config_re
 # Bumped whenever the payload's keys or their meaning change; another version is refused, not guessed.
 CHECKPOINT_FORMAT = 1
 # Settings a resumed run may change. ``epochs`` only says where the loop stops: no schedule depends on
-# it (the KL warm-up counts its own epochs, the learning rate's decay is a function of the epoch), so a run resumed with more
-# epochs follows the very trajectory of an uninterrupted run with that many epochs. Resuming to train
-# longer is the point of a checkpoint.
+# it (the KL warm-up counts its own epochs, the learning rate's decay is a function of the epoch), so a
+# run resumed with more epochs follows the very trajectory of an uninterrupted run with that many
+# epochs. Resuming to train longer is the point of a checkpoint.
 RESUMABLE_FIELDS = frozenset({"epochs"})
 # How torch.load reports a truncated or foreign file: its zip reader (RuntimeError, OSError EINVAL),
 # the unpickler, or weights_only refusing a pickled object.
